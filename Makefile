@@ -1,0 +1,61 @@
+# The developer interface. CI runs `make test` (see .ci/run).
+GO        ?= go
+PKGS      := ./...
+FUZZTIME  ?= 20s
+BENCHTIME ?= 1s
+BENCHCOUNT ?= 1
+
+.PHONY: all build run test race fuzz bench check deps fmt vet conformance clean
+
+all: check test
+
+build:
+	$(GO) build -o bin/tinymq ./cmd/tinymq
+
+run:
+	$(GO) run ./cmd/tinymq
+
+## test: every test, shuffled. Interop tests skip when their client is missing
+## unless TINYMQ_REQUIRE_INTEROP=1 (CI sets it).
+test:
+	$(GO) test -shuffle=on -count=1 $(PKGS)
+
+race:
+	$(GO) test -race -shuffle=on -count=1 $(PKGS)
+
+## fuzz: each fuzz target for FUZZTIME (go test -fuzz takes one target at a time).
+fuzz:
+	@set -e; for pkg in ./codec ./topic; do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t"; \
+	    $(GO) test $$pkg -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) $(PKGS)
+
+## check: formatting, vet and the import-graph rule (DESIGN.md section 1).
+check: fmt vet deps
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+## deps: codec/ and topic/ import only the standard library.
+deps:
+	@bad=$$($(GO) list -deps ./codec ./topic | grep '\.' | grep -v '^github.com/tinymq/tinymq/\(codec\|topic\)' || true); \
+	if [ -n "$$bad" ]; then echo "codec/topic must import only the standard library, found:"; echo "$$bad"; exit 1; fi; \
+	ours=$$($(GO) list -f '{{join .Imports "\n"}}' ./codec/... ./topic/... | grep '^github.com/tinymq/tinymq/' | grep -v '^github.com/tinymq/tinymq/codec' || true); \
+	if [ -n "$$ours" ]; then echo "codec/topic must not import other TinyMQ packages:"; echo "$$ours"; exit 1; fi; \
+	echo "deps: ok"
+
+## conformance: the spec-tagged protocol tests plus the interop clients.
+conformance:
+	TINYMQ_REQUIRE_INTEROP=1 $(GO) test -count=1 -run 'Interop|Conformance' ./engine/...
+
+clean:
+	rm -rf bin
