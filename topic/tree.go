@@ -1,0 +1,496 @@
+package topic
+
+// The subscription tree.
+//
+// A topic name is a list of levels separated by '/': "sport/tennis/player1"
+// has three levels, "/a" has two (the first is empty). A filter is a name
+// in which a level may be a wildcard:
+//
+//   - '+' matches exactly one level, which may be empty:
+//     "sport/+/player1" matches "sport/tennis/player1" and "sport//player1",
+//     not "sport/tennis/x/player1".
+//   - '#' is the last level and matches the parent level and any number of
+//     levels below it: "sport/#" matches "sport", "sport/tennis" and
+//     "sport/tennis/player1"; "#" matches every name.
+//   - Names starting with '$' are never matched by a filter whose first
+//     level is a wildcard [MQTT-4.7.2-1]: "#" and "+/monitor/Clients" do not
+//     match "$SYS/monitor/Clients", "$SYS/#" does.
+//
+// Layout. Real loads are dominated by exact filters (one per device:
+// "devices/{id}/cmd") with a few wildcard ones. Exact filters live in a hash
+// map from the whole filter to its entry, so matching them is one map
+// lookup whatever their number. Wildcard filters live in a trie keyed by
+// level; matching walks it once per name, following for each level the
+// child with the level's text, the '+' child, and the '#' child.
+//
+// Worked example, filters {"a/b" (exact), "a/+", "a/#", "+/b", "#"} and the
+// name "a/b": the exact map yields "a/b"; the walk from the root follows
+// "a" (then "+" matches level "b": "a/+"; "#" below "a" matches: "a/#"),
+// "+" (then "b": "+/b") and "#" ("#"). For "$x/b" only the exact map and
+// the literal child "$x" are consulted.
+//
+// Concurrency: one sync.RWMutex. Matching takes the read lock (every event
+// loop matches concurrently); Subscribe and Unsubscribe take the write lock.
+// docs/topic.md has the measurements behind this choice.
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// Sub is one subscription as stored and as reported by Match.
+type Sub[K comparable] struct {
+	Key   K      // the subscriber
+	QoS   uint8  // granted QoS
+	Opts  uint8  // MQTT 5 subscription option bits, opaque here
+	ID    uint32 // MQTT 5 subscription identifier, 0 = none
+	Group string // shared-subscription group, "" for a normal subscription
+}
+
+// ChildMapThreshold is the fan-out above which a trie node indexes its
+// children with a map instead of scanning a slice. A variable so that
+// benchmarks can vary it; set it before building trees.
+var ChildMapThreshold = 16
+
+// entry holds the subscriptions of one filter.
+type entry[K comparable] struct {
+	subs   []Sub[K]
+	groups []*group[K]
+}
+
+type group[K comparable] struct {
+	name    string
+	members []Sub[K]
+	next    atomic.Uint32
+}
+
+func (e *entry[K]) empty() bool { return len(e.subs) == 0 && len(e.groups) == 0 }
+
+// appendTo appends the entry's subscriptions and one member of each group
+// (round-robin).
+func (e *entry[K]) appendTo(dst []Sub[K]) []Sub[K] {
+	dst = append(dst, e.subs...)
+	for _, g := range e.groups {
+		if n := len(g.members); n > 0 {
+			i := int(g.next.Add(1)-1) % n
+			dst = append(dst, g.members[i])
+		}
+	}
+	return dst
+}
+
+type node[K comparable] struct {
+	name     string
+	parent   *node[K]
+	children []*node[K]          // when few
+	childMap map[string]*node[K] // when many
+	plus     *node[K]
+	hash     *node[K]
+	e        entry[K]
+}
+
+func (n *node[K]) child(level []byte) *node[K] {
+	if n.childMap != nil {
+		return n.childMap[string(level)]
+	}
+	for _, c := range n.children {
+		if c.name == string(level) {
+			return c
+		}
+	}
+	return nil
+}
+
+func (n *node[K]) addChild(level []byte) *node[K] {
+	switch string(level) {
+	case "+":
+		if n.plus == nil {
+			n.plus = &node[K]{name: "+", parent: n}
+		}
+		return n.plus
+	case "#":
+		if n.hash == nil {
+			n.hash = &node[K]{name: "#", parent: n}
+		}
+		return n.hash
+	}
+	if c := n.child(level); c != nil {
+		return c
+	}
+	c := &node[K]{name: string(level), parent: n}
+	if n.childMap != nil {
+		n.childMap[c.name] = c
+		return c
+	}
+	n.children = append(n.children, c)
+	if len(n.children) > ChildMapThreshold {
+		n.childMap = make(map[string]*node[K], len(n.children))
+		for _, x := range n.children {
+			n.childMap[x.name] = x
+		}
+		n.children = nil
+	}
+	return c
+}
+
+func (n *node[K]) removeChild(c *node[K]) {
+	switch {
+	case c == n.plus:
+		n.plus = nil
+	case c == n.hash:
+		n.hash = nil
+	case n.childMap != nil:
+		delete(n.childMap, c.name)
+	default:
+		for i, x := range n.children {
+			if x == c {
+				n.children = append(n.children[:i], n.children[i+1:]...)
+				break
+			}
+		}
+	}
+}
+
+func (n *node[K]) leafless() bool {
+	return n.e.empty() && len(n.children) == 0 && len(n.childMap) == 0 && n.plus == nil && n.hash == nil
+}
+
+// Tree is the subscription index. Safe for concurrent use.
+type Tree[K comparable] struct {
+	mu    sync.RWMutex
+	exact map[string]*entry[K]
+	root  node[K]
+	count int
+}
+
+// NewTree returns an empty tree.
+func NewTree[K comparable]() *Tree[K] {
+	return &Tree[K]{exact: make(map[string]*entry[K])}
+}
+
+// Count is the number of subscriptions (shared members included).
+func (t *Tree[K]) Count() int {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.count
+}
+
+// levels splits a name into level boundaries on the stack: ends[i] is the
+// index after level i. It returns false for names deeper than the array.
+func levels(name []byte, ends *[32]int) (int, bool) {
+	n := 0
+	for i, c := range name {
+		if c == '/' {
+			if n == len(ends)-1 {
+				return 0, false
+			}
+			ends[n] = i
+			n++
+		}
+	}
+	ends[n] = len(name)
+	return n + 1, true
+}
+
+// Subscribe adds s under filter, or replaces the subscription of the same
+// key to the same filter (including the $share prefix) and reports true.
+// The filter must be valid (ValidateFilter); it is copied.
+func (t *Tree[K]) Subscribe(filter []byte, s Sub[K]) (replaced bool) {
+	groupName, f, shared := SplitShared(filter)
+	s.Group = ""
+	if shared {
+		s.Group = string(groupName)
+		filter = f
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.entryFor(filter, true)
+	if shared {
+		var g *group[K]
+		for _, x := range e.groups {
+			if x.name == s.Group {
+				g = x
+				break
+			}
+		}
+		if g == nil {
+			g = &group[K]{name: s.Group}
+			e.groups = append(e.groups, g)
+		}
+		for i := range g.members {
+			if g.members[i].Key == s.Key {
+				g.members[i] = s
+				return true
+			}
+		}
+		g.members = append(g.members, s)
+		t.count++
+		return false
+	}
+	for i := range e.subs {
+		if e.subs[i].Key == s.Key {
+			e.subs[i] = s
+			return true
+		}
+	}
+	e.subs = append(e.subs, s)
+	t.count++
+	return false
+}
+
+// entryFor finds (or with create, makes) the entry of a filter. Caller
+// holds mu (write lock when create).
+func (t *Tree[K]) entryFor(filter []byte, create bool) *entry[K] {
+	if !hasWildcard(filter) {
+		e := t.exact[string(filter)]
+		if e == nil && create {
+			e = &entry[K]{}
+			t.exact[string(filter)] = e
+		}
+		return e
+	}
+	n := &t.root
+	start := 0
+	for i := 0; i <= len(filter); i++ {
+		if i < len(filter) && filter[i] != '/' {
+			continue
+		}
+		level := filter[start:i]
+		start = i + 1
+		var next *node[K]
+		if create {
+			next = n.addChild(level)
+		} else {
+			switch string(level) {
+			case "+":
+				next = n.plus
+			case "#":
+				next = n.hash
+			default:
+				next = n.child(level)
+			}
+		}
+		if next == nil {
+			return nil
+		}
+		n = next
+	}
+	return &n.e
+}
+
+// Unsubscribe removes key's subscription to filter (with its $share
+// prefix, if any) and reports whether there was one.
+func (t *Tree[K]) Unsubscribe(filter []byte, key K) (removed bool) {
+	groupName, f, shared := SplitShared(filter)
+	if shared {
+		filter = f
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.entryFor(filter, false)
+	if e == nil {
+		return false
+	}
+	if shared {
+		for gi, g := range e.groups {
+			if g.name != string(groupName) {
+				continue
+			}
+			for i := range g.members {
+				if g.members[i].Key == key {
+					g.members = append(g.members[:i], g.members[i+1:]...)
+					removed = true
+					break
+				}
+			}
+			if len(g.members) == 0 {
+				e.groups = append(e.groups[:gi], e.groups[gi+1:]...)
+			}
+			break
+		}
+	} else {
+		for i := range e.subs {
+			if e.subs[i].Key == key {
+				e.subs = append(e.subs[:i], e.subs[i+1:]...)
+				removed = true
+				break
+			}
+		}
+	}
+	if !removed {
+		return false
+	}
+	t.count--
+	if e.empty() {
+		t.prune(filter)
+	}
+	return true
+}
+
+// prune drops the now empty entry of filter and trie nodes left without
+// purpose. Caller holds the write lock.
+func (t *Tree[K]) prune(filter []byte) {
+	if !hasWildcard(filter) {
+		delete(t.exact, string(filter))
+		return
+	}
+	n := t.nodeOf(filter)
+	for n != nil && n != &t.root && n.leafless() {
+		p := n.parent
+		p.removeChild(n)
+		n = p
+	}
+}
+
+func (t *Tree[K]) nodeOf(filter []byte) *node[K] {
+	n := &t.root
+	start := 0
+	for i := 0; i <= len(filter); i++ {
+		if i < len(filter) && filter[i] != '/' {
+			continue
+		}
+		level := filter[start:i]
+		start = i + 1
+		switch string(level) {
+		case "+":
+			n = n.plus
+		case "#":
+			n = n.hash
+		default:
+			n = n.child(level)
+		}
+		if n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
+// Match appends to dst every subscription whose filter matches the topic
+// name and returns dst. For each matching shared group exactly one member
+// is appended, chosen round-robin. Overlapping subscriptions of one key
+// are all reported (see Dedup). It allocates nothing when dst has room.
+func (t *Tree[K]) Match(name []byte, dst []Sub[K]) []Sub[K] {
+	var ends [32]int
+	n, ok := levels(name, &ends)
+	t.mu.RLock()
+	if e := t.exact[string(name)]; e != nil {
+		dst = e.appendTo(dst)
+	}
+	if ok {
+		dst = t.root.match(name, ends[:n], 0, 0, dst)
+	} else {
+		dst = t.root.matchSlow(name, 0, dst)
+	}
+	t.mu.RUnlock()
+	return dst
+}
+
+// match walks level i of name (which starts at byte start).
+func (n *node[K]) match(name []byte, ends []int, i, start int, dst []Sub[K]) []Sub[K] {
+	sys := i == 0 && IsSys(name)
+	if n.hash != nil && !sys {
+		dst = n.hash.e.appendTo(dst) // '#' matches this level and all below, and the parent
+	}
+	if i == len(ends) {
+		return dst
+	}
+	level := name[start:ends[i]]
+	last := i == len(ends)-1
+	if n.plus != nil && !sys {
+		if last {
+			dst = n.plus.e.appendTo(dst)
+			if n.plus.hash != nil {
+				dst = n.plus.hash.e.appendTo(dst) // "a/+/#" matches "a/b"
+			}
+		} else {
+			dst = n.plus.match(name, ends, i+1, ends[i]+1, dst)
+		}
+	}
+	if c := n.child(level); c != nil {
+		if last {
+			dst = c.e.appendTo(dst)
+			if c.hash != nil {
+				dst = c.hash.e.appendTo(dst) // "sport/#" matches "sport"
+			}
+		} else {
+			dst = c.match(name, ends, i+1, ends[i]+1, dst)
+		}
+	}
+	return dst
+}
+
+// matchSlow is match for names deeper than the level array: it finds each
+// level by scanning. Rare; it allocates nothing either.
+func (n *node[K]) matchSlow(name []byte, start int, dst []Sub[K]) []Sub[K] {
+	sys := start == 0 && IsSys(name)
+	if n.hash != nil && !sys {
+		dst = n.hash.e.appendTo(dst)
+	}
+	if start > len(name) {
+		return dst
+	}
+	end := start
+	for end < len(name) && name[end] != '/' {
+		end++
+	}
+	last := end == len(name)
+	level := name[start:end]
+	for _, c := range [2]*node[K]{n.plus, n.child(level)} {
+		if c == nil || (c == n.plus && sys) {
+			continue
+		}
+		if last {
+			dst = c.e.appendTo(dst)
+			if c.hash != nil {
+				dst = c.hash.e.appendTo(dst)
+			}
+		} else {
+			dst = c.matchSlow(name, end+1, dst)
+		}
+	}
+	return dst
+}
+
+// Dedup merges, in place, the normal (non-shared) subscriptions of one key
+// into one entry with the highest QoS, as MQTT asks for overlapping
+// subscriptions [MQTT-3.3.5-1]. seen is scratch space reused across calls
+// (it may be nil for small inputs); the result keeps first-seen order.
+func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
+	if len(subs) < 2 {
+		return subs
+	}
+	out := subs[:0]
+	if len(subs) <= 16 || seen == nil {
+		for _, s := range subs {
+			dup := false
+			if s.Group == "" {
+				for j := range out {
+					if out[j].Key == s.Key && out[j].Group == "" {
+						out[j].QoS = max(out[j].QoS, s.QoS)
+						dup = true
+						break
+					}
+				}
+			}
+			if !dup {
+				out = append(out, s)
+			}
+		}
+		clear(subs[len(out):])
+		return out
+	}
+	clear(seen)
+	for _, s := range subs {
+		if s.Group == "" {
+			if j, ok := seen[s.Key]; ok {
+				out[j].QoS = max(out[j].QoS, s.QoS)
+				continue
+			}
+			seen[s.Key] = len(out)
+		}
+		out = append(out, s)
+	}
+	clear(subs[len(out):])
+	return out
+}
