@@ -1,0 +1,338 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tinymq/tinymq/codec"
+)
+
+// ConnConfig is the "conn" scenario: N idle MQTT connections.
+type ConnConfig struct {
+	Addr       string        // broker host:port
+	Conns      int           // total connections
+	PerWorker  int           // connections per worker process (≤ ~19,000 here)
+	Sources    int           // source addresses 127.0.0.1 … 127.0.0.Sources
+	KeepAlive  int           // seconds, sent in CONNECT (esp-mqtt default 120)
+	Subscribe  bool          // one subscription per device: devices/{id}/cmd
+	Dialers    int           // concurrent connects per worker
+	Hold       time.Duration // how long to hold the connections once all are up
+	Timeout    time.Duration // bound on the whole run
+	BrokerPID  int           // when > 0, broker RSS and CPU are read from /proc
+	IDPrefix   string
+	Executable string // worker binary (default: this process's)
+}
+
+// ConnResult is the outcome of a conn run.
+type ConnResult struct {
+	Connected       int     `json:"connected"`
+	Failed          int     `json:"failed"`
+	ConnectSeconds  float64 `json:"connect_seconds"`
+	ConnectsPerSec  float64 `json:"connects_per_sec"`
+	Workers         int     `json:"workers"`
+	Sources         int     `json:"sources"`
+	BrokerRSSBefore int64   `json:"broker_rss_before,omitempty"`
+	BrokerRSSAfter  int64   `json:"broker_rss_after,omitempty"`
+	RSSPerConn      float64 `json:"broker_rss_per_conn,omitempty"`
+	BrokerCPUPerK   float64 `json:"broker_cpu_ms_per_1k_connects,omitempty"`
+	FirstError      string  `json:"first_error,omitempty"`
+}
+
+// workerReport is one JSON line a worker prints.
+type workerReport struct {
+	Connected int    `json:"connected"`
+	Failed    int    `json:"failed"`
+	Done      bool   `json:"done"`
+	Err       string `json:"err,omitempty"`
+}
+
+// RunConn runs the conn scenario: it starts workers, waits until every
+// connection is up (or failed), samples the broker, holds, then stops the
+// workers.
+func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, failed int)) (ConnResult, error) {
+	if cfg.PerWorker <= 0 {
+		cfg.PerWorker = 15000
+	}
+	if cfg.Sources <= 0 {
+		cfg.Sources = 4
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Minute
+	}
+	if cfg.IDPrefix == "" {
+		cfg.IDPrefix = "bench-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	}
+	exe := cfg.Executable
+	if exe == "" {
+		var err error
+		if exe, err = os.Executable(); err != nil {
+			return ConnResult{}, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+
+	var res ConnResult
+	if cfg.BrokerPID > 0 {
+		st, err := ReadProc(cfg.BrokerPID)
+		if err != nil {
+			return res, err
+		}
+		res.BrokerRSSBefore = st.RSSBytes
+	}
+	var cpuBefore float64
+	if cfg.BrokerPID > 0 {
+		st, _ := ReadProc(cfg.BrokerPID)
+		cpuBefore = st.CPUSeconds
+	}
+
+	nw := (cfg.Conns + cfg.PerWorker - 1) / cfg.PerWorker
+	res.Workers, res.Sources = nw, cfg.Sources
+	type wstate struct {
+		cmd   *exec.Cmd
+		stdin io.WriteCloser
+		last  workerReport
+	}
+	workers := make([]*wstate, nw)
+	reports := make(chan struct {
+		i int
+		r workerReport
+	}, 64)
+	start := time.Now()
+	for i := 0; i < nw; i++ {
+		n := min(cfg.PerWorker, cfg.Conns-i*cfg.PerWorker)
+		src := fmt.Sprintf("127.0.0.%d", 1+i%cfg.Sources)
+		args := []string{"worker", "conn", "--addr", cfg.Addr, "--conns", strconv.Itoa(n), "--src", src,
+			"--keepalive", strconv.Itoa(cfg.KeepAlive), "--id-prefix", fmt.Sprintf("%s-%d-", cfg.IDPrefix, i),
+			"--dialers", strconv.Itoa(max(cfg.Dialers, 1))}
+		if cfg.Subscribe {
+			args = append(args, "--subscribe")
+		}
+		cmd := exec.CommandContext(ctx, exe, args...)
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return res, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return res, err
+		}
+		if err := cmd.Start(); err != nil {
+			return res, fmt.Errorf("cannot start worker: %w", err)
+		}
+		workers[i] = &wstate{cmd: cmd, stdin: stdin}
+		go func(i int, r io.Reader) {
+			sc := bufio.NewScanner(r)
+			for sc.Scan() {
+				var wr workerReport
+				if json.Unmarshal(sc.Bytes(), &wr) == nil {
+					reports <- struct {
+						i int
+						r workerReport
+					}{i, wr}
+				}
+			}
+		}(i, stdout)
+	}
+	stopAll := func() {
+		for _, w := range workers {
+			if w != nil {
+				w.stdin.Close()
+			}
+		}
+		for _, w := range workers {
+			if w != nil {
+				_ = w.cmd.Wait()
+			}
+		}
+	}
+	defer stopAll()
+
+	done := 0
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for done < nw {
+		select {
+		case <-ctx.Done():
+			return res, errors.New("conn: timed out before every connection was up")
+		case rep := <-reports:
+			w := workers[rep.i]
+			if rep.r.Done && !w.last.Done {
+				done++
+			}
+			if rep.r.Err != "" && res.FirstError == "" {
+				res.FirstError = rep.r.Err
+			}
+			w.last = rep.r
+		case <-tick.C:
+		}
+		c, f := 0, 0
+		for _, w := range workers {
+			c += w.last.Connected
+			f += w.last.Failed
+		}
+		res.Connected, res.Failed = c, f
+		if progress != nil {
+			progress(c, f)
+		}
+	}
+	res.ConnectSeconds = time.Since(start).Seconds()
+	if res.ConnectSeconds > 0 {
+		res.ConnectsPerSec = float64(res.Connected) / res.ConnectSeconds
+	}
+	if cfg.BrokerPID > 0 {
+		// Let the broker settle (its GC returns transient garbage) before sampling.
+		hold := cfg.Hold
+		if hold <= 0 {
+			hold = 5 * time.Second
+		}
+		select {
+		case <-time.After(hold):
+		case <-ctx.Done():
+		}
+		st, err := ReadProc(cfg.BrokerPID)
+		if err == nil {
+			res.BrokerRSSAfter = st.RSSBytes
+			if res.Connected > 0 {
+				res.RSSPerConn = float64(res.BrokerRSSAfter-res.BrokerRSSBefore) / float64(res.Connected)
+				res.BrokerCPUPerK = (st.CPUSeconds - cpuBefore) * 1000 / float64(res.Connected) * 1000
+			}
+		}
+	} else if cfg.Hold > 0 {
+		select {
+		case <-time.After(cfg.Hold):
+		case <-ctx.Done():
+		}
+	}
+	return res, nil
+}
+
+// ConnWorker is the worker side of the conn scenario: it opens n
+// connections from src, reports progress as JSON lines on out, and holds
+// them until in is closed.
+func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idPrefix string, in io.Reader, out io.Writer) error {
+	enc := json.NewEncoder(out)
+	var connected, failed atomic.Int64
+	var firstErr atomic.Value
+	conns := make([]net.Conn, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	stopReports := make(chan struct{})
+	go func() {
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopReports:
+				return
+			case <-t.C:
+				_ = enc.Encode(workerReport{Connected: int(connected.Load()), Failed: int(failed.Load())})
+			}
+		}
+	}()
+	for w := 0; w < max(dialers, 1); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 0, 256)
+			rd := make([]byte, 16)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				c, err := dialDevice(&d, addr, idPrefix+strconv.Itoa(i), keepAlive, subscribe, buf, rd)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				conns[i] = c
+				connected.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	close(stopReports)
+	rep := workerReport{Connected: int(connected.Load()), Failed: int(failed.Load()), Done: true}
+	if e, ok := firstErr.Load().(string); ok {
+		rep.Err = e
+	}
+	if err := enc.Encode(rep); err != nil {
+		return err
+	}
+	// Hold until the coordinator closes stdin; ping when keep-alive asks.
+	stop := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, in); close(stop) }()
+	var ping <-chan time.Time
+	if keepAlive > 0 {
+		t := time.NewTicker(time.Duration(keepAlive) * time.Second / 2)
+		defer t.Stop()
+		ping = t.C
+	}
+	for {
+		select {
+		case <-stop:
+			for _, c := range conns {
+				if c != nil {
+					_, _ = c.Write([]byte{0xe0, 0}) // DISCONNECT
+					c.Close()
+				}
+			}
+			return nil
+		case <-ping:
+			for _, c := range conns {
+				if c != nil {
+					_, _ = c.Write([]byte{0xc0, 0}) // PINGREQ; replies stay in the socket buffer
+				}
+			}
+		}
+	}
+}
+
+// dialDevice opens one connection and completes CONNECT (and SUBSCRIBE).
+func dialDevice(d *net.Dialer, addr, id string, keepAlive int, subscribe bool, buf, rd []byte) (net.Conn, error) {
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	p := codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true,
+		KeepAlive: uint16(keepAlive), ClientID: []byte(id)}
+	buf = p.AppendTo(buf[:0])
+	if subscribe {
+		s := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("devices/" + id + "/cmd"), QoS: 1}}}
+		buf = s.AppendTo(buf, codec.V311)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(buf); err != nil {
+		c.Close()
+		return nil, err
+	}
+	want := 4
+	if subscribe {
+		want += 5
+	}
+	if _, err := io.ReadFull(c, rd[:want]); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("reading CONNACK: %w", err)
+	}
+	if rd[0] != 0x20 || rd[3] != 0 {
+		c.Close()
+		return nil, fmt.Errorf("connection refused: CONNACK % x", rd[:4])
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}

@@ -1,0 +1,224 @@
+// Command tinymq runs the TinyMQ MQTT broker.
+//
+// Every flag can also be set with an environment variable TINYMQ_<NAME>
+// (upper case, dashes as underscores) or in a --config file of
+// "name = value" lines; a flag on the command line wins over the
+// environment, which wins over the file. See docs/configuration.md.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tinymq/tinymq/engine"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "tinymq:", err)
+		os.Exit(1)
+	}
+}
+
+// config is what the command line, environment and config file produce.
+type config struct {
+	opts        engine.Options
+	mqttDisable bool
+	logLevel    string
+}
+
+// parse builds the configuration from args, the environment (getenv) and
+// an optional config file.
+func parse(args []string, getenv func(string) string) (*config, error) {
+	d := engine.DefaultOptions()
+	cfg := &config{opts: d}
+	o := &cfg.opts
+	fs := flag.NewFlagSet("tinymq", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	configFile := fs.String("config", "", "read settings from this file (name = value lines)")
+	fs.StringVar(&o.MQTTAddr, "mqtt-addr", d.MQTTAddr, "MQTT listen address (host:port; port 0 picks a free one)")
+	fs.IntVar(&o.MaxPacketSize, "max-packet-size", d.MaxPacketSize, "largest MQTT packet accepted, in bytes, headers included")
+	fs.IntVar(&o.MaxConnections, "max-connections", 0, "maximum concurrent connections (0: unlimited)")
+	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", d.ConnectTimeout, "close sockets that send no CONNECT within this time")
+	fs.IntVar(&o.MaxClientIDLen, "max-client-id-len", d.MaxClientIDLen, "longest client identifier accepted, in bytes")
+	fs.IntVar(&o.MaxTopicLen, "max-topic-len", d.MaxTopicLen, "longest topic name or filter, in bytes")
+	fs.IntVar(&o.MaxTopicLevels, "max-topic-levels", d.MaxTopicLevels, "most levels in a topic name or filter")
+	fs.IntVar(&o.MaxSubsPerConn, "max-subscriptions", d.MaxSubsPerConn, "subscriptions per session (0: unlimited)")
+	fs.IntVar(&o.MaxInflight, "max-inflight", d.MaxInflight, "outbound QoS 1/2 messages awaiting acknowledgement per session")
+	fs.IntVar(&o.MaxQueuedMsgs, "max-queued-messages", d.MaxQueuedMsgs, "messages queued per session while offline or slow")
+	fs.IntVar(&o.MaxQueuedBytes, "max-queued-bytes", d.MaxQueuedBytes, "payload bytes queued per session")
+	fs.BoolVar(&o.QueueQoS0, "queue-qos0", false, "also queue QoS 0 messages for offline persistent sessions")
+	fs.IntVar(&o.MaxOutboundBytes, "max-outbound-bytes", d.MaxOutboundBytes, "unsent bytes per connection above which QoS 0 messages are dropped")
+	fs.DurationVar(&o.SlowConsumerAfter, "slow-consumer-timeout", d.SlowConsumerAfter, "disconnect a client whose queue stays full this long")
+	fs.DurationVar(&o.SysInterval, "sys-interval", d.SysInterval, "how often $SYS topics are published (0 or negative: never)")
+	fs.IntVar(&o.Loops, "loops", d.Loops, "event loops (default: one per CPU)")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&o.Verbose, "v", false, "log every connect, disconnect (with reason) and subscribe")
+	fs.BoolVar(&cfg.mqttDisable, "mqtt-disable", false, "do not open the MQTT listener")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stderr)
+			fs.PrintDefaults()
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	// Environment, then the file, for whatever the command line left unset.
+	apply := func(name, value, from string) error {
+		if set[name] {
+			return nil
+		}
+		if fs.Lookup(name) == nil {
+			return fmt.Errorf("%s: unknown setting %q", from, name)
+		}
+		if err := fs.Set(name, value); err != nil {
+			return fmt.Errorf("%s: %s: %w", from, name, err)
+		}
+		set[name] = true
+		return nil
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "TINYMQ_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" && envErr == nil {
+			envErr = apply(f.Name, v, env)
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	// The TinyMQ gateway's variables.
+	if p := getenv("TINYMQ_MQTT_PORT"); p != "" && !set["mqtt-addr"] {
+		host, _, _ := net.SplitHostPort(o.MQTTAddr)
+		o.MQTTAddr = net.JoinHostPort(host, p)
+		set["mqtt-addr"] = true
+	}
+	if *configFile != "" {
+		if err := readConfig(*configFile, apply); err != nil {
+			return nil, err
+		}
+	}
+	if key := getenv("TINYMQ_API_KEY"); key != "" {
+		o.Auth = engine.APIKeyAuth{Key: []byte(key)}
+	}
+	o.Version = "tinymq " + version
+	return cfg, nil
+}
+
+// readConfig applies "name = value" (or "name value") lines; # starts a
+// comment.
+func readConfig(path string, apply func(name, value, from string) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("cannot read config: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = strings.TrimSpace(line[:i])
+		}
+		if line == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		if !ok {
+			name, value, ok = strings.Cut(line, " ")
+		}
+		if !ok {
+			return fmt.Errorf("%s:%d: want name = value", path, n)
+		}
+		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
+		value = strings.Trim(strings.TrimSpace(value), `"`)
+		if err := apply(name, value, fmt.Sprintf("%s:%d", path, n)); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad --log-level %q", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
+}
+
+// run starts the broker and serves until a signal (or stop) arrives. A
+// second signal exits at once.
+func run(args []string, logw io.Writer, stop <-chan struct{}) error {
+	cfg, err := parse(args, os.Getenv)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(logw, cfg.logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.opts.Logger = log
+	if cfg.mqttDisable || strings.EqualFold(os.Getenv("TINYMQ_MQTT_DISABLE"), "true") {
+		cfg.opts.MQTTAddr = ""
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	var b *engine.Broker
+	if cfg.opts.MQTTAddr == "" {
+		log.Info("MQTT listener disabled")
+	} else {
+		b, err = engine.New(cfg.opts)
+		if err != nil {
+			return err
+		}
+		if err := b.Start(); err != nil {
+			return err
+		}
+	}
+	log.Info("tinymq started", "version", version, "pid", os.Getpid())
+	select {
+	case s := <-sigs:
+		log.Info("shutting down", "signal", s.String())
+	case <-stop:
+	}
+	go func() {
+		<-sigs
+		log.Warn("second signal: exiting now")
+		os.Exit(1)
+	}()
+	if b != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Stop(ctx); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+	}
+	log.Info("stopped")
+	return nil
+}

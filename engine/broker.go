@@ -1,0 +1,311 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tinymq/tinymq/topic"
+)
+
+// Broker is one TinyMQ broker: a gnet engine plus the shared state its
+// event loops route through.
+type Broker struct {
+	gnet.BuiltinEventEngine
+
+	opts   Options
+	log    *slog.Logger
+	limits topic.Limits
+
+	subs     *topic.Tree[*session]
+	retained *topic.Retained[*message]
+
+	sessMu   sync.Mutex
+	sessions map[string]*session // client id -> session (online or persistent)
+
+	loopsMu sync.Mutex
+	loops   atomic.Pointer[[]*loop] // copy-on-write registry of loops seen so far
+
+	sys        *router // $SYS publisher's router (not a loop)
+	sysStats   counters
+	counters   globalCounters
+	now        atomic.Int64 // unix seconds, advanced by the ticker
+	started    time.Time
+	idPrefix   string
+	idSeq      atomic.Uint64
+	closing    atomic.Bool
+	logLimiter rateLimiter
+
+	eng      gnet.Engine
+	engReady chan struct{}
+	runErr   chan error
+	mqttAddr string
+	stopSys  chan struct{}
+	sysDone  chan struct{}
+}
+
+// New validates opts and builds a broker. Call Start to listen.
+func New(opts Options) (*Broker, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
+	b := &Broker{
+		opts:     o,
+		log:      o.Logger,
+		limits:   topic.Limits{MaxLen: o.MaxTopicLen, MaxLevels: o.MaxTopicLevels},
+		subs:     topic.NewTree[*session](),
+		retained: topic.NewRetained[*message](),
+		sessions: make(map[string]*session),
+		idPrefix: "tinymq-" + hex.EncodeToString(rnd[:]) + "-",
+		engReady: make(chan struct{}),
+		runErr:   make(chan error, 1),
+		stopSys:  make(chan struct{}),
+		sysDone:  make(chan struct{}),
+	}
+	b.sys = newRouter(b, nil, &b.sysStats)
+	b.now.Store(time.Now().Unix())
+	return b, nil
+}
+
+// Start binds the listeners and runs the event loops in the background. It
+// returns once the broker accepts connections, or with the bind error.
+// Any goroutine.
+func (b *Broker) Start() error {
+	addr, placeholder, err := resolveListenAddr(b.opts.MQTTAddr)
+	if err != nil {
+		return fmt.Errorf("engine: cannot listen on %s: %w", b.opts.MQTTAddr, err)
+	}
+	b.mqttAddr = addr
+	b.started = time.Now()
+	go func() {
+		b.runErr <- gnet.Rotate(b, []string{"tcp://" + addr},
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(b.opts.Loops),
+			gnet.WithReusePort(true),
+			gnet.WithReuseAddr(true),
+			gnet.WithTicker(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{b.log}),
+		)
+	}()
+	select {
+	case <-b.engReady:
+	case err := <-b.runErr:
+		if placeholder >= 0 {
+			_ = syscall.Close(placeholder)
+		}
+		return fmt.Errorf("engine: cannot start MQTT listener on %s: %w", addr, err)
+	}
+	if placeholder >= 0 {
+		_ = syscall.Close(placeholder)
+	}
+	b.log.Info("listening", "listener", "mqtt", "addr", addr)
+	if b.opts.SysInterval > 0 {
+		go b.runSys()
+	} else {
+		close(b.sysDone)
+	}
+	return nil
+}
+
+// MQTTAddr is the MQTT listener's actual address (host:port), valid after
+// Start. Any goroutine.
+func (b *Broker) MQTTAddr() string { return b.mqttAddr }
+
+// Stop closes every connection and the listeners and waits for the loops to
+// end, or for ctx. Any goroutine.
+func (b *Broker) Stop(ctx context.Context) error {
+	if !b.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	close(b.stopSys)
+	<-b.sysDone
+	err := b.eng.Stop(ctx)
+	select {
+	case <-b.runErr:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	return err
+}
+
+// resolveListenAddr turns "host:0" into a concrete port. With SO_REUSEPORT
+// gnet binds one listener per loop, and each would pick its own port for
+// ":0"; so we reserve a free port with a bound (not listening) REUSEPORT
+// socket, hand gnet that port, and close the reservation once gnet has bound.
+// The returned fd is -1 when no reservation was needed.
+func resolveListenAddr(addr string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", -1, err
+	}
+	if port != "0" {
+		return addr, -1, nil
+	}
+	ip := net.IPv4zero
+	if host != "" {
+		ips, err := net.LookupIP(host)
+		if err != nil || len(ips) == 0 {
+			return "", -1, fmt.Errorf("cannot resolve %q", host)
+		}
+		ip = ips[0]
+	}
+	var (
+		fd int
+		sa syscall.Sockaddr
+	)
+	if ip4 := ip.To4(); ip4 != nil {
+		fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		var a syscall.SockaddrInet4
+		copy(a.Addr[:], ip4)
+		sa = &a
+	} else {
+		fd, err = syscall.Socket(syscall.AF_INET6, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		var a syscall.SockaddrInet6
+		copy(a.Addr[:], ip.To16())
+		sa = &a
+	}
+	if err != nil {
+		return "", -1, err
+	}
+	const soReusePort = 0xf // SO_REUSEPORT on Linux
+	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, soReusePort, 1); err != nil {
+		_ = syscall.Close(fd)
+		return "", -1, err
+	}
+	if err := syscall.Bind(fd, sa); err != nil {
+		_ = syscall.Close(fd)
+		return "", -1, err
+	}
+	got, err := syscall.Getsockname(fd)
+	if err != nil {
+		_ = syscall.Close(fd)
+		return "", -1, err
+	}
+	var p int
+	switch a := got.(type) {
+	case *syscall.SockaddrInet4:
+		p = a.Port
+	case *syscall.SockaddrInet6:
+		p = a.Port
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p)), fd, nil
+}
+
+// OnBoot implements gnet.EventHandler. Runs once on gnet's starting goroutine.
+func (b *Broker) OnBoot(eng gnet.Engine) gnet.Action {
+	b.eng = eng
+	close(b.engReady)
+	return gnet.None
+}
+
+// loopFor returns our state for a gnet event loop, creating it on first
+// sight. Runs on that loop (from OnOpen).
+func (b *Broker) loopFor(el gnet.EventLoop) *loop {
+	if ls := b.loops.Load(); ls != nil {
+		for _, l := range *ls {
+			if l.el == el {
+				return l
+			}
+		}
+	}
+	b.loopsMu.Lock()
+	defer b.loopsMu.Unlock()
+	var cur []*loop
+	if ls := b.loops.Load(); ls != nil {
+		cur = *ls
+		for _, l := range cur {
+			if l.el == el {
+				return l
+			}
+		}
+	}
+	l := newLoop(b, el)
+	next := append(append([]*loop(nil), cur...), l)
+	b.loops.Store(&next)
+	return l
+}
+
+func (b *Broker) allLoops() []*loop {
+	if ls := b.loops.Load(); ls != nil {
+		return *ls
+	}
+	return nil
+}
+
+// OnTick implements gnet.EventHandler. It runs on gnet's ticker goroutine,
+// not on a loop: it advances the coarse clock and asks each loop to scan its
+// keep-alive wheel and its blocked connections.
+func (b *Broker) OnTick() (time.Duration, gnet.Action) {
+	b.now.Store(time.Now().Unix())
+	if b.closing.Load() {
+		return time.Second, gnet.None
+	}
+	for _, l := range b.allLoops() {
+		if l.tickPending.CompareAndSwap(false, true) {
+			if err := l.el.Execute(context.Background(), l.tickRun); err != nil {
+				l.tickPending.Store(false)
+			}
+		}
+	}
+	return tickInterval, gnet.None
+}
+
+// tickInterval is the keep-alive resolution and the slow-consumer recheck
+// period.
+const tickInterval = 500 * time.Millisecond
+
+// nextClientID makes a server-assigned client identifier [MQTT-3.1.3-6].
+func (b *Broker) nextClientID() string {
+	return b.idPrefix + strconv.FormatUint(b.idSeq.Add(1), 36)
+}
+
+// rateLimiter lets through at most 20 events a second (for peer-caused log
+// lines). Any goroutine.
+type rateLimiter struct {
+	sec atomic.Int64
+	n   atomic.Int32
+}
+
+func (r *rateLimiter) allow(now int64) bool {
+	if r.sec.Load() != now {
+		r.sec.Store(now)
+		r.n.Store(0)
+	}
+	return r.n.Add(1) <= 20
+}
+
+// gnetLogger forwards gnet's warnings and errors to slog and drops its
+// chatter.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(string, ...any) {}
+func (g gnetLogger) Infof(string, ...any)  {}
+func (g gnetLogger) Warnf(f string, a ...any) {
+	g.l.Warn("gnet: " + fmt.Sprintf(f, a...))
+}
+func (g gnetLogger) Errorf(f string, a ...any) {
+	g.l.Error("gnet: " + fmt.Sprintf(f, a...))
+}
+func (g gnetLogger) Fatalf(f string, a ...any) {
+	g.l.Error("gnet: " + fmt.Sprintf(f, a...))
+}
+
+var errStopped = errors.New("engine: broker stopped")

@@ -1,0 +1,317 @@
+package engine
+
+import (
+	"errors"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tinymq/tinymq/codec"
+)
+
+// conn is our state for one MQTT connection. Owned by its loop.
+type conn struct {
+	gc   gnet.Conn
+	l    *loop
+	s    *session // nil until CONNECT is accepted
+	open bool     // cleared in OnClose: never write to gc after that
+
+	version   codec.Version
+	keepAlive int64 // seconds; 0 = none
+	lastSeen  int64 // unix second of the last packet
+	openedAt  int64
+	need      int // bytes that must be buffered before the next frame can be complete
+
+	will            *message
+	willSent        bool
+	cleanDisconnect bool   // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
+	closeReason     string // why we closed it, for the log
+	onBlocked       bool
+
+	wslot, widx int32 // position in the loop's keep-alive wheel
+}
+
+// deadline is the unix second after which the connection is dead: 1.5 ×
+// keep-alive after the last packet [MQTT-3.1.2-24], or the connect timeout.
+func (c *conn) deadline() int64 {
+	if c.s == nil {
+		return c.openedAt + int64(c.l.b.opts.ConnectTimeout.Seconds()+0.5)
+	}
+	if c.keepAlive == 0 {
+		return 1<<62 - 1
+	}
+	return c.lastSeen + c.keepAlive + (c.keepAlive+1)/2
+}
+
+// OnOpen implements gnet.EventHandler. Runs on the new connection's loop.
+func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if b.closing.Load() {
+		return nil, gnet.Close
+	}
+	n := b.counters.connected.Add(1)
+	if max := b.opts.MaxConnections; max > 0 && n > int64(max) {
+		b.counters.connected.Add(-1)
+		b.counters.rejected.Add(1)
+		if b.logLimiter.allow(b.now.Load()) {
+			b.log.Warn("connection refused: max connections reached", "remote", gc.RemoteAddr().String(), "max", max)
+		}
+		return nil, gnet.Close
+	}
+	for {
+		m := b.counters.maxConnected.Load()
+		if n <= m || b.counters.maxConnected.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	b.counters.totalConns.Add(1)
+	l := b.loopFor(gc.EventLoop())
+	now := b.now.Load()
+	c := &conn{gc: gc, l: l, open: true, openedAt: now, lastSeen: now, wslot: -1}
+	gc.SetContext(c)
+	l.wheel.add(c, c.deadline())
+	return nil, gnet.None
+}
+
+// OnClose implements gnet.EventHandler. Runs on the connection's loop; gc
+// must not be used after it returns.
+func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
+	c, _ := gc.Context().(*conn)
+	if c == nil {
+		return gnet.None
+	}
+	c.open = false
+	b.counters.connected.Add(-1)
+	l := c.l
+	l.wheel.remove(c)
+	s := c.s
+	if s == nil {
+		return gnet.None
+	}
+	reason := c.closeReason
+	switch {
+	case reason != "":
+	case c.cleanDisconnect:
+		reason = "disconnect"
+	case err != nil:
+		reason = err.Error()
+	default:
+		reason = "closed"
+	}
+	if b.opts.Verbose {
+		b.log.Info("client disconnected", "client", s.id, "reason", reason)
+	}
+	b.detach(c)
+	if c.will != nil && !c.cleanDisconnect && !b.closing.Load() {
+		// [MQTT-3.1.2-8]: the will is published when the connection ends
+		// without DISCONNECT.
+		w := c.will
+		c.will = nil
+		l.r.publishOwned(w)
+	}
+	l.r.finish()
+	return gnet.None
+}
+
+// OnTraffic implements gnet.EventHandler. It decodes every complete packet
+// buffered for gc, handles it, and discards what it consumed once at the
+// end. Runs on the connection's loop.
+func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
+	c := gc.Context().(*conn)
+	l := c.l
+	avail := gc.InboundBuffered()
+	if avail < c.need {
+		// The frame in progress is still incomplete: do not Peek, which
+		// would copy the whole partial frame again on every read.
+		return gnet.None
+	}
+	buf, _ := gc.Peek(avail)
+	c.lastSeen = b.now.Load()
+	consumed, action := 0, gnet.None
+	for consumed < len(buf) && c.open {
+		h, n, err := codec.ReadFrame(buf[consumed:], b.opts.MaxPacketSize)
+		if err != nil {
+			c.fail(err, h)
+			action = gnet.Close
+			break
+		}
+		if n == 0 {
+			rest := len(buf) - consumed
+			if h.HeaderLen > 0 {
+				c.need = h.Size()
+			} else {
+				c.need = rest + 1
+			}
+			break
+		}
+		c.need = 0
+		if err := c.handle(h, buf[consumed+h.HeaderLen:consumed+n]); err != nil {
+			consumed += n
+			if !errors.Is(err, errClose) {
+				c.fail(err, h)
+			}
+			action = gnet.Close
+			break
+		}
+		consumed += n
+	}
+	if consumed == len(buf) {
+		c.need = 0
+	}
+	l.stats.bytesIn.Add(uint64(consumed))
+	l.r.finish()
+	if consumed > 0 && c.open {
+		_, _ = gc.Discard(consumed) // never Discard(0): it drops everything
+	}
+	return action
+}
+
+// errClose ends a connection without a protocol-error log line (the reason
+// was already recorded).
+var errClose = errors.New("engine: close connection")
+
+// fail records a protocol error on c: counter, close reason, throttled log.
+// Runs on c's loop.
+func (c *conn) fail(err error, h codec.FixedHeader) {
+	b := c.l.b
+	var ce *codec.Error
+	if errors.As(err, &ce) && ce.Code == codec.PacketTooLarge {
+		c.l.stats.oversize.Add(1)
+	} else {
+		c.l.stats.malformed.Add(1)
+	}
+	c.closeReason = err.Error()
+	if b.logLimiter.allow(b.now.Load()) {
+		id := ""
+		if c.s != nil {
+			id = c.s.id
+		}
+		b.log.Warn("closing connection: protocol error", "remote", c.gc.RemoteAddr().String(),
+			"client", id, "packet", h.Type.String(), "err", err.Error())
+	}
+}
+
+// handle processes one whole packet. body aliases the read buffer and is
+// valid until OnTraffic's Discard. A non-nil error closes the connection.
+// Runs on c's loop.
+func (c *conn) handle(h codec.FixedHeader, body []byte) error {
+	if c.s == nil {
+		if h.Type != codec.TypeConnect {
+			return errNotConnected // [MQTT-3.1.0-1]
+		}
+		return c.onConnect(h, body)
+	}
+	l := c.l
+	switch h.Type {
+	case codec.TypePublish:
+		return c.onPublish(h, body)
+	case codec.TypePuback, codec.TypePubrec, codec.TypePubrel, codec.TypePubcomp:
+		if err := l.ack.Decode(c.version, h, body); err != nil {
+			return err
+		}
+		return c.onAck(&l.ack)
+	case codec.TypeSubscribe:
+		return c.onSubscribe(h, body)
+	case codec.TypeUnsubscribe:
+		return c.onUnsubscribe(h, body)
+	case codec.TypePingreq:
+		if h.Remaining != 0 {
+			return codec.ErrTrailingBytes
+		}
+		c.send(codec.AppendPingresp(l.outBuf[:0])) // [MQTT-3.12.4-1]
+		return nil
+	case codec.TypeDisconnect:
+		var d codec.Disconnect
+		if err := d.Decode(c.version, h, body); err != nil {
+			return err
+		}
+		c.cleanDisconnect = true // [MQTT-3.14.4-3]
+		c.will = nil
+		return errClose // [MQTT-3.14.4-1]
+	case codec.TypeConnect:
+		return errSecondConnect // [MQTT-3.1.0-2]
+	default:
+		return errUnexpectedPacket
+	}
+}
+
+var (
+	errNotConnected     = &codec.Error{Code: codec.ProtocolError, Msg: "first packet is not CONNECT"}
+	errSecondConnect    = &codec.Error{Code: codec.ProtocolError, Msg: "second CONNECT"}
+	errUnexpectedPacket = &codec.Error{Code: codec.ProtocolError, Msg: "packet type not sent by clients"}
+	errTopicName        = &codec.Error{Code: codec.TopicNameInvalid, Msg: "invalid topic name"}
+	errWillTopic        = &codec.Error{Code: codec.TopicNameInvalid, Msg: "invalid will topic"}
+)
+
+// send appends a control packet to c's session buffer for this batch's
+// flush. Runs on c's loop.
+func (c *conn) send(raw []byte) {
+	s := c.s
+	s.mu.Lock()
+	s.appendLocked(raw)
+	s.mu.Unlock()
+	c.l.r.markDirty(s, c.l)
+}
+
+// onAck handles PUBACK, PUBREC, PUBREL and PUBCOMP. Runs on c's loop.
+func (c *conn) onAck(a *codec.Ack) error {
+	s := c.s
+	s.mu.Lock()
+	var wrote bool
+	if a.Type == codec.TypePubrel {
+		s.releaseQoS2InLocked(a.PacketID)
+		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-?] PUBCOMP answers PUBREL
+		wrote = true
+	} else {
+		wrote = s.ackLocked(c.l.b, a.Type, a.PacketID)
+	}
+	s.mu.Unlock()
+	if wrote {
+		c.l.r.markDirty(s, c.l)
+	}
+	return nil
+}
+
+// onPublish handles an inbound PUBLISH. Runs on c's loop.
+func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
+	l := c.l
+	p := &l.pub
+	if err := p.Decode(c.version, h, body); err != nil {
+		return err
+	}
+	if err := l.b.validName(p.Topic); err != nil {
+		return errTopicName // [MQTT-3.3.2-2]
+	}
+	// Clients cannot publish into $SYS: the message is acknowledged and
+	// dropped, as Mosquitto does.
+	routable := !isSysTopic(p.Topic)
+	l.stats.msgsIn.Add(1)
+	switch p.QoS {
+	case 0:
+		if routable {
+			l.r.publish(p.Topic, p.Payload, 0, p.Retain, nil)
+		}
+	case 1:
+		if routable {
+			l.r.publish(p.Topic, p.Payload, 1, p.Retain, nil)
+		}
+		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePuback, p.PacketID)) // [MQTT-4.3.2-2]
+	case 2:
+		s := c.s
+		s.mu.Lock()
+		dup := s.hasQoS2InLocked(p.PacketID)
+		if !dup {
+			s.qos2in = append(s.qos2in, p.PacketID)
+		}
+		s.mu.Unlock()
+		if !dup && routable { // exactly once: a resent PUBLISH is not routed again [MQTT-4.3.3-2]
+			l.r.publish(p.Topic, p.Payload, 2, p.Retain, nil)
+		}
+		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePubrec, p.PacketID))
+	}
+	return nil
+}
+
+// isSysTopic reports whether t is "$SYS" or below it.
+func isSysTopic(t []byte) bool {
+	return len(t) >= 4 && string(t[:4]) == "$SYS" && (len(t) == 4 || t[4] == '/')
+}
+

@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"errors"
+
+	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/topic"
+)
+
+// onConnect handles the first packet of a connection. Runs on c's loop.
+func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
+	l := c.l
+	b := l.b
+	p := &l.conn
+	if err := p.Decode(h, body); err != nil {
+		var ce *codec.Error
+		if errors.As(err, &ce) && ce.Code == codec.UnsupportedProtocolVersion && p.Version != 0 {
+			// [MQTT-3.1.2-2]: unsupported level -> CONNACK 0x01, then close.
+			c.refuse(codec.UnsupportedProtocolVersion)
+			c.closeReason = err.Error()
+			return errClose
+		}
+		return err // malformed CONNECT: close without CONNACK [MQTT-3.1.4-1]
+	}
+	if p.Version == codec.V5 {
+		// MQTT 5.0 arrives in a later release; answer in 5.0's format so
+		// the client can fall back [MQTT-3.1.2-2].
+		c.version = codec.V5
+		c.refuse(codec.UnsupportedProtocolVersion)
+		c.closeReason = "MQTT 5.0 not enabled"
+		return errClose
+	}
+	c.version = p.Version
+
+	id := string(p.ClientID)
+	if id == "" {
+		if !p.CleanStart {
+			c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-8]
+			c.closeReason = "empty client id without clean session"
+			return errClose
+		}
+		id = b.nextClientID() // [MQTT-3.1.3-6]
+	}
+	if len(id) > b.opts.MaxClientIDLen {
+		c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-9]
+		c.closeReason = "client id too long"
+		return errClose
+	}
+	if a := b.opts.Auth; a != nil {
+		if rc := a.Authenticate(p.ClientID, p.Username, p.Password, p.PasswordFlag); rc != codec.Success {
+			l.stats.authFailures.Add(1)
+			c.refuse(rc)
+			c.closeReason = "not authorized"
+			if b.logLimiter.allow(b.now.Load()) {
+				b.log.Warn("connection refused: authentication failed", "client", id, "remote", c.gc.RemoteAddr().String())
+			}
+			return errClose
+		}
+	}
+	if p.WillFlag {
+		if err := b.validName(p.WillTopic); err != nil || isSysTopic(p.WillTopic) {
+			return errWillTopic // [MQTT-3.1.2-9]
+		}
+		c.will = cloneMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain)
+	}
+	c.keepAlive = int64(p.KeepAlive)
+
+	s, present := b.attach(c, id, p.CleanStart)
+	// Move c's wheel slot from the connect deadline to its keep-alive one.
+	l.wheel.remove(c)
+	l.wheel.add(c, c.deadline())
+
+	s.mu.Lock()
+	// CONNACK first, then the session's unacknowledged and queued messages.
+	ack := codec.Connack{SessionPresent: present, ReturnCode: codec.ConnAccepted} // [MQTT-3.2.2-2] [MQTT-3.2.2-3]
+	s.buf().B = ack.AppendTo(s.buf().B, c.version)
+	if present {
+		s.resendLocked()
+		s.drainLocked(b)
+	}
+	s.mu.Unlock()
+	l.r.markDirty(s, l)
+	if b.opts.Verbose {
+		b.log.Info("client connected", "client", id, "remote", c.gc.RemoteAddr().String(),
+			"protocol", c.version.String(), "clean", p.CleanStart, "keepalive", p.KeepAlive, "session_present", present)
+	}
+	return nil
+}
+
+// refuse writes a CONNACK with a refusal straight to the socket (there is
+// no session to buffer it in). Runs on c's loop.
+func (c *conn) refuse(rc codec.ReasonCode) {
+	ack := codec.Connack{Reason: rc, ReturnCode: codec.ConnackReturnCode(rc)}
+	c.l.outBuf = ack.AppendTo(c.l.outBuf[:0], c.version)
+	_, _ = c.gc.Write(c.l.outBuf)
+}
+
+// attach binds c to the session of id, creating, resuming or replacing it,
+// and closes a connection that held the id before [MQTT-3.1.4-2]. It reports
+// whether a previous session was resumed ("session present"). Runs on c's
+// loop.
+func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
+	b.sessMu.Lock()
+	old := b.sessions[id]
+	var (
+		s       *session
+		present bool
+		kicked  *conn
+		discard *session
+	)
+	if old != nil {
+		old.mu.Lock()
+		kicked = old.c
+		old.c, old.l = nil, nil
+		if clean || old.clean {
+			// [MQTT-3.1.2-6]: a clean connect discards the previous session.
+			old.dead = true
+			old.clearLocked()
+			discard = old
+		} else {
+			s, present = old, true // [MQTT-3.2.2-2]
+		}
+		old.mu.Unlock()
+	}
+	if s == nil {
+		s = &session{id: id, clean: clean, maxOut: b.opts.MaxOutboundBytes}
+		b.sessions[id] = s
+	}
+	s.mu.Lock()
+	s.c, s.l, s.version = c, c.l, c.version
+	if s.wbuf != nil {
+		// Bytes encoded for the previous connection: its acks and packet
+		// ids mean nothing to the new one, and CONNACK must come first.
+		// In-flight messages are re-sent; QoS 0 ones are at most once.
+		putBuf(s.wbuf)
+		s.wbuf = nil
+	}
+	s.outBuffered = 0
+	s.fullSince = 0
+	s.mu.Unlock()
+	c.s = s
+	b.sessMu.Unlock()
+
+	if discard != nil {
+		b.dropSubscriptions(discard)
+	}
+	if kicked != nil {
+		kicked.closeReason = "session taken over"
+		if b.opts.Verbose {
+			b.log.Info("session taken over", "client", id)
+		}
+		_ = kicked.gc.Close() // concurrency-safe; its OnClose runs on its loop
+	}
+	return s, present
+}
+
+// detach ends c's hold on its session: a clean session is discarded, a
+// persistent one goes offline and starts queueing [MQTT-3.1.2-4]
+// [MQTT-3.1.2-5]. Runs on c's loop.
+func (b *Broker) detach(c *conn) {
+	s := c.s
+	b.sessMu.Lock()
+	s.mu.Lock()
+	if s.c != c { // taken over: the session belongs to the new connection
+		s.mu.Unlock()
+		b.sessMu.Unlock()
+		return
+	}
+	s.c, s.l = nil, nil
+	if s.wbuf != nil {
+		putBuf(s.wbuf) // unsent bytes; in-flight messages are resent on return
+		s.wbuf = nil
+	}
+	s.outBuffered = 0
+	drop := s.clean
+	if drop {
+		s.dead = true
+		s.clearLocked()
+		if b.sessions[s.id] == s {
+			delete(b.sessions, s.id)
+		}
+	}
+	s.mu.Unlock()
+	b.sessMu.Unlock()
+	if drop {
+		b.dropSubscriptions(s)
+	}
+}
+
+// dropSubscriptions removes every subscription of a discarded session from
+// the trie. Any goroutine.
+func (b *Broker) dropSubscriptions(s *session) {
+	s.mu.Lock()
+	subs := s.subs
+	s.subs = nil
+	s.mu.Unlock()
+	for f := range subs {
+		b.subs.Unsubscribe([]byte(f), s)
+	}
+}
+
+// validName checks a PUBLISH or will topic name against the spec and the
+// configured limits. Any goroutine.
+func (b *Broker) validName(name []byte) error {
+	return topic.ValidateName(name, b.limits)
+}
+
+// publishOwned routes an owned message (a will or a $SYS value). Runs on
+// r's loop or the $SYS goroutine.
+func (r *router) publishOwned(m *message) {
+	r.publish(m.topic, m.payload, m.qos, m.retain, m)
+}

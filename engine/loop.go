@@ -1,0 +1,279 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tinymq/tinymq/codec"
+)
+
+// loop is our state for one gnet event loop. Fields without a comment are
+// owned by the loop's goroutine.
+type loop struct {
+	b  *Broker
+	el gnet.EventLoop
+	r  *router
+
+	stats counters
+
+	// Decode destinations reused for every packet on this loop: decoding
+	// allocates nothing once their slices have grown.
+	pub    codec.Publish
+	ack    codec.Ack
+	sub    codec.Subscribe
+	unsub  codec.Unsubscribe
+	conn   codec.Connect
+	codes  []codec.ReasonCode
+	outBuf []byte // scratch for small control packets
+
+	dirty   []*session // sessions of this loop written to in the current batch
+	wheel   wheel
+	blocked []*conn // connections over their outbound cap or with a waiting queue
+
+	// Mailbox: sessions another goroutine appended to, to be flushed here.
+	mbMu        sync.Mutex
+	mb          []*session // guarded by mbMu
+	mbScheduled bool       // guarded by mbMu: an Execute is on its way
+	mbWork      []*session // swapped with mb when draining
+	mbRun       gnet.Runnable
+
+	tickPending atomic.Bool
+	tickRun     gnet.Runnable
+}
+
+func newLoop(b *Broker, el gnet.EventLoop) *loop {
+	l := &loop{b: b, el: el}
+	l.r = newRouter(b, l, &l.stats)
+	l.wheel.init()
+	l.mbRun = gnet.RunnableFunc(func(context.Context) error { l.drainMailbox(); return nil })
+	l.tickRun = gnet.RunnableFunc(func(context.Context) error { l.tick(); return nil })
+	return l
+}
+
+// post queues s for a flush on l and reports whether the caller must wake l
+// with an Execute. Any goroutine.
+func (l *loop) post(s *session) (wake bool) {
+	l.mbMu.Lock()
+	l.mb = append(l.mb, s)
+	if !l.mbScheduled {
+		l.mbScheduled = true
+		wake = true
+	}
+	l.mbMu.Unlock()
+	return wake
+}
+
+// wake schedules a mailbox drain on l. Any goroutine; never blocks.
+func (l *loop) wake() {
+	if err := l.el.Execute(context.Background(), l.mbRun); err != nil {
+		// The engine is shutting down; nothing will be flushed any more.
+		l.mbMu.Lock()
+		l.mbScheduled = false
+		l.mbMu.Unlock()
+	}
+}
+
+// drainMailbox flushes every session posted to l. Runs on l.
+func (l *loop) drainMailbox() {
+	l.mbMu.Lock()
+	work := l.mb
+	l.mb = l.mbWork[:0]
+	l.mbScheduled = false
+	l.mbMu.Unlock()
+	for i, s := range work {
+		l.flush(s)
+		work[i] = nil
+	}
+	l.mbWork = work[:0]
+	l.r.finish()
+}
+
+// flush hands the session's pending bytes to its connection, if that
+// connection is still open and lives on l. Runs on l.
+func (l *loop) flush(s *session) {
+	s.flushPending.Store(false)
+	s.mu.Lock()
+	c := s.c
+	if c == nil || c.l != l || !c.open {
+		s.mu.Unlock()
+		return
+	}
+	buf := s.wbuf
+	s.wbuf = nil
+	s.mu.Unlock()
+	if buf == nil {
+		return
+	}
+	n := len(buf.B)
+	_, _ = c.gc.Write(buf.B) // a write error closes c through OnClose
+	putBuf(buf)
+	l.stats.bytesOut.Add(uint64(n))
+	if c.open {
+		l.afterWrite(c)
+	}
+}
+
+// afterWrite records how much gnet holds for c and, when c is over its cap
+// or has a waiting queue, puts it on the blocked list the tick rechecks.
+// Runs on l.
+func (l *loop) afterWrite(c *conn) {
+	ob := c.gc.OutboundBuffered()
+	s := c.s
+	s.mu.Lock()
+	s.outBuffered = ob
+	waiting := s.blockedLocked() || len(s.q) > 0
+	s.mu.Unlock()
+	if waiting && !c.onBlocked {
+		c.onBlocked = true
+		l.blocked = append(l.blocked, c)
+	}
+}
+
+// tick runs the keep-alive wheel and rechecks blocked connections. Runs on l.
+func (l *loop) tick() {
+	l.tickPending.Store(false)
+	now := l.b.now.Load()
+	l.wheel.advance(now, l.expire)
+	l.recheckBlocked(now)
+	l.r.finish()
+}
+
+// expire closes a connection whose keep-alive or connect deadline passed.
+// Runs on l.
+func (l *loop) expire(c *conn) {
+	if !c.open {
+		return
+	}
+	if c.s == nil {
+		c.closeReason = "connect timeout"
+		l.stats.connectTimeouts.Add(1)
+	} else {
+		c.closeReason = "keep-alive timeout"
+		l.stats.keepAliveTimeouts.Add(1)
+	}
+	_ = c.gc.Close()
+}
+
+// recheckBlocked lets connections whose socket drained receive their queue,
+// and disconnects those that stayed full past SlowConsumerAfter. Runs on l.
+func (l *loop) recheckBlocked(now int64) {
+	keep := l.blocked[:0]
+	limit := int64(l.b.opts.SlowConsumerAfter.Seconds())
+	if limit < 1 {
+		limit = 1
+	}
+	for _, c := range l.blocked {
+		if !c.open || c.s == nil {
+			c.onBlocked = false
+			continue
+		}
+		s := c.s
+		ob := c.gc.OutboundBuffered()
+		s.mu.Lock()
+		if s.c != c {
+			s.mu.Unlock()
+			c.onBlocked = false
+			continue
+		}
+		s.outBuffered = ob
+		wrote := false
+		if !s.blockedLocked() {
+			wrote = s.drainLocked(l.b)
+		}
+		still := s.blockedLocked() || len(s.q) > 0
+		full := s.fullSince != 0 && now-s.fullSince >= limit
+		s.mu.Unlock()
+		if full {
+			c.closeReason = "slow consumer"
+			l.stats.slowConsumers.Add(1)
+			c.onBlocked = false
+			_ = c.gc.Close()
+			continue
+		}
+		if wrote {
+			l.r.markDirty(s, l)
+		}
+		if still {
+			keep = append(keep, c)
+		} else {
+			c.onBlocked = false
+		}
+	}
+	clear(l.blocked[len(keep):])
+	l.blocked = keep
+}
+
+// wheelSize is the number of one-second slots; deadlines further away wrap
+// and are rechecked when their slot comes round.
+const wheelSize = 1 << 12
+
+// wheel is a per-loop timing wheel of connection deadlines (keep-alive and
+// connect timeout). A connection sits in the slot of the deadline it had
+// when it was (re)filed; activity only moves its deadline forward, so a scan
+// either expires it or refiles it once. No timer object per connection.
+type wheel struct {
+	slots [][]*conn
+	pos   int64 // last second processed
+}
+
+func (w *wheel) init() { w.slots = make([][]*conn, wheelSize) }
+
+func (w *wheel) add(c *conn, deadline int64) {
+	i := int(deadline & (wheelSize - 1))
+	c.wslot = int32(i)
+	c.widx = int32(len(w.slots[i]))
+	w.slots[i] = append(w.slots[i], c)
+}
+
+func (w *wheel) remove(c *conn) {
+	if c.wslot < 0 {
+		return
+	}
+	s := w.slots[c.wslot]
+	last := len(s) - 1
+	if int(c.widx) != last {
+		m := s[last]
+		s[c.widx] = m
+		m.widx = c.widx
+	}
+	s[last] = nil
+	w.slots[c.wslot] = s[:last]
+	c.wslot = -1
+}
+
+// advance processes every slot up to now, calling expire for connections
+// past their deadline.
+func (w *wheel) advance(now int64, expire func(*conn)) {
+	if w.pos == 0 || now-w.pos > wheelSize {
+		w.pos = now - 1
+	}
+	for ; w.pos < now; w.pos++ {
+		sec := w.pos + 1
+		i := int(sec & (wheelSize - 1))
+		slot := w.slots[i]
+		n := 0
+		var expired []*conn
+		for _, c := range slot {
+			d := c.deadline()
+			switch {
+			case d <= sec:
+				c.wslot = -1
+				expired = append(expired, c)
+			case int(d&(wheelSize-1)) == i:
+				c.widx = int32(n)
+				slot[n] = c
+				n++
+			default:
+				w.add(c, d)
+			}
+		}
+		clear(slot[n:])
+		w.slots[i] = slot[:n]
+		for _, c := range expired {
+			expire(c)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package engine
+
+import (
+	"errors"
+	"log/slog"
+	"runtime"
+	"time"
+)
+
+// Options configure a Broker. The zero value of every field means "use the
+// default" listed in DefaultOptions and docs/configuration.md.
+type Options struct {
+	// MQTTAddr is the TCP listen address for MQTT, e.g. ":1883" or
+	// "127.0.0.1:0" (a free port, see Broker.MQTTAddr). Empty disables MQTT.
+	MQTTAddr string
+
+	// Loops is the number of event loops (default: runtime.NumCPU()).
+	Loops int
+
+	// MaxPacketSize bounds a whole MQTT packet, fixed header included. A
+	// larger packet is refused from its fixed header, before it is buffered.
+	MaxPacketSize int
+	// MaxConnections bounds concurrent connections (0: unlimited).
+	MaxConnections int
+	// ConnectTimeout closes a socket that sends no CONNECT in time.
+	ConnectTimeout time.Duration
+
+	MaxClientIDLen    int // bytes; longer ids are refused (CONNACK 2)
+	MaxTopicLen       int // bytes of a topic name or filter
+	MaxTopicLevels    int // levels of a topic name or filter
+	MaxSubsPerConn    int // subscriptions per session (0: unlimited)
+	MaxInflight       int // outbound QoS 1/2 messages awaiting acknowledgement
+	MaxQueuedMsgs     int // messages queued per session (offline or blocked)
+	MaxQueuedBytes    int // payload bytes queued per session
+	QueueQoS0         bool
+	MaxOutboundBytes  int           // bytes handed to the socket layer per connection before QoS 0 is dropped
+	SlowConsumerAfter time.Duration // a session whose queue stays full this long is disconnected
+
+	// SysInterval is how often $SYS topics are published (negative: never).
+	SysInterval time.Duration
+
+	// Auth decides CONNECT credentials. Nil accepts everyone; see APIKeyAuth.
+	Auth Authenticator
+
+	// Logger receives the broker's log lines (default: slog.Default()).
+	Logger *slog.Logger
+	// Verbose logs every connect, disconnect (with reason) and subscribe.
+	Verbose bool
+
+	// Version is reported in $SYS/broker/version.
+	Version string
+}
+
+// DefaultOptions returns the embedded defaults that `tinymq` starts with.
+func DefaultOptions() Options {
+	return Options{
+		MQTTAddr:          ":1883",
+		Loops:             runtime.NumCPU(),
+		MaxPacketSize:     2*1024*1024 + 64*1024, // 2 MiB of payload plus room for topic and properties
+		ConnectTimeout:    10 * time.Second,
+		MaxClientIDLen:    256,
+		MaxTopicLen:       4096,
+		MaxTopicLevels:    64,
+		MaxSubsPerConn:    1000,
+		MaxInflight:       32,
+		MaxQueuedMsgs:     1000,
+		MaxQueuedBytes:    64 * 1024 * 1024,
+		MaxOutboundBytes:  4 * 1024 * 1024,
+		SlowConsumerAfter: 30 * time.Second,
+		SysInterval:       10 * time.Second,
+		Version:           "tinymq dev",
+	}
+}
+
+// withDefaults fills zero fields from DefaultOptions.
+func (o Options) withDefaults() (Options, error) {
+	d := DefaultOptions()
+	if o.Loops <= 0 {
+		o.Loops = d.Loops
+	}
+	if o.MaxPacketSize <= 0 {
+		o.MaxPacketSize = d.MaxPacketSize
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = d.ConnectTimeout
+	}
+	if o.MaxClientIDLen <= 0 {
+		o.MaxClientIDLen = d.MaxClientIDLen
+	}
+	if o.MaxTopicLen <= 0 {
+		o.MaxTopicLen = d.MaxTopicLen
+	}
+	if o.MaxTopicLevels <= 0 {
+		o.MaxTopicLevels = d.MaxTopicLevels
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = d.MaxInflight
+	}
+	if o.MaxInflight > 65535 {
+		return o, errors.New("engine: MaxInflight above 65535")
+	}
+	if o.MaxQueuedMsgs <= 0 {
+		o.MaxQueuedMsgs = d.MaxQueuedMsgs
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = d.MaxQueuedBytes
+	}
+	if o.MaxOutboundBytes <= 0 {
+		o.MaxOutboundBytes = d.MaxOutboundBytes
+	}
+	if o.SlowConsumerAfter <= 0 {
+		o.SlowConsumerAfter = d.SlowConsumerAfter
+	}
+	if o.SysInterval == 0 {
+		o.SysInterval = d.SysInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Version == "" {
+		o.Version = d.Version
+	}
+	if o.MQTTAddr == "" {
+		return o, errors.New("engine: no listener configured")
+	}
+	return o, nil
+}

@@ -1,0 +1,252 @@
+package engine
+
+import (
+	"sync/atomic"
+
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/topic"
+)
+
+// message is an owned copy of a PUBLISH that outlives the read that brought
+// it: queued, in flight, retained or a will. It is immutable once built and
+// shared by every session it is delivered to.
+type message struct {
+	topic   []byte
+	payload []byte
+	qos     uint8
+	retain  bool
+}
+
+// cloneMessage copies topic and payload (which alias a read buffer) into one
+// allocation.
+func cloneMessage(topicName, payload []byte, qos uint8, retain bool) *message {
+	buf := make([]byte, len(topicName)+len(payload))
+	n := copy(buf, topicName)
+	copy(buf[n:], payload)
+	return &message{topic: buf[:n:n], payload: buf[n:], qos: qos, retain: retain}
+}
+
+// router routes PUBLISHes. Each loop has one, used only on that loop; the
+// $SYS publisher has its own with l == nil, for which every destination is
+// "another loop".
+type router struct {
+	b     *Broker
+	l     *loop
+	stats *counters
+
+	matches []topic.Sub[*session]
+	seen    map[*session]int // Dedup scratch
+	wakeups []*loop // loops whose mailbox this batch made non-empty
+
+	// One encoding per (QoS, retain flag) for the current PUBLISH, shared by
+	// every subscriber; for QoS > 0 only the packet id is patched per copy.
+	enc   [3][2][]byte
+	idOff [3][2]int
+	valid uint8    // bit qos*2+retain set when enc[qos][retain] holds the current PUBLISH
+	msg   *message // owned copy, made on first need
+	cur   struct {
+		topic, payload []byte
+		qos            uint8
+	}
+}
+
+func newRouter(b *Broker, l *loop, st *counters) *router {
+	return &router{b: b, l: l, stats: st, seen: make(map[*session]int)}
+}
+
+// encoded returns the wire bytes of the current PUBLISH at qos with the
+// given retain flag, and the offset of its packet id (-1 for QoS 0).
+func (r *router) encoded(qos uint8, retain bool) ([]byte, int) {
+	ri := 0
+	if retain {
+		ri = 1
+	}
+	bit := uint8(1) << (qos*2 + uint8(ri))
+	if r.valid&bit == 0 {
+		p := codec.Publish{QoS: qos, Retain: retain, Topic: r.cur.topic, Payload: r.cur.payload}
+		if qos > 0 {
+			p.PacketID = 1
+		}
+		r.enc[qos][ri] = p.AppendTo(r.enc[qos][ri][:0], codec.V311)
+		r.idOff[qos][ri] = p.PacketIDOffset(codec.V311)
+		r.valid |= bit
+	}
+	return r.enc[qos][ri], r.idOff[qos][ri]
+}
+
+// resetEncodings forgets the current PUBLISH; the buffers keep their
+// capacity for the next one.
+func (r *router) resetEncodings() {
+	r.valid = 0
+	r.msg = nil
+	r.cur.topic, r.cur.payload = nil, nil
+}
+
+// deliverMessage delivers an owned message (retained, queued or a will) to
+// one session. Runs on r's loop.
+func (r *router) deliverMessage(s *session, m *message, qos uint8, retainFlag bool) {
+	r.cur.topic, r.cur.payload, r.cur.qos = m.topic, m.payload, m.qos
+	r.msg = m
+	r.deliver(s, qos, retainFlag)
+	r.resetEncodings()
+}
+
+// owned returns the current PUBLISH as an owned message (copied once).
+func (r *router) owned() *message {
+	if r.msg == nil {
+		r.msg = cloneMessage(r.cur.topic, r.cur.payload, r.cur.qos, false)
+	}
+	return r.msg
+}
+
+// publish routes one PUBLISH to every matching session. topicName and
+// payload may alias a read buffer; everything kept is copied. Runs on r's
+// loop (or the $SYS goroutine for the $SYS router).
+//
+// owned, when not nil, is the same message already copied (a will, a $SYS
+// value): it is shared instead of copied again.
+func (r *router) publish(topicName, payload []byte, qos uint8, retain bool, owned *message) {
+	b := r.b
+	if retain {
+		if owned != nil && len(payload) > 0 {
+			b.retained.Set(topicName, owned)
+		} else {
+			b.storeRetained(topicName, payload, qos)
+		}
+	}
+	r.matches = topic.Dedup(b.subs.Match(topicName, r.matches[:0]), r.seen)
+	if len(r.matches) == 0 {
+		return
+	}
+	r.msg = owned
+	r.cur.topic, r.cur.payload, r.cur.qos = topicName, payload, qos
+	for i := range r.matches {
+		sub := &r.matches[i]
+		q := min(qos, sub.QoS) // delivered QoS = min(published, granted) [MQTT-3.8.4-6]
+		r.deliver(sub.Key, q, false)
+		sub.Key = nil
+	}
+	r.resetEncodings()
+}
+
+// deliver appends the current PUBLISH to s at qos, and marks s for a flush
+// when bytes were added for an online connection. Runs on r's loop.
+func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
+	b := r.b
+	s.mu.Lock()
+	if s.dead {
+		s.mu.Unlock()
+		return
+	}
+	online := s.c != nil
+	wrote := false
+	switch {
+	case !online:
+		if qos > 0 || b.opts.QueueQoS0 {
+			wrote = false
+			if !s.enqueueLocked(b, r.owned(), qos, retainFlag) {
+				r.stats.dropped.Add(1)
+				r.stats.droppedQueueFull.Add(1)
+			}
+		}
+	case qos == 0:
+		if s.blockedLocked() {
+			r.stats.dropped.Add(1)
+			r.stats.droppedSlow.Add(1)
+		} else {
+			raw, _ := r.encoded(0, retainFlag)
+			s.appendLocked(raw)
+			r.stats.msgsOut.Add(1)
+			wrote = true
+		}
+	default:
+		if len(s.q) == 0 && len(s.inflight) < b.opts.MaxInflight && !s.blockedLocked() {
+			id := s.nextIDLocked()
+			s.inflight = append(s.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag})
+			raw, off := r.encoded(qos, retainFlag)
+			s.appendPatchedLocked(raw, off, id)
+			r.stats.msgsOut.Add(1)
+			wrote = true
+		} else if !s.enqueueLocked(b, r.owned(), qos, retainFlag) {
+			r.stats.dropped.Add(1)
+			r.stats.droppedQueueFull.Add(1)
+		}
+	}
+	l := s.l
+	s.mu.Unlock()
+	if wrote {
+		r.markDirty(s, l)
+	}
+}
+
+// markDirty arranges for s to be flushed on its loop l: at the end of this
+// batch when l is r's loop, through l's mailbox otherwise. Runs on r's loop.
+func (r *router) markDirty(s *session, l *loop) {
+	if l == nil || !s.flushPending.CompareAndSwap(false, true) {
+		return
+	}
+	if l == r.l {
+		l.dirty = append(l.dirty, s)
+		return
+	}
+	if l.post(s) {
+		r.wakeups = append(r.wakeups, l)
+	}
+}
+
+// finish ends a batch: flushes the sessions of r's own loop touched by it
+// (one write per connection) and wakes every other loop that got mail (one
+// Execute per loop). Runs on r's loop.
+func (r *router) finish() {
+	if l := r.l; l != nil {
+		for i := 0; i < len(l.dirty); i++ { // flushing may dirty more
+			l.flush(l.dirty[i])
+			l.dirty[i] = nil
+		}
+		l.dirty = l.dirty[:0]
+	}
+	for i, l := range r.wakeups {
+		l.wake()
+		r.wakeups[i] = nil
+	}
+	r.wakeups = r.wakeups[:0]
+}
+
+// storeRetained replaces, or with an empty payload deletes, the retained
+// message of a topic [MQTT-3.3.1-5] [MQTT-3.3.1-10] [MQTT-3.3.1-11]. Any goroutine.
+func (b *Broker) storeRetained(topicName, payload []byte, qos uint8) {
+	if len(payload) == 0 {
+		b.retained.Delete(topicName)
+		return
+	}
+	b.retained.Set(topicName, cloneMessage(topicName, payload, qos, true))
+}
+
+// counters are per-loop statistics; the $SYS publisher sums them. Atomic so
+// that reads from other goroutines are safe; each loop only adds to its own.
+type counters struct {
+	msgsIn, msgsOut       atomic.Uint64
+	bytesIn, bytesOut     atomic.Uint64
+	dropped               atomic.Uint64
+	droppedSlow           atomic.Uint64
+	droppedQueueFull      atomic.Uint64
+	malformed, oversize   atomic.Uint64
+	connectTimeouts       atomic.Uint64
+	keepAliveTimeouts     atomic.Uint64
+	slowConsumers         atomic.Uint64
+	authFailures          atomic.Uint64
+	_                     [64]byte // keep loops' counters on separate cache lines
+}
+
+// globalCounters are broker-wide gauges and totals.
+type globalCounters struct {
+	connected    atomic.Int64
+	maxConnected atomic.Int64
+	totalConns   atomic.Uint64
+	rejected     atomic.Uint64
+}
+
+// putBuf returns a write buffer to the pool.
+func putBuf(b *bytebufferpool.ByteBuffer) { bytebufferpool.Put(b) }

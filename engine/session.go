@@ -1,0 +1,226 @@
+package engine
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/tinymq/tinymq/codec"
+)
+
+// session is the MQTT session of one client id. It outlives its connection
+// when the client connected with clean session 0 [MQTT-3.1.2-4].
+//
+// mu guards every field below it; any loop may take it to deliver a message.
+// It is never held across a socket write or a call into the topic package.
+type session struct {
+	id     string
+	clean  bool
+	maxOut int // Options.MaxOutboundBytes
+
+	flushPending atomic.Bool // queued for a flush on its loop (dirty list or mailbox)
+
+	mu      sync.Mutex
+	dead    bool  // discarded; routers that still hold it skip it
+	c       *conn // current connection; nil while offline
+	l       *loop // c's loop
+	version codec.Version
+
+	wbuf        *bytebufferpool.ByteBuffer // encoded packets for c, written by l's flush
+	outBuffered int                        // bytes gnet held for c after the last flush
+	q           []queued                   // waiting for an in-flight slot, a writable socket or the client's return
+	qBytes      int
+	inflight    []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-2]
+	lastID      uint16
+	qos2in      []uint16          // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
+	subs        map[string]uint8  // filter -> granted QoS, for UNSUBSCRIBE and cleanup
+	fullSince   int64             // unix second since which the session drops messages, 0 when not
+}
+
+type queued struct {
+	m      *message
+	qos    uint8
+	retain bool
+}
+
+type inflight struct {
+	m      *message
+	id     uint16
+	qos    uint8
+	retain bool
+	rel    bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
+}
+
+// blockedLocked reports whether c already holds its cap of unsent bytes.
+func (s *session) blockedLocked() bool {
+	n := s.outBuffered
+	if s.wbuf != nil {
+		n += len(s.wbuf.B)
+	}
+	return n >= s.maxOut
+}
+
+func (s *session) buf() *bytebufferpool.ByteBuffer {
+	if s.wbuf == nil {
+		s.wbuf = bytebufferpool.Get()
+	}
+	return s.wbuf
+}
+
+// appendLocked adds encoded bytes for the connection.
+func (s *session) appendLocked(raw []byte) {
+	b := s.buf()
+	b.B = append(b.B, raw...)
+}
+
+// appendPatchedLocked adds an encoded PUBLISH with its packet id replaced.
+func (s *session) appendPatchedLocked(raw []byte, off int, id uint16) {
+	b := s.buf()
+	start := len(b.B)
+	b.B = append(b.B, raw...)
+	binary.BigEndian.PutUint16(b.B[start+off:], id)
+}
+
+// appendPublishLocked encodes an owned message straight into the buffer.
+func (s *session) appendPublishLocked(m *message, qos uint8, retain, dup bool, id uint16) {
+	p := codec.Publish{Dup: dup, QoS: qos, Retain: retain, Topic: m.topic, Payload: m.payload, PacketID: id}
+	b := s.buf()
+	b.B = p.AppendTo(b.B, codec.V311)
+}
+
+// nextIDLocked allocates an outbound packet id not in flight [MQTT-2.3.1-2].
+func (s *session) nextIDLocked() uint16 {
+	for {
+		s.lastID++
+		if s.lastID == 0 {
+			s.lastID = 1
+		}
+		inUse := false
+		for i := range s.inflight {
+			if s.inflight[i].id == s.lastID {
+				inUse = true
+				break
+			}
+		}
+		if !inUse {
+			return s.lastID
+		}
+	}
+}
+
+// enqueueLocked queues m, or reports false when the session's queue is full
+// (the message is then dropped and counted by the caller).
+func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool) bool {
+	if len(s.q) >= b.opts.MaxQueuedMsgs || s.qBytes+len(m.payload) > b.opts.MaxQueuedBytes {
+		if s.fullSince == 0 {
+			s.fullSince = b.now.Load()
+		}
+		return false
+	}
+	s.q = append(s.q, queued{m: m, qos: qos, retain: retain})
+	s.qBytes += len(m.payload)
+	return true
+}
+
+// drainLocked moves queued messages to the connection while in-flight
+// slots and outbound room allow, in order. It reports whether bytes were
+// added. The session must be online.
+func (s *session) drainLocked(b *Broker) bool {
+	wrote := false
+	for len(s.q) > 0 && !s.blockedLocked() {
+		e := s.q[0]
+		if e.qos > 0 && len(s.inflight) >= b.opts.MaxInflight {
+			break
+		}
+		var id uint16
+		if e.qos > 0 {
+			id = s.nextIDLocked()
+			s.inflight = append(s.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain})
+		}
+		s.appendPublishLocked(e.m, e.qos, e.retain, false, id)
+		s.q[0] = queued{}
+		s.q = s.q[1:]
+		s.qBytes -= len(e.m.payload)
+		wrote = true
+	}
+	if len(s.q) == 0 {
+		s.q = nil
+	}
+	if len(s.q) < b.opts.MaxQueuedMsgs && !s.blockedLocked() {
+		s.fullSince = 0
+	}
+	return wrote
+}
+
+// resendLocked re-sends, in their original order, every unacknowledged
+// message with DUP set, and PUBREL for those past PUBREC [MQTT-4.4.0-1].
+func (s *session) resendLocked() {
+	for i := range s.inflight {
+		f := &s.inflight[i]
+		if f.rel {
+			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, f.id)
+			continue
+		}
+		s.appendPublishLocked(f.m, f.qos, f.retain, true, f.id) // [MQTT-3.3.1-1]
+	}
+}
+
+// ackLocked handles PUBACK, PUBREC and PUBCOMP from the client. It reports
+// whether bytes were added (a PUBREL, or queued messages now in flight).
+func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) bool {
+	for i := range s.inflight {
+		f := &s.inflight[i]
+		if f.id != id {
+			continue
+		}
+		switch {
+		case t == codec.TypePubrec && f.qos == 2:
+			f.rel = true
+			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id) // [MQTT-4.3.3-3]
+			return true
+		case t == codec.TypePuback && f.qos == 1, t == codec.TypePubcomp && f.qos == 2 && f.rel:
+			copy(s.inflight[i:], s.inflight[i+1:])
+			s.inflight[len(s.inflight)-1] = inflight{}
+			s.inflight = s.inflight[:len(s.inflight)-1]
+			return s.drainLocked(b)
+		}
+		return false
+	}
+	if t == codec.TypePubrec {
+		// Unknown id: release it anyway so the client can free it.
+		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id)
+		return true
+	}
+	return false
+}
+
+// clearLocked drops the session's messages (queue, in flight, QoS 2 state).
+func (s *session) clearLocked() {
+	s.q, s.qBytes, s.inflight, s.qos2in = nil, 0, nil, nil
+	if s.wbuf != nil {
+		putBuf(s.wbuf)
+		s.wbuf = nil
+	}
+}
+
+// hasQoS2In reports whether an inbound QoS 2 id is awaiting PUBREL.
+func (s *session) hasQoS2InLocked(id uint16) bool {
+	for _, x := range s.qos2in {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *session) releaseQoS2InLocked(id uint16) {
+	for i, x := range s.qos2in {
+		if x == id {
+			s.qos2in[i] = s.qos2in[len(s.qos2in)-1]
+			s.qos2in = s.qos2in[:len(s.qos2in)-1]
+			return
+		}
+	}
+}
