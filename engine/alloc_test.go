@@ -28,16 +28,16 @@ type fakeConn struct {
 	written int
 }
 
-func (f *fakeConn) Context() any                  { return f.ctx }
-func (f *fakeConn) SetContext(c any)              { f.ctx = c }
-func (f *fakeConn) EventLoop() gnet.EventLoop     { return f.el }
-func (f *fakeConn) InboundBuffered() int          { return len(f.in) }
-func (f *fakeConn) OutboundBuffered() int         { return 0 }
-func (f *fakeConn) RemoteAddr() net.Addr          { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
-func (f *fakeConn) Close() error                  { return nil }
-func (f *fakeConn) Write(p []byte) (int, error)   { f.written += len(p); return len(p), nil }
-func (f *fakeConn) Peek(n int) ([]byte, error)    { return f.in[:n], nil }
-func (f *fakeConn) Discard(n int) (int, error)    { f.in = f.in[n:]; return n, nil }
+func (f *fakeConn) Context() any                { return f.ctx }
+func (f *fakeConn) SetContext(c any)            { f.ctx = c }
+func (f *fakeConn) EventLoop() gnet.EventLoop   { return f.el }
+func (f *fakeConn) InboundBuffered() int        { return len(f.in) }
+func (f *fakeConn) OutboundBuffered() int       { return 0 }
+func (f *fakeConn) RemoteAddr() net.Addr        { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+func (f *fakeConn) Close() error                { return nil }
+func (f *fakeConn) Write(p []byte) (int, error) { f.written += len(p); return len(p), nil }
+func (f *fakeConn) Peek(n int) ([]byte, error)  { return f.in[:n], nil }
+func (f *fakeConn) Discard(n int) (int, error)  { f.in = f.in[n:]; return n, nil }
 
 func feed(t *testing.T, b *Broker, c *fakeConn, raw []byte) {
 	t.Helper()

@@ -314,4 +314,3 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 func isSysTopic(t []byte) bool {
 	return len(t) >= 4 && string(t[:4]) == "$SYS" && (len(t) == 4 || t[4] == '/')
 }
-

@@ -38,7 +38,7 @@ type router struct {
 
 	matches []topic.Sub[*session]
 	seen    map[*session]int // Dedup scratch
-	wakeups []*loop // loops whose mailbox this batch made non-empty
+	wakeups []*loop          // loops whose mailbox this batch made non-empty
 
 	// One encoding per (QoS, retain flag) for the current PUBLISH, shared by
 	// every subscriber; for QoS > 0 only the packet id is patched per copy.
@@ -227,17 +227,17 @@ func (b *Broker) storeRetained(topicName, payload []byte, qos uint8) {
 // counters are per-loop statistics; the $SYS publisher sums them. Atomic so
 // that reads from other goroutines are safe; each loop only adds to its own.
 type counters struct {
-	msgsIn, msgsOut       atomic.Uint64
-	bytesIn, bytesOut     atomic.Uint64
-	dropped               atomic.Uint64
-	droppedSlow           atomic.Uint64
-	droppedQueueFull      atomic.Uint64
-	malformed, oversize   atomic.Uint64
-	connectTimeouts       atomic.Uint64
-	keepAliveTimeouts     atomic.Uint64
-	slowConsumers         atomic.Uint64
-	authFailures          atomic.Uint64
-	_                     [64]byte // keep loops' counters on separate cache lines
+	msgsIn, msgsOut     atomic.Uint64
+	bytesIn, bytesOut   atomic.Uint64
+	dropped             atomic.Uint64
+	droppedSlow         atomic.Uint64
+	droppedQueueFull    atomic.Uint64
+	malformed, oversize atomic.Uint64
+	connectTimeouts     atomic.Uint64
+	keepAliveTimeouts   atomic.Uint64
+	slowConsumers       atomic.Uint64
+	authFailures        atomic.Uint64
+	_                   [64]byte // keep loops' counters on separate cache lines
 }
 
 // globalCounters are broker-wide gauges and totals.

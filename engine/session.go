@@ -34,9 +34,9 @@ type session struct {
 	qBytes      int
 	inflight    []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-2]
 	lastID      uint16
-	qos2in      []uint16          // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
-	subs        map[string]uint8  // filter -> granted QoS, for UNSUBSCRIBE and cleanup
-	fullSince   int64             // unix second since which the session drops messages, 0 when not
+	qos2in      []uint16         // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
+	subs        map[string]uint8 // filter -> granted QoS, for UNSUBSCRIBE and cleanup
+	fullSince   int64            // unix second since which the session drops messages, 0 when not
 }
 
 type queued struct {

@@ -8,22 +8,22 @@ import (
 
 // Stats is a snapshot of the broker's counters. Any goroutine.
 type Stats struct {
-	Connected, MaxConnected  int64
-	TotalConnections         uint64
-	Rejected                 uint64
-	Sessions                 int // online and persistent offline sessions
-	Subscriptions            int
-	Retained                 int
-	MsgsIn, MsgsOut          uint64
-	BytesIn, BytesOut        uint64
-	Dropped                  uint64
-	DroppedSlow              uint64
-	DroppedQueueFull         uint64
-	Malformed, Oversize      uint64
-	ConnectTimeouts          uint64
-	KeepAliveTimeouts        uint64
-	SlowConsumerDisconnects  uint64
-	AuthFailures             uint64
+	Connected, MaxConnected int64
+	TotalConnections        uint64
+	Rejected                uint64
+	Sessions                int // online and persistent offline sessions
+	Subscriptions           int
+	Retained                int
+	MsgsIn, MsgsOut         uint64
+	BytesIn, BytesOut       uint64
+	Dropped                 uint64
+	DroppedSlow             uint64
+	DroppedQueueFull        uint64
+	Malformed, Oversize     uint64
+	ConnectTimeouts         uint64
+	KeepAliveTimeouts       uint64
+	SlowConsumerDisconnects uint64
+	AuthFailures            uint64
 }
 
 // Stats sums the per-loop counters. Any goroutine.
