@@ -3,11 +3,14 @@ module github.com/tinymq/tinymq
 go 1.26.8
 
 require (
-	github.com/eclipse/paho.mqtt.golang v1.5.0 // indirect
+	github.com/eclipse/paho.mqtt.golang v1.5.0
+	github.com/panjf2000/gnet/v2 v2.10.0
+	github.com/valyala/bytebufferpool v1.0.0
+)
+
+require (
 	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/panjf2000/ants/v2 v2.12.1 // indirect
-	github.com/panjf2000/gnet/v2 v2.10.0 // indirect
-	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
 	golang.org/x/net v0.27.0 // indirect

@@ -165,3 +165,74 @@ func requireInterop(t *testing.T, bin string) string {
 	}
 	return p
 }
+
+// subscribe sends SUBSCRIBE and returns the SUBACK codes.
+func (rc *rawClient) subscribe(id uint16, subs ...codec.Subscription) []codec.ReasonCode {
+	rc.t.Helper()
+	p := codec.Subscribe{PacketID: id, Subs: subs}
+	rc.write(p.AppendTo(nil, rc.ver))
+	h, body := rc.expect(codec.TypeSuback, 5*time.Second)
+	var ack codec.Suback
+	if err := ack.Decode(rc.ver, h, body); err != nil {
+		rc.t.Fatalf("SUBACK: %v", err)
+	}
+	if ack.PacketID != id {
+		rc.t.Fatalf("SUBACK id %d; want %d", ack.PacketID, id)
+	}
+	return ack.Reasons
+}
+
+// publish sends a PUBLISH (no wait for acknowledgements).
+func (rc *rawClient) publish(topic string, payload string, qos uint8, retain bool, id uint16) {
+	rc.t.Helper()
+	p := codec.Publish{Topic: []byte(topic), Payload: []byte(payload), QoS: qos, Retain: retain, PacketID: id}
+	rc.write(p.AppendTo(nil, rc.ver))
+}
+
+// expect reads the next packet and fails unless it has type t.
+func (rc *rawClient) expect(t codec.Type, d time.Duration) (codec.FixedHeader, []byte) {
+	rc.t.Helper()
+	h, body, err := rc.readPacket(d)
+	if err != nil {
+		rc.t.Fatalf("waiting for %v: %v", t, err)
+	}
+	if h.Type != t {
+		rc.t.Fatalf("got %v; want %v", h.Type, t)
+	}
+	return h, body
+}
+
+// expectPublish reads the next packet, which must be a PUBLISH, and returns
+// an owned copy.
+func (rc *rawClient) expectPublish(d time.Duration) codec.Publish {
+	rc.t.Helper()
+	h, body := rc.expect(codec.TypePublish, d)
+	var p codec.Publish
+	if err := p.Decode(rc.ver, h, body); err != nil {
+		rc.t.Fatalf("PUBLISH: %v", err)
+	}
+	return p.Clone()
+}
+
+// expectNothing asserts that no packet arrives within d.
+func (rc *rawClient) expectNothing(d time.Duration) {
+	rc.t.Helper()
+	h, _, err := rc.readPacket(d)
+	if err == nil {
+		rc.t.Fatalf("got %v; want nothing", h.Type)
+	}
+	if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		rc.t.Fatalf("connection failed while expecting nothing: %v", err)
+	}
+}
+
+// connected dials and completes a 3.1.1 CONNECT with the given id.
+func connected(t testing.TB, addr, id string, clean bool) *rawClient {
+	t.Helper()
+	rc := dialRaw(t, addr)
+	ack := rc.connect(codec.Connect{ClientID: []byte(id), CleanStart: clean, KeepAlive: 60})
+	if ack.ReturnCode != 0 {
+		t.Fatalf("CONNACK return code %d", ack.ReturnCode)
+	}
+	return rc
+}

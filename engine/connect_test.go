@@ -1,0 +1,148 @@
+package engine
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/tinymq/tinymq/codec"
+)
+
+func TestConnectAcceptedBytes(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := dialRaw(t, b.MQTTAddr())
+	rc.write((&codec.Connect{Version: codec.V311, CleanStart: true, ClientID: []byte("c1")}).AppendTo(nil))
+	got := make([]byte, 4)
+	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.r.Read(got); err != nil || !bytes.Equal(got, []byte{0x20, 2, 0, 0}) {
+		t.Fatalf("CONNACK % x (%v); want 20 02 00 00", got, err)
+	}
+}
+
+func TestConnectMQTT31(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := dialRaw(t, b.MQTTAddr())
+	if ack := rc.connect(codec.Connect{Version: codec.V31, CleanStart: true, ClientID: []byte("old")}); ack.ReturnCode != 0 {
+		t.Fatalf("3.1 CONNACK %d; want 0", ack.ReturnCode)
+	}
+	if codes := rc.subscribe(1, codec.Subscription{Filter: []byte("x"), QoS: 1}); len(codes) != 1 || codes[0] != 1 {
+		t.Fatalf("SUBACK %v", codes)
+	}
+}
+
+// [MQTT-3.1.0-1] The first packet must be CONNECT.
+func TestConnectFirstPacketMustBeConnect(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := dialRaw(t, b.MQTTAddr())
+	rc.write(codec.AppendPingreq(nil))
+	rc.expectClosed(5 * time.Second)
+	waitFor(t, 2*time.Second, "malformed counter", func() bool { return b.Stats().Malformed == 1 })
+}
+
+// [MQTT-3.1.0-2] A second CONNECT is a protocol violation.
+func TestConnectSecondConnectCloses(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := connected(t, b.MQTTAddr(), "twice", true)
+	rc.write((&codec.Connect{Version: codec.V311, CleanStart: true, ClientID: []byte("twice")}).AppendTo(nil))
+	rc.expectClosed(5 * time.Second)
+}
+
+// [MQTT-3.1.2-2] Unsupported protocol level: CONNACK 0x01, then close.
+func TestConnectUnsupportedLevel(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := dialRaw(t, b.MQTTAddr())
+	rc.write([]byte{0x10, 12, 0, 4, 'M', 'Q', 'T', 'T', 6, 0x02, 0, 0, 0, 0})
+	h, body := rc.expect(codec.TypeConnack, 5*time.Second)
+	if h.Remaining != 2 || body[1] != codec.ConnRefusedProtocolVersion {
+		t.Fatalf("CONNACK % x; want return code 1", body)
+	}
+	rc.expectClosed(5 * time.Second)
+}
+
+// MQTT 5.0 is refused in 5.0's own format until the engine speaks it.
+func TestConnectV5RefusedWithV5Connack(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := dialRaw(t, b.MQTTAddr())
+	rc.ver = codec.V5
+	rc.write((&codec.Connect{Version: codec.V5, CleanStart: true, ClientID: []byte("v5")}).AppendTo(nil))
+	h, body := rc.expect(codec.TypeConnack, 5*time.Second)
+	var ack codec.Connack
+	if err := ack.Decode(codec.V5, h, body); err != nil || ack.Reason != codec.UnsupportedProtocolVersion {
+		t.Fatalf("CONNACK %+v %v; want reason 0x84", ack, err)
+	}
+	rc.expectClosed(5 * time.Second)
+}
+
+// [MQTT-3.1.3-6] [MQTT-3.1.3-8] Zero-length client id.
+func TestConnectEmptyClientID(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := dialRaw(t, b.MQTTAddr())
+	if ack := rc.connect(codec.Connect{CleanStart: true}); ack.ReturnCode != 0 {
+		t.Fatalf("empty id + clean session: %d; want 0", ack.ReturnCode)
+	}
+	rc2 := dialRaw(t, b.MQTTAddr())
+	if ack := rc2.connect(codec.Connect{CleanStart: false}); ack.ReturnCode != codec.ConnRefusedIdentifierRejected {
+		t.Fatalf("empty id without clean session: %d; want 2", ack.ReturnCode)
+	}
+	rc2.expectClosed(5 * time.Second)
+}
+
+func TestConnectClientIDTooLong(t *testing.T) {
+	b := startBroker(t, func(o *Options) { o.MaxClientIDLen = 8 })
+	rc := dialRaw(t, b.MQTTAddr())
+	if ack := rc.connect(codec.Connect{CleanStart: true, ClientID: []byte("123456789")}); ack.ReturnCode != 2 {
+		t.Fatalf("return code %d; want 2", ack.ReturnCode)
+	}
+}
+
+func TestConnectAPIKey(t *testing.T) {
+	b := startBroker(t, func(o *Options) { o.Auth = APIKeyAuth{Key: []byte("secret")} })
+	for _, c := range []struct {
+		name       string
+		user, pass []byte
+		want       uint8
+	}{
+		{"no password", nil, nil, codec.ConnRefusedNotAuthorized},
+		{"wrong password", []byte("u"), []byte("nope"), codec.ConnRefusedNotAuthorized},
+		{"right password, any username", []byte("whoever"), []byte("secret"), codec.ConnAccepted},
+	} {
+		rc := dialRaw(t, b.MQTTAddr())
+		ack := rc.connect(codec.Connect{CleanStart: true, ClientID: []byte("k"), Username: c.user, Password: c.pass})
+		if ack.ReturnCode != c.want {
+			t.Fatalf("%s: return code %d; want %d", c.name, ack.ReturnCode, c.want)
+		}
+		if c.want != 0 {
+			rc.expectClosed(5 * time.Second)
+		}
+	}
+	if b.Stats().AuthFailures != 2 {
+		t.Fatalf("auth failures %d; want 2", b.Stats().AuthFailures)
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	b := startBroker(t, func(o *Options) { o.ConnectTimeout = time.Second })
+	rc := dialRaw(t, b.MQTTAddr())
+	rc.expectClosed(5 * time.Second)
+	if b.Stats().ConnectTimeouts != 1 {
+		t.Fatalf("connect timeouts %d; want 1", b.Stats().ConnectTimeouts)
+	}
+}
+
+// [MQTT-3.1.4-2] A second connection with the same client id closes the
+// first, whose will is published.
+func TestConnectTakeover(t *testing.T) {
+	b := startBroker(t, nil)
+	watcher := connected(t, b.MQTTAddr(), "watcher", true)
+	watcher.subscribe(1, codec.Subscription{Filter: []byte("status/#")})
+	first := dialRaw(t, b.MQTTAddr())
+	first.connect(codec.Connect{ClientID: []byte("dev"), CleanStart: true, WillFlag: true,
+		WillTopic: []byte("status/dev"), WillPayload: []byte("offline")})
+	second := connected(t, b.MQTTAddr(), "dev", true)
+	first.expectClosed(5 * time.Second)
+	if p := watcher.expectPublish(5 * time.Second); string(p.Payload) != "offline" {
+		t.Fatalf("will payload %q", p.Payload)
+	}
+	second.write(codec.AppendPingreq(nil))
+	second.expect(codec.TypePingresp, 5*time.Second)
+}
