@@ -105,9 +105,15 @@ func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
 		// without DISCONNECT.
 		w := c.will
 		c.will = nil
-		l.r.publishOwned(w)
+		if l.r.inRoute > 0 {
+			l.pendingWills = append(l.pendingWills, w) // published by the batch's finish
+		} else {
+			l.r.publishOwned(w)
+		}
 	}
-	l.r.finish()
+	if l.r.inRoute == 0 {
+		l.r.finish()
+	}
 	return gnet.None
 }
 

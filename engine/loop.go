@@ -29,7 +29,8 @@ type loop struct {
 	codes  []codec.ReasonCode
 	outBuf []byte // scratch for small control packets
 
-	dirty   []*session // sessions of this loop written to in the current batch
+	dirty        []*session // sessions of this loop written to in the current batch
+	pendingWills []*message // wills of connections closed while routing
 	wheel   wheel
 	blocked []*conn // connections over their outbound cap or with a waiting queue
 
@@ -124,7 +125,11 @@ func (l *loop) afterWrite(c *conn) {
 	s := c.s
 	s.mu.Lock()
 	s.outBuffered = ob
-	waiting := s.blockedLocked() || len(s.q) > 0
+	blocked := s.blockedLocked()
+	waiting := blocked || len(s.q) > 0
+	if !blocked && len(s.q) < l.b.opts.MaxQueuedMsgs {
+		s.fullSince = 0
+	}
 	s.mu.Unlock()
 	if waiting && !c.onBlocked {
 		c.onBlocked = true
@@ -181,7 +186,7 @@ func (l *loop) recheckBlocked(now int64) {
 		s.outBuffered = ob
 		wrote := false
 		if !s.blockedLocked() {
-			wrote = s.drainLocked(l.b)
+			wrote = s.drainLocked(l.b) // also clears fullSince when there is room
 		}
 		still := s.blockedLocked() || len(s.q) > 0
 		full := s.fullSince != 0 && now-s.fullSince >= limit

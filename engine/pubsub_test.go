@@ -246,3 +246,11 @@ func TestOrderingPerPublisher(t *testing.T) {
 		}
 	}
 }
+
+func pahoSubscribeFunc(t testing.TB, c mqtt.Client, filter string, qos byte, fn func(payload []byte)) {
+	t.Helper()
+	tok := c.Subscribe(filter, qos, func(_ mqtt.Client, m mqtt.Message) { fn(m.Payload()) })
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+}

@@ -46,6 +46,12 @@ type router struct {
 	idOff [3][2]int
 	valid uint8    // bit qos*2+retain set when enc[qos][retain] holds the current PUBLISH
 	msg   *message // owned copy, made on first need
+
+	// inRoute counts publish/deliverMessage calls in progress: a socket
+	// write inside them may close a connection, whose will must then wait
+	// for finish instead of re-entering the router.
+	inRoute   int
+	finishing bool
 	cur   struct {
 		topic, payload []byte
 		qos            uint8
@@ -87,6 +93,8 @@ func (r *router) resetEncodings() {
 // deliverMessage delivers an owned message (retained, queued or a will) to
 // one session. Runs on r's loop.
 func (r *router) deliverMessage(s *session, m *message, qos uint8, retainFlag bool) {
+	r.inRoute++
+	defer func() { r.inRoute-- }()
 	r.cur.topic, r.cur.payload, r.cur.qos = m.topic, m.payload, m.qos
 	r.msg = m
 	r.deliver(s, qos, retainFlag)
@@ -109,6 +117,8 @@ func (r *router) owned() *message {
 // value): it is shared instead of copied again.
 func (r *router) publish(topicName, payload []byte, qos uint8, retain bool, owned *message) {
 	b := r.b
+	r.inRoute++
+	defer func() { r.inRoute-- }()
 	if retain {
 		if owned != nil && len(payload) > 0 {
 			b.retained.Set(topicName, owned)
@@ -155,6 +165,9 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 		if s.blockedLocked() {
 			r.stats.dropped.Add(1)
 			r.stats.droppedSlow.Add(1)
+			if s.fullSince == 0 {
+				s.fullSince = b.now.Load()
+			}
 		} else {
 			raw, _ := r.encoded(0, retainFlag)
 			s.appendLocked(raw)
@@ -175,11 +188,22 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 		}
 	}
 	l := s.l
+	big := s.wbuf != nil && len(s.wbuf.B) >= earlyFlushBytes
 	s.mu.Unlock()
 	if wrote {
 		r.markDirty(s, l)
+		if big && l != nil && l == r.l {
+			// Hand a large backlog to the socket now rather than at the end
+			// of the batch, so that a fast reader is not mistaken for a
+			// slow one by the outbound cap.
+			l.flush(s)
+		}
 	}
 }
+
+// earlyFlushBytes is the pending size at which a session on the
+// publisher's own loop is flushed before the batch ends.
+const earlyFlushBytes = 32 * 1024
 
 // markDirty arranges for s to be flushed on its loop l: at the end of this
 // batch when l is r's loop, through l's mailbox otherwise. Runs on r's loop.
@@ -196,22 +220,38 @@ func (r *router) markDirty(s *session, l *loop) {
 	}
 }
 
-// finish ends a batch: flushes the sessions of r's own loop touched by it
-// (one write per connection) and wakes every other loop that got mail (one
-// Execute per loop). Runs on r's loop.
+// finish ends a batch: publishes wills of connections closed meanwhile,
+// flushes the sessions of r's own loop touched by it (one write per
+// connection) and wakes every other loop that got mail (one Execute per
+// loop). A write may close a connection and so add a will or a dirty
+// session; finish is not re-entered but loops until both lists are empty.
+// Runs on r's loop.
 func (r *router) finish() {
+	if r.finishing {
+		return
+	}
+	r.finishing = true
 	if l := r.l; l != nil {
-		for i := 0; i < len(l.dirty); i++ { // flushing may dirty more
-			l.flush(l.dirty[i])
-			l.dirty[i] = nil
+		for len(l.pendingWills) > 0 || len(l.dirty) > 0 {
+			for len(l.pendingWills) > 0 {
+				w := l.pendingWills[0]
+				l.pendingWills[0] = nil
+				l.pendingWills = l.pendingWills[1:]
+				r.publishOwned(w)
+			}
+			for i := 0; i < len(l.dirty); i++ { // flushing may dirty more
+				l.flush(l.dirty[i])
+				l.dirty[i] = nil
+			}
+			l.dirty = l.dirty[:0]
 		}
-		l.dirty = l.dirty[:0]
 	}
 	for i, l := range r.wakeups {
 		l.wake()
 		r.wakeups[i] = nil
 	}
 	r.wakeups = r.wakeups[:0]
+	r.finishing = false
 }
 
 // storeRetained replaces, or with an empty payload deletes, the retained
