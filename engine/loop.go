@@ -31,8 +31,8 @@ type loop struct {
 
 	dirty        []*session // sessions of this loop written to in the current batch
 	pendingWills []*message // wills of connections closed while routing
-	wheel   wheel
-	blocked []*conn // connections over their outbound cap or with a waiting queue
+	wheel        wheel
+	blocked      []*conn // connections over their outbound cap or with a waiting queue
 
 	// Mailbox: sessions another goroutine appended to, to be flushed here.
 	mbMu        sync.Mutex

@@ -52,7 +52,7 @@ type router struct {
 	// for finish instead of re-entering the router.
 	inRoute   int
 	finishing bool
-	cur   struct {
+	cur       struct {
 		topic, payload []byte
 		qos            uint8
 	}

@@ -14,11 +14,11 @@ func TestValidateName(t *testing.T) {
 		want error
 	}{
 		{"a/b", nil}, {"/", nil}, {"a//b", nil}, {"$SYS/x", nil}, {"ü/€", nil},
-		{"", ErrEmpty},                   // MQTT-4.7.3-1
-		{"a/+", ErrWildcardInName},       // MQTT-3.3.2-2
-		{"#", ErrWildcardInName},         // MQTT-4.7.1-1
-		{"a\x00b", ErrNullChar},          // MQTT-4.7.3-2
-		{"a\xc3\x28", ErrBadUTF8},        // MQTT-1.5.3-1
+		{"", ErrEmpty},             // MQTT-4.7.3-1
+		{"a/+", ErrWildcardInName}, // MQTT-3.3.2-2
+		{"#", ErrWildcardInName},   // MQTT-4.7.1-1
+		{"a\x00b", ErrNullChar},    // MQTT-4.7.3-2
+		{"a\xc3\x28", ErrBadUTF8},  // MQTT-1.5.3-1
 		{strings.Repeat("a", 65536), ErrTooLong},
 	} {
 		if got := ValidateName([]byte(c.name), Limits{}); got != c.want {
@@ -96,7 +96,7 @@ func TestMatchSpecExamples(t *testing.T) {
 		{"a/b", "a/b", true},
 		{"a/b", "a/b/", false},
 		{"/a", "a", false},
-		{"#", "$SYS/monitor/Clients", false},               // MQTT-4.7.2-1
+		{"#", "$SYS/monitor/Clients", false},                 // MQTT-4.7.2-1
 		{"+/monitor/Clients", "$SYS/monitor/Clients", false}, // MQTT-4.7.2-1
 		{"$SYS/#", "$SYS/monitor/Clients", true},
 		{"$SYS/monitor/+", "$SYS/monitor/Clients", true},
