@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -217,6 +218,27 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 		}
 	}
 	return res, nil
+}
+
+// WorkerMain runs a worker from its command line ("conn --addr ..."), as
+// started by RunConn. The coordinator's binary must route its "worker"
+// command here.
+func WorkerMain(args []string, in io.Reader, out io.Writer) error {
+	if len(args) == 0 || args[0] != "conn" {
+		return fmt.Errorf("worker: unknown scenario %q", args)
+	}
+	fs := flag.NewFlagSet("worker conn", flag.ContinueOnError)
+	addr := fs.String("addr", "", "")
+	src := fs.String("src", "127.0.0.1", "")
+	n := fs.Int("conns", 0, "")
+	ka := fs.Int("keepalive", 120, "")
+	dialers := fs.Int("dialers", 32, "")
+	sub := fs.Bool("subscribe", false, "")
+	prefix := fs.String("id-prefix", "w-", "")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	return ConnWorker(*addr, *src, *n, *ka, *dialers, *sub, *prefix, in, out)
 }
 
 // ConnWorker is the worker side of the conn scenario: it opens n

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strings"
 	"syscall"
 	"time"
 
@@ -105,23 +104,7 @@ func runConn(args []string) error {
 	return nil
 }
 
-func runWorker(args []string) error {
-	if len(args) == 0 || args[0] != "conn" {
-		return fmt.Errorf("worker: unknown scenario %q", strings.Join(args, " "))
-	}
-	fs := flag.NewFlagSet("worker conn", flag.ContinueOnError)
-	addr := fs.String("addr", "", "")
-	src := fs.String("src", "127.0.0.1", "")
-	n := fs.Int("conns", 0, "")
-	ka := fs.Int("keepalive", 120, "")
-	dialers := fs.Int("dialers", 32, "")
-	sub := fs.Bool("subscribe", false, "")
-	prefix := fs.String("id-prefix", "w-", "")
-	if err := fs.Parse(args[1:]); err != nil {
-		return err
-	}
-	return bench.ConnWorker(*addr, *src, *n, *ka, *dialers, *sub, *prefix, os.Stdin, os.Stdout)
-}
+func runWorker(args []string) error { return bench.WorkerMain(args, os.Stdin, os.Stdout) }
 
 func isTerminal() bool {
 	fi, err := os.Stderr.Stat()

@@ -118,6 +118,9 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 			return nil, err
 		}
 	}
+	if o.SysInterval <= 0 {
+		o.SysInterval = -1 // documented: 0 or negative disables $SYS
+	}
 	if key := getenv("TINYMQ_API_KEY"); key != "" {
 		o.Auth = engine.APIKeyAuth{Key: []byte(key)}
 	}

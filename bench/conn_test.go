@@ -1,0 +1,120 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tinymq/tinymq/codec"
+)
+
+// TestMain lets this test binary act as a worker process, as
+// tinymq-bench does.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "worker" {
+		if err := WorkerMain(os.Args[2:], os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// fakeBroker accepts connections and answers CONNECT and SUBSCRIBE; it
+// counts CONNECTs, SUBSCRIBEs and distinct source addresses.
+type fakeBroker struct {
+	ln             net.Listener
+	connects, subs atomic.Int64
+	sources        map[string]bool
+	srcCh          chan string
+}
+
+func startFake(t *testing.T) *fakeBroker {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeBroker{ln: ln, srcCh: make(chan string, 1024)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go f.serve(c)
+		}
+	}()
+	return f
+}
+
+func (f *fakeBroker) serve(c net.Conn) {
+	defer c.Close()
+	f.srcCh <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for {
+		n, err := c.Read(tmp)
+		if err != nil {
+			return
+		}
+		buf = append(buf, tmp[:n]...)
+		for {
+			h, fn, err := codec.ReadFrame(buf, 0)
+			if err != nil || fn == 0 {
+				break
+			}
+			switch h.Type {
+			case codec.TypeConnect:
+				f.connects.Add(1)
+				_, _ = c.Write([]byte{0x20, 2, 0, 0})
+			case codec.TypeSubscribe:
+				f.subs.Add(1)
+				_, _ = c.Write([]byte{0x90, 3, buf[h.HeaderLen], buf[h.HeaderLen+1], 1})
+			}
+			buf = buf[fn:]
+		}
+	}
+}
+
+// TestRunConnSpreadsWorkersAndSources runs the conn scenario end to end:
+// 3 worker processes, 3 source addresses, every connection up and
+// subscribed, workers stopped at the end.
+func TestRunConnSpreadsWorkersAndSources(t *testing.T) {
+	f := startFake(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := ConnConfig{Addr: f.ln.Addr().String(), Conns: 60, PerWorker: 20, Sources: 3, KeepAlive: 60,
+		Subscribe: true, Dialers: 4, Hold: 10 * time.Millisecond, Timeout: 30 * time.Second, Executable: exe}
+	res, err := RunConn(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 60 || res.Failed != 0 || res.Workers != 3 {
+		t.Fatalf("result %+v; want 60 connected by 3 workers", res)
+	}
+	if f.connects.Load() != 60 || f.subs.Load() != 60 {
+		t.Fatalf("broker saw %d CONNECTs and %d SUBSCRIBEs; want 60 each", f.connects.Load(), f.subs.Load())
+	}
+	seen := map[string]bool{}
+	for len(f.srcCh) > 0 {
+		seen[<-f.srcCh] = true
+	}
+	if len(seen) != 3 {
+		t.Fatalf("source addresses %v; want 3", seen)
+	}
+}
+
+func TestReadProcSelf(t *testing.T) {
+	st, err := ReadProc(os.Getpid())
+	if err != nil || st.RSSBytes <= 0 {
+		t.Fatalf("ReadProc: %+v %v", st, err)
+	}
+}

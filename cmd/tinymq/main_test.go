@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tinymq/tinymq/engine"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestParseDefaults(t *testing.T) {
+	cfg, err := parse(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := engine.DefaultOptions()
+	if cfg.opts.MQTTAddr != ":1883" || cfg.opts.MaxPacketSize != d.MaxPacketSize || cfg.opts.Auth != nil {
+		t.Fatalf("defaults: %+v", cfg.opts)
+	}
+}
+
+// Precedence: flag > environment > config file > default.
+func TestParsePrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tinymq.conf")
+	conf := "# comment\nmax-connections = 10\nmax-inflight 7\nsys-interval = 30s\nmqtt-addr = :1999\n"
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parse([]string{"--config", file, "--max-connections", "5"},
+		env(map[string]string{"TINYMQ_MAX_INFLIGHT": "9", "TINYMQ_API_KEY": "k"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.opts
+	if o.MaxConnections != 5 || o.MaxInflight != 9 || o.SysInterval != 30*time.Second || o.MQTTAddr != ":1999" {
+		t.Fatalf("got conns=%d inflight=%d sys=%v addr=%s; want 5, 9, 30s, :1999", o.MaxConnections, o.MaxInflight, o.SysInterval, o.MQTTAddr)
+	}
+	if a, ok := o.Auth.(engine.APIKeyAuth); !ok || string(a.Key) != "k" {
+		t.Fatalf("TINYMQ_API_KEY not applied: %#v", o.Auth)
+	}
+}
+
+func TestParseGatewayPort(t *testing.T) {
+	cfg, err := parse(nil, env(map[string]string{"TINYMQ_MQTT_PORT": "2883"}))
+	if err != nil || cfg.opts.MQTTAddr != ":2883" {
+		t.Fatalf("TINYMQ_MQTT_PORT: %q %v", cfg.opts.MQTTAddr, err)
+	}
+	cfg, _ = parse([]string{"--mqtt-addr", "127.0.0.1:1"}, env(map[string]string{"TINYMQ_MQTT_PORT": "2883"}))
+	if cfg.opts.MQTTAddr != "127.0.0.1:1" {
+		t.Fatalf("flag must win over TINYMQ_MQTT_PORT: %q", cfg.opts.MQTTAddr)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, args := range [][]string{{"--max-connections", "x"}, {"stray"}, {"--nope"}} {
+		if _, err := parse(args, env(nil)); err == nil {
+			t.Fatalf("parse(%v) accepted", args)
+		}
+	}
+	if _, err := parse(nil, env(map[string]string{"TINYMQ_MAX_INFLIGHT": "many"})); err == nil {
+		t.Fatal("bad environment value accepted")
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// `--mqtt-addr 127.0.0.1:0` picks a free port and logs the real address.
+func TestRunLogsListenerAddress(t *testing.T) {
+	var logs syncBuf
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- run([]string{"--mqtt-addr", "127.0.0.1:0", "--sys-interval", "0s"}, &logs, stop) }()
+	re := regexp.MustCompile(`listener=mqtt addr=127\.0\.0\.1:([0-9]+)`)
+	deadline := time.Now().Add(5 * time.Second)
+	for !re.MatchString(logs.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no listener line in logs:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if m := re.FindStringSubmatch(logs.String()); m[1] == "0" {
+		t.Fatal("logged port 0")
+	}
+	close(stop)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	if !strings.Contains(logs.String(), "stopped") {
+		t.Fatalf("no stop line:\n%s", logs.String())
+	}
+}
