@@ -183,7 +183,7 @@ func (p *Connack) Decode(v Version, h FixedHeader, body []byte) error {
 		return r.err
 	}
 	if ackFlags&^1 != 0 {
-		return ErrConnectFlags // [MQTT-3.2.2-1] reserved bits
+		return ErrConnectFlags // reserved acknowledge flags
 	}
 	p.SessionPresent = ackFlags&1 != 0
 	if v == V5 {

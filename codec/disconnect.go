@@ -7,7 +7,7 @@ func (p *Disconnect) Decode(v Version, h FixedHeader, body []byte) error {
 	p.Props.Reset()
 	if v != V5 {
 		if len(body) != 0 {
-			return ErrTrailingBytes // [MQTT-3.14.1-1]
+			return ErrTrailingBytes // 3.1.1 §3.14: DISCONNECT has no variable header or payload
 		}
 		return nil
 	}

@@ -161,7 +161,7 @@ func (p *Properties) decode(r *reader, ctx propCtx) {
 		case PropReceiveMaximum:
 			p.ReceiveMaximum = sub.uint16()
 			if sub.err == nil && p.ReceiveMaximum == 0 {
-				sub.fail(ErrPropValue) // [MQTT-3.1.2-?] Receive Maximum 0 is a protocol error
+				sub.fail(ErrPropValue) // 5.0 §3.1.2.11.3: Receive Maximum 0 is a protocol error
 			}
 		case PropTopicAliasMaximum:
 			p.TopicAliasMaximum = sub.uint16()

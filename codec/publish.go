@@ -37,7 +37,7 @@ func (p *Publish) Decode(v Version, h FixedHeader, body []byte) error {
 	if v == V5 {
 		p.Props.decode(&r, ctxPublish)
 		if r.err == nil && len(p.Topic) == 0 && !p.Props.Has(PropTopicAlias) {
-			return &Error{ProtocolError, "empty topic without topic alias"} // [MQTT-3.3.2-?]
+			return &Error{ProtocolError, "empty topic without topic alias"} // 5.0 §3.3.2.1
 		}
 	} else if r.err == nil && len(p.Topic) == 0 {
 		return &Error{TopicNameInvalid, "empty topic name"} // [MQTT-4.7.3-1]

@@ -42,7 +42,7 @@ func (p *Subscribe) Decode(v Version, h FixedHeader, body []byte) error {
 				return &Error{ProtocolError, "retain handling 3"} // [MQTT-3.8.3-5]
 			}
 		} else if o&^SubOptQoS != 0 {
-			return ErrReservedFlags // [MQTT-3-8.3-4]
+			return ErrReservedFlags // [MQTT-3.8.3-4]
 		}
 		p.Subs = append(p.Subs, s)
 	}

@@ -264,7 +264,7 @@ func (c *conn) onAck(a *codec.Ack) error {
 	var wrote bool
 	if a.Type == codec.TypePubrel {
 		s.releaseQoS2InLocked(a.PacketID)
-		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-?] PUBCOMP answers PUBREL
+		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
 		wrote = true
 	} else {
 		wrote = s.ackLocked(c.l.b, a.Type, a.PacketID)

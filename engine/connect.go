@@ -72,7 +72,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 
 	s.mu.Lock()
 	// CONNACK first, then the session's unacknowledged and queued messages.
-	ack := codec.Connack{SessionPresent: present, ReturnCode: codec.ConnAccepted} // [MQTT-3.2.2-2] [MQTT-3.2.2-3]
+	ack := codec.Connack{SessionPresent: present, ReturnCode: codec.ConnAccepted} // [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3]
 	s.buf().B = ack.AppendTo(s.buf().B, c.version)
 	if present {
 		s.resendLocked()

@@ -87,6 +87,7 @@ func TestConnectEmptyClientID(t *testing.T) {
 	rc2.expectClosed(5 * time.Second)
 }
 
+// [MQTT-3.1.3-9] A rejected client id gets CONNACK 2.
 func TestConnectClientIDTooLong(t *testing.T) {
 	b := startBroker(t, func(o *Options) { o.MaxClientIDLen = 8 })
 	rc := dialRaw(t, b.MQTTAddr())
@@ -145,4 +146,25 @@ func TestConnectTakeover(t *testing.T) {
 	}
 	second.write(codec.AppendPingreq(nil))
 	second.expect(codec.TypePingresp, 5*time.Second)
+}
+
+// [MQTT-3.1.4-1] A malformed CONNECT closes the connection without CONNACK.
+func TestConnectMalformedClosesWithoutConnack(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := dialRaw(t, b.MQTTAddr())
+	rc.write([]byte{0x10, 12, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x03, 0, 0, 0, 0}) // reserved flag set
+	if h, _, err := rc.readPacket(5 * time.Second); err == nil {
+		t.Fatalf("got %v; want the connection closed without CONNACK", h.Type)
+	}
+}
+
+// [MQTT-3.1.2-9] A will topic must be a valid topic name.
+func TestConnectWillTopicInvalid(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := dialRaw(t, b.MQTTAddr())
+	rc.write((&codec.Connect{Version: codec.V311, CleanStart: true, ClientID: []byte("w"), WillFlag: true,
+		WillTopic: []byte("a/+"), WillPayload: []byte("x")}).AppendTo(nil))
+	if h, _, err := rc.readPacket(5 * time.Second); err == nil {
+		t.Fatalf("got %v; want the connection closed", h.Type)
+	}
 }

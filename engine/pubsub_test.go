@@ -84,7 +84,7 @@ func TestQoS1Puback(t *testing.T) {
 	}
 }
 
-// [MQTT-4.3.3-2] QoS 2 inbound: PUBREC, PUBREL, PUBCOMP, and a resent
+// [MQTT-4.3.3-2] [MQTT-4.3.3-3] QoS 2 inbound: PUBREC, PUBREL, PUBCOMP, and a resent
 // PUBLISH before PUBREL is not delivered twice.
 func TestQoS2ExactlyOnce(t *testing.T) {
 	b := startBroker(t, nil)
@@ -121,7 +121,7 @@ func TestQoS2ExactlyOnce(t *testing.T) {
 	}
 }
 
-// [MQTT-3.8.4-1] [MQTT-3.8.4-5] One SUBACK code per filter, in order.
+// [MQTT-3.8.4-1] [MQTT-3.8.4-4] [MQTT-3.8.4-5] One SUBACK code per filter, in order.
 func TestSubscribeSeveralFilters(t *testing.T) {
 	b := startBroker(t, nil)
 	rc := connected(t, b.MQTTAddr(), "s", true)
@@ -135,7 +135,7 @@ func TestSubscribeSeveralFilters(t *testing.T) {
 	}
 }
 
-// Overlapping subscriptions deliver one copy at the highest QoS.
+// [MQTT-3.3.5-1] Overlapping subscriptions deliver one copy at the highest QoS.
 func TestSubscribeOverlapOneCopy(t *testing.T) {
 	b := startBroker(t, nil)
 	rc := connected(t, b.MQTTAddr(), "o", true)
@@ -150,7 +150,7 @@ func TestSubscribeOverlapOneCopy(t *testing.T) {
 	rc.expectNothing(300 * time.Millisecond)
 }
 
-// [MQTT-3.10.4-4] UNSUBACK echoes the id; no delivery afterwards.
+// [MQTT-3.10.4-1] [MQTT-3.10.4-4] [MQTT-3.10.4-5] UNSUBACK echoes the id; no delivery afterwards.
 func TestSubscribeUnsubscribe(t *testing.T) {
 	b := startBroker(t, nil)
 	rc := connected(t, b.MQTTAddr(), "u", true)
@@ -170,7 +170,8 @@ func TestSubscribeUnsubscribe(t *testing.T) {
 	rc.expectNothing(300 * time.Millisecond)
 }
 
-// [MQTT-3.3.1-5..11] Retained messages.
+// [MQTT-3.3.1-5] [MQTT-3.3.1-6] [MQTT-3.3.1-8] [MQTT-3.3.1-9] [MQTT-3.3.1-10]
+// [MQTT-3.3.1-11] [MQTT-3.8.4-3] Retained messages.
 func TestRetainLifecycle(t *testing.T) {
 	b := startBroker(t, nil)
 	pub := connected(t, b.MQTTAddr(), "p", true)
@@ -209,7 +210,7 @@ func TestRetainLifecycle(t *testing.T) {
 	}
 }
 
-// [MQTT-4.6.0-2] Messages from one publisher on one topic keep their order
+// [MQTT-4.6.0-6] Messages from one publisher on one topic keep their order
 // at each QoS, also for subscribers on the other event loop.
 func TestOrderingPerPublisher(t *testing.T) {
 	b := startBroker(t, nil)

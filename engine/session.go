@@ -32,7 +32,7 @@ type session struct {
 	outBuffered int                        // bytes gnet held for c after the last flush
 	q           []queued                   // waiting for an in-flight slot, a writable socket or the client's return
 	qBytes      int
-	inflight    []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-2]
+	inflight    []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-6]
 	lastID      uint16
 	qos2in      []uint16         // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
 	subs        map[string]uint8 // filter -> granted QoS, for UNSUBSCRIBE and cleanup

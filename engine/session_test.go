@@ -8,7 +8,7 @@ import (
 	"github.com/tinymq/tinymq/codec"
 )
 
-// [MQTT-3.1.2-4] [MQTT-3.2.2-2] A persistent session keeps its
+// [MQTT-3.1.2-4] [MQTT-3.1.2-5] [MQTT-3.2.2-2] [MQTT-3.2.2-3] A persistent session keeps its
 // subscriptions and queues messages while the client is away; they arrive
 // in order on reconnect, with session present set.
 func TestSessionPersistentQueue(t *testing.T) {
@@ -43,7 +43,7 @@ func TestSessionPersistentQueue(t *testing.T) {
 	rc2.expectNothing(300 * time.Millisecond)
 }
 
-// [MQTT-3.1.2-6] Clean session discards the previous session.
+// [MQTT-3.1.2-6] [MQTT-3.2.2-1] Clean session discards the previous session.
 func TestSessionCleanDiscards(t *testing.T) {
 	b := startBroker(t, nil)
 	rc := dialRaw(t, b.MQTTAddr())
@@ -63,7 +63,7 @@ func TestSessionCleanDiscards(t *testing.T) {
 	}
 }
 
-// [MQTT-4.4.0-1] Unacknowledged messages are re-sent with DUP and the same
+// [MQTT-4.4.0-1] [MQTT-3.3.1-1] [MQTT-2.3.1-2] Unacknowledged messages are re-sent with DUP and the same
 // packet ids, in order, before newly queued ones.
 func TestSessionResendWithDup(t *testing.T) {
 	b := startBroker(t, nil)
@@ -166,7 +166,7 @@ func TestWillOnSocketClose(t *testing.T) {
 	}
 }
 
-// [MQTT-3.14.4-3] No will after DISCONNECT: a marker published afterwards
+// [MQTT-3.14.4-3] [MQTT-3.14.4-1] No will after DISCONNECT: a marker published afterwards
 // arrives with no will before it.
 func TestWillNotAfterDisconnect(t *testing.T) {
 	b := startBroker(t, nil)

@@ -140,6 +140,7 @@ func TestSubscribeReplaceUnsubscribe(t *testing.T) {
 	}
 }
 
+// [MQTT-3.3.5-1]
 func TestDedup(t *testing.T) {
 	in := []Sub[int]{{Key: 1, QoS: 0}, {Key: 2, QoS: 1}, {Key: 1, QoS: 2}, {Key: 3, Group: "g"}, {Key: 3, QoS: 1}, {Key: 2, QoS: 0}}
 	for _, seen := range []map[int]int{nil, make(map[int]int)} {
