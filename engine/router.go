@@ -134,7 +134,7 @@ func (r *router) publish(topicName, payload []byte, qos uint8, retain bool, owne
 	r.cur.topic, r.cur.payload, r.cur.qos = topicName, payload, qos
 	for i := range r.matches {
 		sub := &r.matches[i]
-		q := min(qos, sub.QoS) // delivered QoS = min(published, granted) [MQTT-3.8.4-6]
+		q := min(qos, sub.QoS)       // delivered QoS = min(published, granted) [MQTT-3.8.4-6]
 		r.deliver(sub.Key, q, false) // live delivery: RETAIN cleared [MQTT-3.3.1-9]
 		sub.Key = nil
 	}
