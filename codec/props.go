@@ -1,6 +1,9 @@
 package codec
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // propCtx names where a property list appears; each allows its own set.
 type propCtx uint8
@@ -218,9 +221,13 @@ func (r *reader) check01(v byte) {
 // contentSize is the size of the encoded properties without their length.
 func (p *Properties) contentSize() int {
 	n := 0
-	for id := PropID(1); int(id) < len(propInfo); id++ {
+	for set := p.Present &^ (1<<PropUser | 1<<PropSubscriptionID); set != 0; set &= set - 1 {
+		id := PropID(bits.TrailingZeros64(set))
+		if int(id) >= len(propInfo) {
+			break
+		}
 		info := propInfo[id]
-		if info.kind == 0 || id == PropUser || id == PropSubscriptionID || !p.Has(id) {
+		if info.kind == 0 {
 			continue
 		}
 		n++ // identifier (all ids < 128)
@@ -314,8 +321,15 @@ func (p *Properties) intOf(id PropID) uint32 {
 
 // appendTo appends the length-prefixed property list, in identifier order.
 func (p *Properties) appendTo(dst []byte) []byte {
+	if p.Present == 0 && len(p.User) == 0 && len(p.SubscriptionIDs) == 0 {
+		return append(dst, 0)
+	}
 	dst = AppendVarint(dst, uint32(p.contentSize()))
-	for id := PropID(1); int(id) < len(propInfo); id++ {
+	for set := p.Present&^(1<<PropUser) | 1<<PropSubscriptionID; set != 0; set &= set - 1 {
+		id := PropID(bits.TrailingZeros64(set))
+		if int(id) >= len(propInfo) {
+			break
+		}
 		info := propInfo[id]
 		if id == PropSubscriptionID {
 			for _, v := range p.SubscriptionIDs {
@@ -324,7 +338,7 @@ func (p *Properties) appendTo(dst []byte) []byte {
 			}
 			continue
 		}
-		if info.kind == 0 || id == PropUser || !p.Has(id) {
+		if info.kind == 0 {
 			continue
 		}
 		dst = append(dst, byte(id))
