@@ -305,7 +305,8 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		s.mu.Lock()
 		dup := s.hasQoS2InLocked(p.PacketID)
 		if !dup {
-			s.qos2in = append(s.qos2in, p.PacketID)
+			st := s.state()
+			st.qos2in = append(st.qos2in, p.PacketID)
 		}
 		s.mu.Unlock()
 		if !dup && routable { // exactly once: a resent PUBLISH is not routed again [MQTT-4.3.3-2]

@@ -123,7 +123,7 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 		old.mu.Unlock()
 	}
 	if s == nil {
-		s = &session{id: id, clean: clean, maxOut: b.opts.MaxOutboundBytes}
+		s = &session{id: id, clean: clean}
 		b.sessions[id] = s
 	}
 	s.mu.Lock()
@@ -194,8 +194,8 @@ func (b *Broker) dropSubscriptions(s *session) {
 	subs := s.subs
 	s.subs = nil
 	s.mu.Unlock()
-	for f := range subs {
-		b.subs.Unsubscribe([]byte(f), s)
+	for _, e := range subs {
+		b.subs.Unsubscribe([]byte(e.filter), s)
 	}
 }
 

@@ -124,10 +124,10 @@ func (l *loop) afterWrite(c *conn) {
 	ob := c.gc.OutboundBuffered()
 	s := c.s
 	s.mu.Lock()
-	s.outBuffered = ob
-	blocked := s.blockedLocked()
-	waiting := blocked || len(s.q) > 0
-	if !blocked && len(s.q) < l.b.opts.MaxQueuedMsgs {
+	s.outBuffered = int32(ob)
+	blocked := s.blockedLocked(l.b.opts.MaxOutboundBytes)
+	waiting := blocked || s.queuedLocked() > 0
+	if !blocked && s.queuedLocked() < l.b.opts.MaxQueuedMsgs {
 		s.fullSince = 0
 	}
 	s.mu.Unlock()
@@ -183,12 +183,12 @@ func (l *loop) recheckBlocked(now int64) {
 			c.onBlocked = false
 			continue
 		}
-		s.outBuffered = ob
+		s.outBuffered = int32(ob)
 		wrote := false
-		if !s.blockedLocked() {
+		if !s.blockedLocked(l.b.opts.MaxOutboundBytes) {
 			wrote = s.drainLocked(l.b) // also clears fullSince when there is room
 		}
-		still := s.blockedLocked() || len(s.q) > 0
+		still := s.blockedLocked(l.b.opts.MaxOutboundBytes) || s.queuedLocked() > 0
 		full := s.fullSince != 0 && now-s.fullSince >= limit
 		s.mu.Unlock()
 		if full {

@@ -162,7 +162,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			}
 		}
 	case qos == 0:
-		if s.blockedLocked() {
+		if s.blockedLocked(b.opts.MaxOutboundBytes) {
 			r.stats.dropped.Add(1)
 			r.stats.droppedSlow.Add(1)
 			if s.fullSince == 0 {
@@ -175,9 +175,10 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			wrote = true
 		}
 	default:
-		if len(s.q) == 0 && len(s.inflight) < b.opts.MaxInflight && !s.blockedLocked() {
+		if s.queuedLocked() == 0 && s.inflightLocked() < b.opts.MaxInflight && !s.blockedLocked(b.opts.MaxOutboundBytes) {
 			id := s.nextIDLocked()
-			s.inflight = append(s.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag})
+			st := s.state()
+			st.inflight = append(st.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag})
 			raw, off := r.encoded(qos, retainFlag)
 			s.appendPatchedLocked(raw, off, id)
 			r.stats.msgsOut.Add(1)

@@ -15,28 +15,71 @@ import (
 //
 // mu guards every field below it; any loop may take it to deliver a message.
 // It is never held across a socket write or a call into the topic package.
+// An idle session is small (about 110 bytes): message state is allocated on
+// first use, subscriptions are a short slice.
 type session struct {
-	id     string
-	clean  bool
-	maxOut int // Options.MaxOutboundBytes
+	id string
 
+	mu           sync.Mutex
 	flushPending atomic.Bool // queued for a flush on its loop (dirty list or mailbox)
+	clean        bool
+	dead         bool // discarded; routers that still hold it skip it
+	version      codec.Version
+	lastID       uint16
+	outBuffered  int32                      // bytes gnet held for c after the last flush
+	fullSince    int64                      // unix second since which the session drops messages, 0 when not
+	c            *conn                      // current connection; nil while offline
+	l            *loop                      // c's loop
+	wbuf         *bytebufferpool.ByteBuffer // encoded packets for c, written by l's flush
+	st           *sessionState              // nil until the session holds a message
+	subs         []subEntry                 // filters and granted QoS, for UNSUBSCRIBE and cleanup
+}
 
-	mu      sync.Mutex
-	dead    bool  // discarded; routers that still hold it skip it
-	c       *conn // current connection; nil while offline
-	l       *loop // c's loop
-	version codec.Version
+// sessionState is a session's message state, allocated on first need.
+type sessionState struct {
+	q        []queued   // waiting for an in-flight slot, a writable socket or the client's return
+	qBytes   int        // payload bytes in q
+	inflight []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-6]
+	qos2in   []uint16   // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
+}
 
-	wbuf        *bytebufferpool.ByteBuffer // encoded packets for c, written by l's flush
-	outBuffered int                        // bytes gnet held for c after the last flush
-	q           []queued                   // waiting for an in-flight slot, a writable socket or the client's return
-	qBytes      int
-	inflight    []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-6]
-	lastID      uint16
-	qos2in      []uint16         // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
-	subs        map[string]uint8 // filter -> granted QoS, for UNSUBSCRIBE and cleanup
-	fullSince   int64            // unix second since which the session drops messages, 0 when not
+type subEntry struct {
+	filter string
+	qos    uint8
+}
+
+// state returns the message state, allocating it on first use.
+func (s *session) state() *sessionState {
+	if s.st == nil {
+		s.st = &sessionState{}
+	}
+	return s.st
+}
+
+// queuedLocked is the number of queued messages.
+func (s *session) queuedLocked() int {
+	if s.st == nil {
+		return 0
+	}
+	return len(s.st.q)
+}
+
+// inflightLocked is the number of outbound messages awaiting acknowledgement.
+func (s *session) inflightLocked() int {
+	if s.st == nil {
+		return 0
+	}
+	return len(s.st.inflight)
+}
+
+// subIndex finds a subscription by filter, or -1.
+func (s *session) subIndex(filter []byte) int {
+	for i := range s.subs {
+		if s.subs[i].filter == string(filter) {
+			return i
+		}
+	}
+	return -1
 }
 
 type queued struct {
@@ -53,13 +96,14 @@ type inflight struct {
 	rel    bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
 }
 
-// blockedLocked reports whether c already holds its cap of unsent bytes.
-func (s *session) blockedLocked() bool {
-	n := s.outBuffered
+// blockedLocked reports whether c already holds its cap of unsent bytes
+// (Options.MaxOutboundBytes).
+func (s *session) blockedLocked(limit int) bool {
+	n := int(s.outBuffered)
 	if s.wbuf != nil {
 		n += len(s.wbuf.B)
 	}
-	return n >= s.maxOut
+	return n >= limit
 }
 
 func (s *session) buf() *bytebufferpool.ByteBuffer {
@@ -98,8 +142,8 @@ func (s *session) nextIDLocked() uint16 {
 			s.lastID = 1
 		}
 		inUse := false
-		for i := range s.inflight {
-			if s.inflight[i].id == s.lastID {
+		for i := range s.inflightLocked() {
+			if s.st.inflight[i].id == s.lastID {
 				inUse = true
 				break
 			}
@@ -113,14 +157,15 @@ func (s *session) nextIDLocked() uint16 {
 // enqueueLocked queues m, or reports false when the session's queue is full
 // (the message is then dropped and counted by the caller).
 func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool) bool {
-	if len(s.q) >= b.opts.MaxQueuedMsgs || s.qBytes+len(m.payload) > b.opts.MaxQueuedBytes {
+	st := s.state()
+	if len(st.q) >= b.opts.MaxQueuedMsgs || st.qBytes+len(m.payload) > b.opts.MaxQueuedBytes {
 		if s.fullSince == 0 {
 			s.fullSince = b.now.Load()
 		}
 		return false
 	}
-	s.q = append(s.q, queued{m: m, qos: qos, retain: retain})
-	s.qBytes += len(m.payload)
+	st.q = append(st.q, queued{m: m, qos: qos, retain: retain})
+	st.qBytes += len(m.payload)
 	return true
 }
 
@@ -128,27 +173,30 @@ func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool) b
 // slots and outbound room allow, in order. It reports whether bytes were
 // added. The session must be online.
 func (s *session) drainLocked(b *Broker) bool {
+	limit := b.opts.MaxOutboundBytes
 	wrote := false
-	for len(s.q) > 0 && !s.blockedLocked() {
-		e := s.q[0]
-		if e.qos > 0 && len(s.inflight) >= b.opts.MaxInflight {
-			break
+	if st := s.st; st != nil {
+		for len(st.q) > 0 && !s.blockedLocked(limit) {
+			e := st.q[0]
+			if e.qos > 0 && len(st.inflight) >= b.opts.MaxInflight {
+				break
+			}
+			var id uint16
+			if e.qos > 0 {
+				id = s.nextIDLocked()
+				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain})
+			}
+			s.appendPublishLocked(e.m, e.qos, e.retain, false, id)
+			st.q[0] = queued{}
+			st.q = st.q[1:]
+			st.qBytes -= len(e.m.payload)
+			wrote = true
 		}
-		var id uint16
-		if e.qos > 0 {
-			id = s.nextIDLocked()
-			s.inflight = append(s.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain})
+		if len(st.q) == 0 {
+			st.q = nil
 		}
-		s.appendPublishLocked(e.m, e.qos, e.retain, false, id)
-		s.q[0] = queued{}
-		s.q = s.q[1:]
-		s.qBytes -= len(e.m.payload)
-		wrote = true
 	}
-	if len(s.q) == 0 {
-		s.q = nil
-	}
-	if len(s.q) < b.opts.MaxQueuedMsgs && !s.blockedLocked() {
+	if s.queuedLocked() < b.opts.MaxQueuedMsgs && !s.blockedLocked(limit) {
 		s.fullSince = 0
 	}
 	return wrote
@@ -157,8 +205,8 @@ func (s *session) drainLocked(b *Broker) bool {
 // resendLocked re-sends, in their original order, every unacknowledged
 // message with DUP set, and PUBREL for those past PUBREC [MQTT-4.4.0-1].
 func (s *session) resendLocked() {
-	for i := range s.inflight {
-		f := &s.inflight[i]
+	for i := range s.inflightLocked() {
+		f := &s.st.inflight[i]
 		if f.rel {
 			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, f.id)
 			continue
@@ -170,8 +218,9 @@ func (s *session) resendLocked() {
 // ackLocked handles PUBACK, PUBREC and PUBCOMP from the client. It reports
 // whether bytes were added (a PUBREL, or queued messages now in flight).
 func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) bool {
-	for i := range s.inflight {
-		f := &s.inflight[i]
+	for i := range s.inflightLocked() {
+		st := s.st
+		f := &st.inflight[i]
 		if f.id != id {
 			continue
 		}
@@ -181,9 +230,9 @@ func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) bool {
 			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id) // [MQTT-4.3.3-3]
 			return true
 		case t == codec.TypePuback && f.qos == 1, t == codec.TypePubcomp && f.qos == 2 && f.rel:
-			copy(s.inflight[i:], s.inflight[i+1:])
-			s.inflight[len(s.inflight)-1] = inflight{}
-			s.inflight = s.inflight[:len(s.inflight)-1]
+			copy(st.inflight[i:], st.inflight[i+1:])
+			st.inflight[len(st.inflight)-1] = inflight{}
+			st.inflight = st.inflight[:len(st.inflight)-1]
 			return s.drainLocked(b)
 		}
 		return false
@@ -198,7 +247,7 @@ func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) bool {
 
 // clearLocked drops the session's messages (queue, in flight, QoS 2 state).
 func (s *session) clearLocked() {
-	s.q, s.qBytes, s.inflight, s.qos2in = nil, 0, nil, nil
+	s.st = nil
 	if s.wbuf != nil {
 		putBuf(s.wbuf)
 		s.wbuf = nil
@@ -207,7 +256,10 @@ func (s *session) clearLocked() {
 
 // hasQoS2In reports whether an inbound QoS 2 id is awaiting PUBREL.
 func (s *session) hasQoS2InLocked(id uint16) bool {
-	for _, x := range s.qos2in {
+	if s.st == nil {
+		return false
+	}
+	for _, x := range s.st.qos2in {
 		if x == id {
 			return true
 		}
@@ -216,10 +268,14 @@ func (s *session) hasQoS2InLocked(id uint16) bool {
 }
 
 func (s *session) releaseQoS2InLocked(id uint16) {
-	for i, x := range s.qos2in {
+	if s.st == nil {
+		return
+	}
+	q := s.st.qos2in
+	for i, x := range q {
 		if x == id {
-			s.qos2in[i] = s.qos2in[len(s.qos2in)-1]
-			s.qos2in = s.qos2in[:len(s.qos2in)-1]
+			q[i] = q[len(q)-1]
+			s.st.qos2in = q[:len(q)-1]
 			return
 		}
 	}

@@ -25,13 +25,13 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 		}
 		granted := min(sub.QoS, 2) // [MQTT-3.8.4-6]
 		s.mu.Lock()
-		_, exists := s.subs[string(sub.Filter)]
-		full := !exists && b.opts.MaxSubsPerConn > 0 && len(s.subs) >= b.opts.MaxSubsPerConn
-		if !full {
-			if s.subs == nil {
-				s.subs = make(map[string]uint8)
-			}
-			s.subs[string(sub.Filter)] = granted
+		i := s.subIndex(sub.Filter)
+		full := i < 0 && b.opts.MaxSubsPerConn > 0 && len(s.subs) >= b.opts.MaxSubsPerConn
+		switch {
+		case i >= 0:
+			s.subs[i].qos = granted
+		case !full:
+			s.subs = append(s.subs, subEntry{filter: string(sub.Filter), qos: granted})
 		}
 		s.mu.Unlock()
 		if full {
@@ -87,8 +87,14 @@ func (c *conn) onUnsubscribe(h codec.FixedHeader, body []byte) error {
 	s := c.s
 	for _, f := range p.Filters {
 		s.mu.Lock()
-		_, ok := s.subs[string(f)]
-		delete(s.subs, string(f))
+		i := s.subIndex(f)
+		ok := i >= 0
+		if ok {
+			last := len(s.subs) - 1
+			s.subs[i] = s.subs[last]
+			s.subs[last] = subEntry{}
+			s.subs = s.subs[:last]
+		}
 		s.mu.Unlock()
 		if ok {
 			b.subs.Unsubscribe(f, s) // [MQTT-3.10.4-1]
