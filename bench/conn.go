@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +114,11 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 	start := time.Now()
 	for i := 0; i < nw; i++ {
 		n := min(cfg.PerWorker, cfg.Conns-i*cfg.PerWorker)
-		src := fmt.Sprintf("127.0.0.%d", 1+i%cfg.Sources)
+		srcs := make([]string, cfg.Sources)
+		for k := range srcs {
+			srcs[k] = fmt.Sprintf("127.0.0.%d", 1+(i+k)%cfg.Sources)
+		}
+		src := strings.Join(srcs, ",")
 		args := []string{"worker", "conn", "--addr", cfg.Addr, "--conns", strconv.Itoa(n), "--src", src,
 			"--keepalive", strconv.Itoa(cfg.KeepAlive), "--id-prefix", fmt.Sprintf("%s-%d-", cfg.IDPrefix, i),
 			"--dialers", strconv.Itoa(max(cfg.Dialers, 1))}
@@ -242,7 +247,7 @@ func WorkerMain(args []string, in io.Reader, out io.Writer) error {
 }
 
 // ConnWorker is the worker side of the conn scenario: it opens n
-// connections from src, reports progress as JSON lines on out, and holds
+// connections from the comma-separated source addresses src, in turn, reports progress as JSON lines on out, and holds
 // them until in is closed.
 func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idPrefix string, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
@@ -251,7 +256,10 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 	conns := make([]net.Conn, n)
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	var dialerList []net.Dialer
+	for _, s := range strings.Split(src, ",") {
+		dialerList = append(dialerList, net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(s)}})
+	}
 	stopReports := make(chan struct{})
 	go func() {
 		t := time.NewTicker(500 * time.Millisecond)
@@ -276,7 +284,7 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 				if i >= n {
 					return
 				}
-				c, err := dialDevice(&d, addr, idPrefix+strconv.Itoa(i), keepAlive, subscribe, buf, rd)
+				c, err := dialDevice(&dialerList[i%len(dialerList)], addr, idPrefix+strconv.Itoa(i), keepAlive, subscribe, buf, rd)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
