@@ -245,7 +245,13 @@ var (
 	errUnexpectedPacket = &codec.Error{Code: codec.ProtocolError, Msg: "packet type not sent by clients"}
 	errTopicName        = &codec.Error{Code: codec.TopicNameInvalid, Msg: "invalid topic name"}
 	errWillTopic        = &codec.Error{Code: codec.TopicNameInvalid, Msg: "invalid will topic"}
+	errQoS2Quota        = &codec.Error{Code: codec.QuotaExceeded, Msg: "too many QoS 2 messages awaiting PUBREL"}
 )
+
+// maxInboundQoS2 bounds the QoS 2 packet ids a client may leave unreleased
+// (no PUBREL yet); past it the client is disconnected. It keeps the
+// duplicate check short and the per-session state bounded.
+const maxInboundQoS2 = 1024
 
 // send appends a control packet to c's session buffer for this batch's
 // flush. Runs on c's loop.
@@ -304,11 +310,17 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		s := c.s
 		s.mu.Lock()
 		dup := s.hasQoS2InLocked(p.PacketID)
+		over := false
 		if !dup {
 			st := s.state()
-			st.qos2in = append(st.qos2in, p.PacketID)
+			if over = len(st.qos2in) >= maxInboundQoS2; !over {
+				st.qos2in = append(st.qos2in, p.PacketID)
+			}
 		}
 		s.mu.Unlock()
+		if over {
+			return errQoS2Quota
+		}
 		if !dup && routable { // exactly once: a resent PUBLISH is not routed again [MQTT-4.3.3-2]
 			l.r.publish(p.Topic, p.Payload, 2, p.Retain, nil)
 		}

@@ -227,3 +227,21 @@ func TestReaderCoalescedAndLarge(t *testing.T) {
 		t.Fatalf("large payload: %d bytes, equal=%v", len(p.Payload), bytes.Equal(p.Payload, big))
 	}
 }
+
+// A client that never releases its QoS 2 messages is bounded.
+func TestLimitsInboundQoS2Unreleased(t *testing.T) {
+	b := startBroker(t, nil)
+	rc := connected(t, b.MQTTAddr(), "hoarder", true)
+	var all []byte
+	for i := 1; i <= maxInboundQoS2+1; i++ {
+		all = (&codec.Publish{QoS: 2, Topic: []byte("h"), PacketID: uint16(i)}).AppendTo(all, codec.V311)
+	}
+	rc.write(all)
+	for i := 1; i <= maxInboundQoS2; i++ {
+		rc.expect(codec.TypePubrec, 5*time.Second)
+	}
+	rc.expectClosed(5 * time.Second)
+	if b.Stats().Malformed != 1 {
+		t.Fatalf("protocol errors %d; want 1", b.Stats().Malformed)
+	}
+}
