@@ -19,28 +19,39 @@ type conn struct {
 	keepAlive int64 // seconds; 0 = none
 	lastSeen  int64 // unix second of the last packet
 	openedAt  int64
-	need      int // bytes that must be buffered before the next frame can be complete
+	need      int32 // bytes that must be buffered before the next frame can be complete
+
+	// Slow-consumer watch (see loop.recheckBlocked): unsent bytes at the
+	// last check, and since when they have not gone down.
+	lastOutbound int32
+	stuckSince   int64
 
 	will            *message
-	willSent        bool
-	cleanDisconnect bool   // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
-	closeReason     string // why we closed it, for the log
+	cleanDisconnect bool // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
 	onBlocked       bool
+	closeReason     string // why we closed it, for the log
 
 	wslot, widx int32 // position in the loop's keep-alive wheel
 }
 
 // deadline is the unix second after which the connection is dead: 1.5 ×
 // keep-alive after the last packet [MQTT-3.1.2-24], or the connect timeout.
+// The coarse clock (whole seconds, refreshed every tick) can lag real time
+// by up to clockLag seconds, so the deadline adds that much: a client is
+// never dropped before 1.5 × keep-alive, and at most ~2 s after.
 func (c *conn) deadline() int64 {
 	if c.s == nil {
-		return c.openedAt + int64(c.l.b.opts.ConnectTimeout.Seconds()+0.5)
+		return c.openedAt + int64(c.l.b.opts.ConnectTimeout.Seconds()+0.5) + clockLag
 	}
 	if c.keepAlive == 0 {
 		return 1<<62 - 1
 	}
-	return c.lastSeen + c.keepAlive + (c.keepAlive+1)/2
+	return c.lastSeen + c.keepAlive + (c.keepAlive+1)/2 + clockLag
 }
+
+// clockLag bounds how far Broker.now trails real time: a floor to the
+// second plus one tick interval.
+const clockLag = 2
 
 // OnOpen implements gnet.EventHandler. Runs on the new connection's loop.
 func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
@@ -124,7 +135,7 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 	c := gc.Context().(*conn)
 	l := c.l
 	avail := gc.InboundBuffered()
-	if avail < c.need {
+	if avail < int(c.need) {
 		// The frame in progress is still incomplete: do not Peek, which
 		// would copy the whole partial frame again on every read.
 		return gnet.None
@@ -142,9 +153,9 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 		if n == 0 {
 			rest := len(buf) - consumed
 			if h.HeaderLen > 0 {
-				c.need = h.Size()
+				c.need = int32(h.Size())
 			} else {
-				c.need = rest + 1
+				c.need = int32(rest + 1)
 			}
 			break
 		}

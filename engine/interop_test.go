@@ -62,6 +62,7 @@ func TestInteropMosquittoPubSub(t *testing.T) {
 		t.Fatalf("retained: %q", out)
 	}
 	// QoS 2 end to end, and MQTT 3.1.
+	waitFor(t, 5*time.Second, "earlier subscribers gone", func() bool { return b.Stats().Subscriptions == 0 })
 	wait = startCmd(t, ctx, sub, "-h", host, "-p", port, "-t", "q/#", "-q", "2", "-C", "1", "-V", "mqttv31")
 	waitFor(t, 5*time.Second, "second subscriber", func() bool { return b.Stats().Subscriptions == 1 })
 	run(t, ctx, pub, "-h", host, "-p", port, "-t", "q/2", "-m", "exactly-once", "-q", "2")

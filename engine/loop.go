@@ -133,6 +133,8 @@ func (l *loop) afterWrite(c *conn) {
 	s.mu.Unlock()
 	if waiting && !c.onBlocked {
 		c.onBlocked = true
+		c.lastOutbound = int32(ob)
+		c.stuckSince = l.b.now.Load()
 		l.blocked = append(l.blocked, c)
 	}
 }
@@ -163,7 +165,10 @@ func (l *loop) expire(c *conn) {
 }
 
 // recheckBlocked lets connections whose socket drained receive their queue,
-// and disconnects those that stayed full past SlowConsumerAfter. Runs on l.
+// and disconnects slow consumers: a connection whose unsent bytes have not
+// gone down for SlowConsumerAfter (it stopped reading), or whose session has
+// been dropping messages that long (queue full: e.g. it stopped acking).
+// Runs on l.
 func (l *loop) recheckBlocked(now int64) {
 	keep := l.blocked[:0]
 	limit := int64(l.b.opts.SlowConsumerAfter.Seconds())
@@ -188,9 +193,14 @@ func (l *loop) recheckBlocked(now int64) {
 		if !s.blockedLocked(l.b.opts.MaxOutboundBytes) {
 			wrote = s.drainLocked(l.b) // also clears fullSince when there is room
 		}
-		still := s.blockedLocked(l.b.opts.MaxOutboundBytes) || s.queuedLocked() > 0
+		still := ob > 0 || s.blockedLocked(l.b.opts.MaxOutboundBytes) || s.queuedLocked() > 0
 		full := s.fullSince != 0 && now-s.fullSince >= limit
 		s.mu.Unlock()
+		if ob == 0 || ob < int(c.lastOutbound) {
+			c.stuckSince = now // the client read something
+		}
+		c.lastOutbound = int32(ob)
+		full = full || (ob > 0 && now-c.stuckSince >= limit)
 		if full {
 			c.closeReason = "slow consumer"
 			l.stats.slowConsumers.Add(1)

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,5 +107,46 @@ func TestRunLogsListenerAddress(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "stopped") {
 		t.Fatalf("no stop line:\n%s", logs.String())
+	}
+}
+
+// TestSignalShutdown runs the real binary (this test binary re-executed as
+// main) and stops it with SIGTERM.
+func TestSignalShutdown(t *testing.T) {
+	if os.Getenv("TINYMQ_TEST_MAIN") == "1" {
+		if err := run(nil, os.Stderr, nil); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSignalShutdown$")
+	cmd.Env = append(os.Environ(), "TINYMQ_TEST_MAIN=1", "TINYMQ_MQTT_ADDR=127.0.0.1:0", "TINYMQ_SYS_INTERVAL=0s")
+	var logs syncBuf
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "listener=mqtt") {
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			t.Fatalf("no listener line:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("no exit after SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "signal=terminated") || !strings.Contains(logs.String(), "stopped") {
+		t.Fatalf("logs:\n%s", logs.String())
 	}
 }
