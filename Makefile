@@ -5,12 +5,13 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 1
 
-.PHONY: all build run test race fuzz bench check deps fmt vet conformance clean
+.PHONY: all build run test race fuzz bench bench-peers check deps fmt vet conformance clean
 
 all: check test
 
 build:
 	$(GO) build -o bin/tinymq ./cmd/tinymq
+	$(GO) build -o bin/tinymq-bench ./cmd/tinymq-bench
 
 run:
 	$(GO) run ./cmd/tinymq
@@ -34,6 +35,13 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) $(PKGS)
+
+## bench-peers: TinyMQ and Mosquitto (Debian package mosquitto) side by side
+## on the same scenario set, with ratios. PEER_DURATION per scenario.
+PEER_DURATION ?= 5s
+bench-peers: build
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { echo "bench-peers needs mosquitto: apt-get install mosquitto"; exit 1; }
+	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $$(command -v mosquitto || echo /usr/sbin/mosquitto) --duration $(PEER_DURATION)
 
 ## check: formatting, vet and the import-graph rule (DESIGN.md section 1).
 check: fmt vet deps

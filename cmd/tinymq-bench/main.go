@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +30,10 @@ func main() {
 	switch os.Args[1] {
 	case "conn":
 		err = runConn(os.Args[2:])
+	case "fanin", "fanout", "pairs":
+		err = runLoad(os.Args[1], os.Args[2:])
+	case "compare":
+		err = runCompare(os.Args[2:])
 	case "worker":
 		err = runWorker(os.Args[2:])
 	case "-h", "--help", "help":
@@ -47,7 +52,11 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage: tinymq-bench <scenario> [flags]
 
 scenarios:
-  conn   N idle MQTT connections; with --broker-pid, broker RSS and CPU per connection
+  conn     N idle MQTT connections; with --broker-pid, broker RSS and CPU per connection
+  fanin    P publishers -> 1 subscriber on a wildcard
+  fanout   1 publisher -> S subscribers
+  pairs    K publisher/subscriber pairs
+  compare  start TinyMQ and Mosquitto, run the scenario set against each, print ratios
 
 run "tinymq-bench <scenario> -h" for its flags`)
 }
@@ -109,4 +118,94 @@ func runWorker(args []string) error { return bench.WorkerMain(args, os.Stdin, os
 func isTerminal() bool {
 	fi, err := os.Stderr.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// machine describes where a run happened, for reports.
+func machine() map[string]any {
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return map[string]any{"cores": runtime.NumCPU(), "kernel": strings.TrimSpace(string(kernel)), "go": runtime.Version()}
+}
+
+func runLoad(scenario string, args []string) error {
+	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
+	cfg := bench.LoadConfig{Scenario: scenario}
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:1883", "broker address")
+	fs.IntVar(&cfg.Publishers, "publishers", 10, "publishers (fanin; pairs: the number of pairs)")
+	fs.IntVar(&cfg.Subscribers, "subscribers", 10, "subscribers (fanout)")
+	qos := fs.Int("qos", 0, "QoS 0, 1 or 2")
+	fs.IntVar(&cfg.Payload, "payload", 64, "payload bytes (at least 24)")
+	fs.IntVar(&cfg.Rate, "rate", 0, "total messages/s (0: as fast as the window allows)")
+	fs.IntVar(&cfg.Window, "window", 256, "messages a publisher may have unreceived/unacknowledged")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "publishing time")
+	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "longest wait for the last deliveries")
+	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to read its CPU time from /proc")
+	label := fs.String("label", "", "broker label for the report")
+	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.QoS = uint8(*qos)
+	if err := cfg.Normalize(); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.RunLoad(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"run": time.Now().UTC().Format(time.RFC3339Nano),
+			"scenario": scenario, "broker": *label, "machine": machine(), "params": cfg, "result": res})
+	}
+	fmt.Printf("scenario     %s qos %d, %d publishers, %d subscribers, %d-byte payload, rate %d/s, %v\n",
+		scenario, cfg.QoS, cfg.Publishers, cfg.Subscribers, cfg.Payload, cfg.Rate, cfg.Duration)
+	fmt.Printf("broker       %s\n", *label)
+	fmt.Printf("delivered    %d of %d expected (%d sent): %.0f msgs/s\n", res.Delivered, res.Expected, res.Sent, res.DeliveredPerS)
+	fmt.Printf("lost %d  duplicates %d  out of order %d\n", res.Lost, res.Duplicates, res.OutOfOrder)
+	fmt.Printf("latency µs   p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n", res.P50us, res.P90us, res.P99us, res.P999us, res.MaxUs)
+	if cfg.BrokerPID > 0 {
+		fmt.Printf("broker CPU   %.2f s: %.0f msgs per CPU-second\n", res.BrokerCPU, res.PerBrokerCPU)
+	}
+	return nil
+}
+
+func runCompare(args []string) error {
+	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
+	tinymqBin := fs.String("tinymq", "bin/tinymq", "tinymq binary")
+	mosqBin := fs.String("mosquitto", "/usr/sbin/mosquitto", "mosquitto binary (Debian package mosquitto)")
+	d := fs.Duration("duration", 5*time.Second, "publishing time per scenario")
+	asJSON := fs.Bool("json", false, "print JSON lines instead of the table")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "tinymq-compare-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	starters := map[string]func() (*bench.Broker, error){
+		"tinymq":    func() (*bench.Broker, error) { return bench.StartTinyMQ(*tinymqBin) },
+		"mosquitto": func() (*bench.Broker, error) { return bench.StartMosquitto(*mosqBin, dir) },
+	}
+	order := []string{"tinymq", "mosquitto"}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rows, err := bench.Compare(ctx, starters, order, bench.DefaultCompareSet(*d), os.Stderr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		for _, r := range rows {
+			for _, b := range order {
+				if err := enc.Encode(map[string]any{"scenario": r.Scenario, "broker": b, "machine": machine(), "result": r.Results[b]}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	bench.WriteCompareTable(os.Stdout, rows, order)
+	return nil
 }

@@ -1,0 +1,193 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Broker is a broker process the comparison starts and stops.
+type Broker struct {
+	Label string
+	Addr  string
+	cmd   *exec.Cmd
+}
+
+// PID of the running broker.
+func (b *Broker) PID() int { return b.cmd.Process.Pid }
+
+// Stop ends the broker process.
+func (b *Broker) Stop() {
+	_ = b.cmd.Process.Kill()
+	_ = b.cmd.Wait()
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartTinyMQ runs a tinymq binary on a free loopback port.
+func StartTinyMQ(bin string) (*Broker, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	cmd := exec.Command(bin, "--mqtt-addr", addr, "--sys-interval", "0s")
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	return startAndWait("tinymq", addr, cmd)
+}
+
+// StartMosquitto runs mosquitto with a configuration equivalent to
+// TinyMQ's defaults: anonymous allowed, persistence off, no connection
+// limit, loopback only. The configuration lives in dir.
+func StartMosquitto(bin, dir string) (*Broker, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "mosquitto.conf")
+	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_connections -1\nmax_queued_messages 1000\nlog_type error\n", port)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	return startAndWait("mosquitto", "127.0.0.1:"+strconv.Itoa(port), cmd)
+}
+
+func startAndWait(label, addr string, cmd *exec.Cmd) (*Broker, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", label, err)
+	}
+	b := &Broker{Label: label, Addr: addr, cmd: cmd}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return b, nil
+		}
+		if time.Now().After(deadline) {
+			b.Stop()
+			return nil, fmt.Errorf("%s did not listen on %s: %w", label, addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// CompareScenario is one row of the side-by-side table.
+type CompareScenario struct {
+	Name string
+	Load LoadConfig
+}
+
+// DefaultCompareSet is the scenario set `tinymq-bench compare` runs.
+func DefaultCompareSet(d time.Duration) []CompareScenario {
+	return []CompareScenario{
+		{"fanin qos0 100->1", LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Duration: d}},
+		{"fanin qos0 100->1 @10k/s", LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Rate: 10000, Duration: d}},
+		{"fanout qos0 1->100", LoadConfig{Scenario: "fanout", Subscribers: 100, QoS: 0, Payload: 64, Duration: d}},
+		{"pairs qos1 x50", LoadConfig{Scenario: "pairs", Publishers: 50, QoS: 1, Payload: 64, Window: 32, Duration: d}},
+	}
+}
+
+// CompareRow holds one scenario's results per broker.
+type CompareRow struct {
+	Scenario string
+	Results  map[string]LoadResult
+}
+
+// Compare runs every scenario against every broker (started one at a time).
+func Compare(ctx context.Context, starters map[string]func() (*Broker, error), order []string, set []CompareScenario, log io.Writer) ([]CompareRow, error) {
+	rows := make([]CompareRow, len(set))
+	for i, sc := range set {
+		rows[i] = CompareRow{Scenario: sc.Name, Results: map[string]LoadResult{}}
+	}
+	for _, name := range order {
+		b, err := starters[name]()
+		if err != nil {
+			return nil, err
+		}
+		for i, sc := range set {
+			cfg := sc.Load
+			cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
+			fmt.Fprintf(log, "%s: %s ...\n", name, sc.Name)
+			res, err := RunLoad(ctx, cfg)
+			if err != nil {
+				b.Stop()
+				return nil, fmt.Errorf("%s %s: %w", name, sc.Name, err)
+			}
+			rows[i].Results[name] = res
+		}
+		b.Stop()
+	}
+	return rows, nil
+}
+
+// WriteCompareTable prints figures per broker and the ratio of the first
+// broker to the second.
+func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	ratio := len(order) == 2
+	fmt.Fprintf(bw, "| scenario | figure | %s |", strings.Join(order, " | "))
+	if ratio {
+		fmt.Fprintf(bw, " %s/%s |", order[0], order[1])
+	}
+	fmt.Fprintln(bw)
+	fmt.Fprint(bw, "| --- | --- |"+strings.Repeat(" --- |", len(order)))
+	if ratio {
+		fmt.Fprint(bw, " --- |")
+	}
+	fmt.Fprintln(bw)
+	figures := []struct {
+		name string
+		get  func(LoadResult) float64
+		f    string
+	}{
+		{"delivered msgs/s", func(r LoadResult) float64 { return r.DeliveredPerS }, "%.0f"},
+		{"msgs per broker CPU-s", func(r LoadResult) float64 { return r.PerBrokerCPU }, "%.0f"},
+		{"latency p50 µs", func(r LoadResult) float64 { return r.P50us }, "%.0f"},
+		{"latency p99 µs", func(r LoadResult) float64 { return r.P99us }, "%.0f"},
+		{"latency p99.9 µs", func(r LoadResult) float64 { return r.P999us }, "%.0f"},
+		{"lost / dup / reordered", nil, ""},
+	}
+	for _, row := range rows {
+		for _, fg := range figures {
+			fmt.Fprintf(bw, "| %s | %s |", row.Scenario, fg.name)
+			for _, b := range order {
+				r := row.Results[b]
+				if fg.get == nil {
+					fmt.Fprintf(bw, " %d / %d / %d |", r.Lost, r.Duplicates, r.OutOfOrder)
+					continue
+				}
+				fmt.Fprintf(bw, " "+fg.f+" |", fg.get(r))
+			}
+			if ratio {
+				if fg.get == nil {
+					fmt.Fprint(bw, " |")
+				} else if d := fg.get(row.Results[order[1]]); d > 0 {
+					fmt.Fprintf(bw, " %.2f |", fg.get(row.Results[order[0]])/d)
+				} else {
+					fmt.Fprint(bw, " — |")
+				}
+			}
+			fmt.Fprintln(bw)
+		}
+	}
+}
