@@ -5,7 +5,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 1
 
-.PHONY: all build run test race fuzz bench bench-peers check deps fmt vet conformance clean
+.PHONY: interop-deps all build run test race fuzz bench bench-peers check deps fmt vet conformance clean
 
 all: check test
 
@@ -42,6 +42,13 @@ PEER_DURATION ?= 5s
 bench-peers: build
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { echo "bench-peers needs mosquitto: apt-get install mosquitto"; exit 1; }
 	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $$(command -v mosquitto || echo /usr/sbin/mosquitto) --duration $(PEER_DURATION)
+
+## interop-deps: the npm "mqtt" package (MQTT.js) for the WebSocket interop
+## test, in ~/.cache/tinymq-node (tests skip without it unless CI requires it).
+NODE_DIR ?= $(HOME)/.cache/tinymq-node
+interop-deps:
+	@command -v npm >/dev/null 2>&1 || { echo "interop-deps needs npm"; exit 1; }
+	@[ -d $(NODE_DIR)/node_modules/mqtt ] || npm install --silent --no-audit --no-fund --prefix $(NODE_DIR) mqtt@5.14.1
 
 ## check: formatting, vet and the import-graph rule (DESIGN.md section 1).
 check: fmt vet deps

@@ -47,7 +47,7 @@ func StartTinyMQ(bin string) (*Broker, error) {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "--mqtt-addr", addr, "--sys-interval", "0s")
+	cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr=", "--sys-interval", "0s")
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	return startAndWait("tinymq", addr, cmd)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -26,6 +27,14 @@ type fakeConn struct {
 	ctx     any
 	in      []byte
 	written int
+	local   net.Addr
+}
+
+func (f *fakeConn) LocalAddr() net.Addr {
+	if f.local == nil {
+		return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1883}
+	}
+	return f.local
 }
 
 func (f *fakeConn) Context() any                { return f.ctx }
@@ -87,6 +96,49 @@ func TestAllocsRoutedQoS0(t *testing.T) {
 		t.Fatalf("routing a QoS 0 PUBLISH: %.2f allocations; want 0", allocs)
 	}
 	if got, want := sub.written-before, 1002*len(raw); got != want {
+		t.Fatalf("subscriber got %d bytes; want %d", got, want)
+	}
+}
+
+// TestAllocsHTTPPublish asserts that an HTTP publish (request parse,
+// routing to an MQTT subscriber, 202 response) allocates nothing in steady
+// state on a keep-alive connection.
+func TestAllocsHTTPPublish(t *testing.T) {
+	o := DefaultOptions()
+	o.MQTTAddr = "127.0.0.1:0"
+	o.HTTPAddr = "127.0.0.1:0"
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.mqttPort, b.httpPort = 1883, 7800
+	b.refreshDate(time.Now())
+	el := fakeLoop{}
+	sub := &fakeConn{el: el}
+	web := &fakeConn{el: el, local: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7800}}
+	for _, c := range []*fakeConn{sub, web} {
+		if _, a := b.OnOpen(c); a != gnet.None {
+			t.Fatal("OnOpen refused")
+		}
+	}
+	feed(t, b, sub, (&codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true, ClientID: []byte("sub")}).AppendTo(nil))
+	s := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("sensor/#")}}}
+	feed(t, b, sub, s.AppendTo(nil, codec.V311))
+	req := []byte("POST /publish/sensor/temp?qos=0 HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer x\r\nContent-Type: text/plain\r\nContent-Length: 4\r\n\r\n24.5")
+	before, webBefore := sub.written, web.written
+	feed(t, b, web, req)
+	if sub.written == before || web.written == webBefore {
+		t.Fatal("publish not routed or not answered")
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		web.in = req
+		b.OnTraffic(web)
+	})
+	if allocs != 0 {
+		t.Fatalf("HTTP publish: %.2f allocations per request; want 0", allocs)
+	}
+	one := (&codec.Publish{Topic: []byte("sensor/temp"), Payload: []byte("24.5")}).AppendTo(nil, codec.V311)
+	if got, want := sub.written-before, 1002*len(one); got != want {
 		t.Fatalf("subscriber got %d bytes; want %d", got, want)
 	}
 }

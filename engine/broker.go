@@ -51,6 +51,13 @@ type Broker struct {
 	engReady chan struct{}
 	runErr   chan error
 	mqttAddr string
+	httpAddr string
+	wsAddr   string
+	mqttPort int
+	httpPort int
+	wsPort   int
+	ready    atomic.Bool            // listeners up (GET /readyz)
+	date     atomic.Pointer[[]byte] // HTTP Date header value, refreshed every tick
 	stopSys  chan struct{}
 	sysDone  chan struct{}
 }
@@ -85,14 +92,49 @@ func New(opts Options) (*Broker, error) {
 // returns once the broker accepts connections, or with the bind error.
 // Any goroutine.
 func (b *Broker) Start() error {
-	addr, placeholder, err := resolveListenAddr(b.opts.MQTTAddr)
-	if err != nil {
-		return fmt.Errorf("engine: cannot listen on %s: %w", b.opts.MQTTAddr, err)
+	type listener struct {
+		name, addr string
+		dst        *string
+		port       *int
 	}
-	b.mqttAddr = addr
+	var ls []listener
+	if b.opts.MQTTAddr != "" {
+		ls = append(ls, listener{"mqtt", b.opts.MQTTAddr, &b.mqttAddr, &b.mqttPort})
+	}
+	if b.opts.HTTPAddr != "" {
+		ls = append(ls, listener{"http", b.opts.HTTPAddr, &b.httpAddr, &b.httpPort})
+	}
+	if b.opts.WSAddr != "" {
+		ls = append(ls, listener{"ws", b.opts.WSAddr, &b.wsAddr, &b.wsPort})
+	}
+	var (
+		urls         []string
+		placeholders []int
+	)
+	release := func() {
+		for _, fd := range placeholders {
+			_ = syscall.Close(fd)
+		}
+		placeholders = nil
+	}
+	for _, x := range ls {
+		addr, placeholder, err := resolveListenAddr(x.addr)
+		if err != nil {
+			release()
+			return fmt.Errorf("engine: cannot listen on %s (%s): %w", x.addr, x.name, err)
+		}
+		if placeholder >= 0 {
+			placeholders = append(placeholders, placeholder)
+		}
+		*x.dst = addr
+		_, p, _ := net.SplitHostPort(addr)
+		*x.port, _ = strconv.Atoi(p)
+		urls = append(urls, "tcp://"+addr)
+	}
 	b.started = time.Now()
+	b.refreshDate(b.started)
 	go func() {
-		b.runErr <- gnet.Rotate(b, []string{"tcp://" + addr},
+		b.runErr <- gnet.Rotate(b, urls,
 			gnet.WithMulticore(true),
 			gnet.WithNumEventLoop(b.opts.Loops),
 			gnet.WithReusePort(true),
@@ -105,15 +147,14 @@ func (b *Broker) Start() error {
 	select {
 	case <-b.engReady:
 	case err := <-b.runErr:
-		if placeholder >= 0 {
-			_ = syscall.Close(placeholder)
-		}
-		return fmt.Errorf("engine: cannot start MQTT listener on %s: %w", addr, err)
+		release()
+		return fmt.Errorf("engine: cannot start listeners %v: %w", urls, err)
 	}
-	if placeholder >= 0 {
-		_ = syscall.Close(placeholder)
+	release()
+	for _, x := range ls {
+		b.log.Info("listening", "listener", x.name, "addr", *x.dst)
 	}
-	b.log.Info("listening", "listener", "mqtt", "addr", addr)
+	b.ready.Store(true)
 	if b.opts.SysInterval > 0 {
 		go b.runSys()
 	} else {
@@ -125,6 +166,13 @@ func (b *Broker) Start() error {
 // MQTTAddr is the MQTT listener's actual address (host:port), valid after
 // Start. Any goroutine.
 func (b *Broker) MQTTAddr() string { return b.mqttAddr }
+
+// HTTPAddr is the HTTP listener's actual address, "" when disabled.
+func (b *Broker) HTTPAddr() string { return b.httpAddr }
+
+// WSAddr is the dedicated WebSocket listener's actual address, "" when
+// disabled.
+func (b *Broker) WSAddr() string { return b.wsAddr }
 
 // Stop closes every connection and the listeners and waits for the loops to
 // end, or for ctx. Any goroutine.
@@ -254,7 +302,9 @@ func (b *Broker) allLoops() []*loop {
 // not on a loop: it advances the coarse clock and asks each loop to scan its
 // keep-alive wheel and its blocked connections.
 func (b *Broker) OnTick() (time.Duration, gnet.Action) {
-	b.now.Store(time.Now().Unix())
+	now := time.Now()
+	b.now.Store(now.Unix())
+	b.refreshDate(now)
 	if b.closing.Load() {
 		return time.Second, gnet.None
 	}
@@ -266,6 +316,13 @@ func (b *Broker) OnTick() (time.Duration, gnet.Action) {
 		}
 	}
 	return tickInterval, gnet.None
+}
+
+// refreshDate updates the cached HTTP Date header value. Ticker goroutine
+// (or Start).
+func (b *Broker) refreshDate(now time.Time) {
+	d := now.UTC().AppendFormat(make([]byte, 0, 32), "Mon, 02 Jan 2006 15:04:05 GMT")
+	b.date.Store(&d)
 }
 
 // tickInterval is the keep-alive resolution and the slow-consumer recheck

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"errors"
+	"net"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -27,6 +29,8 @@ type conn struct {
 	stuckSince   int64
 
 	will            *message
+	hs              *httpState // HTTP, SSE and WebSocket state; nil on the MQTT listener
+	proto           proto
 	cleanDisconnect bool // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
 	onBlocked       bool
 	closeReason     string // why we closed it, for the log
@@ -40,6 +44,9 @@ type conn struct {
 // by up to clockLag seconds, so the deadline adds that much: a client is
 // never dropped before 1.5 × keep-alive, and at most ~2 s after.
 func (c *conn) deadline() int64 {
+	if c.proto == protoHTTP {
+		return c.httpDeadline()
+	}
 	if c.s == nil {
 		return c.openedAt + int64(c.l.b.opts.ConnectTimeout.Seconds()+0.5) + clockLag
 	}
@@ -77,7 +84,16 @@ func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	l := b.loopFor(gc.EventLoop())
 	now := b.now.Load()
 	c := &conn{gc: gc, l: l, open: true, openedAt: now, lastSeen: now, wslot: -1}
+	if b.httpPort != 0 || b.wsPort != 0 {
+		if a, ok := gc.LocalAddr().(*net.TCPAddr); ok && a.Port != b.mqttPort {
+			// Accepted on the HTTP or the WebSocket listener: HTTP until an
+			// upgrade turns it into MQTT over WebSocket.
+			c.proto = protoHTTP
+			c.hs = &httpState{wsOnly: a.Port == b.wsPort}
+		}
+	}
 	gc.SetContext(c)
+	l.stats.connsBy[c.proto].Add(1)
 	l.wheel.add(c, c.deadline())
 	return nil, gnet.None
 }
@@ -93,8 +109,16 @@ func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
 	b.counters.connected.Add(-1)
 	l := c.l
 	l.wheel.remove(c)
+	l.stats.connsBy[c.proto].Add(-1)
+	if c.hs != nil {
+		c.hs.release()
+	}
 	s := c.s
 	if s == nil {
+		return gnet.None
+	}
+	if s.sse {
+		b.endStream(c)
 		return gnet.None
 	}
 	reason := c.closeReason
@@ -133,6 +157,14 @@ func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
 // end. Runs on the connection's loop.
 func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 	c := gc.Context().(*conn)
+	t0 := time.Now()
+	defer c.l.addBusy(t0)
+	switch c.proto {
+	case protoHTTP:
+		return b.httpTraffic(c)
+	case protoWS:
+		return b.wsTraffic(c)
+	}
 	l := c.l
 	avail := gc.InboundBuffered()
 	if avail < int(c.need) {
@@ -142,9 +174,24 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 	}
 	buf, _ := gc.Peek(avail)
 	c.lastSeen = b.now.Load()
+	consumed, action := c.process(buf)
+	l.stats.bytesIn.Add(uint64(consumed))
+	l.stats.bytesInBy[protoMQTT].Add(uint64(consumed))
+	l.r.finish()
+	if consumed > 0 && c.open {
+		_, _ = gc.Discard(consumed) // never Discard(0): it drops everything
+	}
+	return action
+}
+
+// process decodes and handles every complete MQTT packet at the start of
+// buf and returns how many bytes it consumed. It sets c.need to the bytes a
+// partial packet at the end still waits for. Runs on c's loop.
+func (c *conn) process(buf []byte) (int, gnet.Action) {
+	max := c.l.b.opts.MaxPacketSize
 	consumed, action := 0, gnet.None
 	for consumed < len(buf) && c.open {
-		h, n, err := codec.ReadFrame(buf[consumed:], b.opts.MaxPacketSize)
+		h, n, err := codec.ReadFrame(buf[consumed:], max)
 		if err != nil {
 			c.fail(err, h)
 			action = gnet.Close
@@ -173,12 +220,7 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 	if consumed == len(buf) {
 		c.need = 0
 	}
-	l.stats.bytesIn.Add(uint64(consumed))
-	l.r.finish()
-	if consumed > 0 && c.open {
-		_, _ = gc.Discard(consumed) // never Discard(0): it drops everything
-	}
-	return action
+	return consumed, action
 }
 
 // errClose ends a connection without a protocol-error log line (the reason
@@ -307,6 +349,7 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 	// dropped, as Mosquitto does.
 	routable := !isSysTopic(p.Topic)
 	l.stats.msgsIn.Add(1)
+	l.stats.msgsInBy[c.proto][p.QoS].Add(1)
 	switch p.QoS {
 	case 0:
 		if routable {

@@ -92,7 +92,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 func (c *conn) refuse(rc codec.ReasonCode) {
 	ack := codec.Connack{Reason: rc, ReturnCode: codec.ConnackReturnCode(rc)}
 	c.l.outBuf = ack.AppendTo(c.l.outBuf[:0], c.version)
-	_, _ = c.gc.Write(c.l.outBuf)
+	c.write(c.l.outBuf)
 }
 
 // attach binds c to the session of id, creating, resuming or replacing it,

@@ -236,3 +236,19 @@ func connected(t testing.TB, addr, id string, clean bool) *rawClient {
 	}
 	return rc
 }
+
+// connectPacket is a clean-session 3.1.1 CONNECT; user and password are
+// set when not empty.
+func connectPacket(id, user, pass string) codec.Connect {
+	p := codec.Connect{Version: codec.V311, CleanStart: true, ClientID: []byte(id), KeepAlive: 60}
+	if user != "" {
+		p.UsernameFlag, p.Username = true, []byte(user)
+	}
+	if pass != "" {
+		p.PasswordFlag, p.Password = true, []byte(pass)
+		if user == "" {
+			p.UsernameFlag, p.Username = true, []byte("u") // 3.1.1: password needs a username
+		}
+	}
+	return p
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -33,6 +34,11 @@ type loop struct {
 	pendingWills []*message // wills of connections closed while routing
 	wheel        wheel
 	blocked      []*conn // connections over their outbound cap or with a waiting queue
+	streams      []*conn // SSE streams, for heartbeats
+
+	h     *httpLoop // HTTP scratch, made on first request
+	wsHdr [14]byte  // WebSocket frame header scratch
+	wsVec [][]byte  // Writev scratch
 
 	// Mailbox: sessions another goroutine appended to, to be flushed here.
 	mbMu        sync.Mutex
@@ -79,6 +85,8 @@ func (l *loop) wake() {
 
 // drainMailbox flushes every session posted to l. Runs on l.
 func (l *loop) drainMailbox() {
+	t0 := time.Now()
+	defer l.addBusy(t0)
 	l.mbMu.Lock()
 	work := l.mb
 	l.mb = l.mbWork[:0]
@@ -109,9 +117,10 @@ func (l *loop) flush(s *session) {
 		return
 	}
 	n := len(buf.B)
-	_, _ = c.gc.Write(buf.B) // a write error closes c through OnClose
+	c.write(buf.B) // a write error closes c through OnClose
 	putBuf(buf)
 	l.stats.bytesOut.Add(uint64(n))
+	l.stats.bytesOutBy[c.proto].Add(uint64(n))
 	if c.open {
 		l.afterWrite(c)
 	}
@@ -145,6 +154,9 @@ func (l *loop) tick() {
 	now := l.b.now.Load()
 	l.wheel.advance(now, l.expire)
 	l.recheckBlocked(now)
+	if len(l.streams) > 0 {
+		l.heartbeat(now)
+	}
 	l.r.finish()
 }
 
@@ -154,7 +166,9 @@ func (l *loop) expire(c *conn) {
 	if !c.open {
 		return
 	}
-	if c.s == nil {
+	if c.proto == protoHTTP {
+		c.closeReason = "http idle or read timeout"
+	} else if c.s == nil {
 		c.closeReason = "connect timeout"
 		l.stats.connectTimeouts.Add(1)
 	} else {
@@ -291,4 +305,9 @@ func (w *wheel) advance(now int64, expire func(*conn)) {
 			expire(c)
 		}
 	}
+}
+
+// addBusy adds the time since t0 to the loop's busy counter. Runs on l.
+func (l *loop) addBusy(t0 time.Time) {
+	l.stats.busyNs.Add(uint64(time.Since(t0)))
 }

@@ -14,6 +14,25 @@ type Options struct {
 	// "127.0.0.1:0" (a free port, see Broker.MQTTAddr). Empty disables MQTT.
 	MQTTAddr string
 
+	// HTTPAddr is the TCP listen address of the HTTP door (publish, SSE,
+	// retained reads, metrics, health, API and MQTT over WebSocket at
+	// /mqtt), e.g. ":7800". Empty disables it.
+	HTTPAddr string
+	// WSAddr optionally adds a listener that serves only MQTT over
+	// WebSocket (any path), e.g. ":1884". Empty disables it.
+	WSAddr string
+
+	// APIKey, when set, is required as "Authorization: Bearer <key>" (or
+	// ?token=<key>) on every HTTP endpoint except /healthz, and, when Auth
+	// is nil, as the MQTT password (APIKeyAuth).
+	APIKey string
+
+	HTTPMaxHeaderBytes int           // bytes of request line plus headers (431 above)
+	HTTPMaxHeaders     int           // header lines per request (431 above)
+	HTTPIdleTimeout    time.Duration // an idle keep-alive HTTP connection is closed after this
+	HTTPReadTimeout    time.Duration // a request must arrive whole within this
+	SSEHeartbeat       time.Duration // comment line sent on idle event streams
+
 	// Loops is the number of event loops (default: runtime.NumCPU()).
 	Loops int
 
@@ -54,21 +73,27 @@ type Options struct {
 // DefaultOptions returns the embedded defaults that `tinymq` starts with.
 func DefaultOptions() Options {
 	return Options{
-		MQTTAddr:          ":1883",
-		Loops:             runtime.NumCPU(),
-		MaxPacketSize:     2*1024*1024 + 64*1024, // 2 MiB of payload plus room for topic and properties
-		ConnectTimeout:    10 * time.Second,
-		MaxClientIDLen:    256,
-		MaxTopicLen:       4096,
-		MaxTopicLevels:    64,
-		MaxSubsPerConn:    1000,
-		MaxInflight:       32,
-		MaxQueuedMsgs:     1000,
-		MaxQueuedBytes:    64 * 1024 * 1024,
-		MaxOutboundBytes:  4 * 1024 * 1024,
-		SlowConsumerAfter: 30 * time.Second,
-		SysInterval:       10 * time.Second,
-		Version:           "tinymq dev",
+		MQTTAddr:           ":1883",
+		Loops:              runtime.NumCPU(),
+		HTTPAddr:           ":7800",
+		HTTPMaxHeaderBytes: 8 * 1024,
+		HTTPMaxHeaders:     64,
+		HTTPIdleTimeout:    60 * time.Second,
+		HTTPReadTimeout:    10 * time.Second,
+		SSEHeartbeat:       15 * time.Second,
+		MaxPacketSize:      2*1024*1024 + 64*1024, // 2 MiB of payload plus room for topic and properties
+		ConnectTimeout:     10 * time.Second,
+		MaxClientIDLen:     256,
+		MaxTopicLen:        4096,
+		MaxTopicLevels:     64,
+		MaxSubsPerConn:     1000,
+		MaxInflight:        32,
+		MaxQueuedMsgs:      1000,
+		MaxQueuedBytes:     64 * 1024 * 1024,
+		MaxOutboundBytes:   4 * 1024 * 1024,
+		SlowConsumerAfter:  30 * time.Second,
+		SysInterval:        10 * time.Second,
+		Version:            "tinymq dev",
 	}
 }
 
@@ -114,13 +139,31 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SysInterval == 0 {
 		o.SysInterval = d.SysInterval
 	}
+	if o.HTTPMaxHeaderBytes <= 0 {
+		o.HTTPMaxHeaderBytes = d.HTTPMaxHeaderBytes
+	}
+	if o.HTTPMaxHeaders <= 0 {
+		o.HTTPMaxHeaders = d.HTTPMaxHeaders
+	}
+	if o.HTTPIdleTimeout <= 0 {
+		o.HTTPIdleTimeout = d.HTTPIdleTimeout
+	}
+	if o.HTTPReadTimeout <= 0 {
+		o.HTTPReadTimeout = d.HTTPReadTimeout
+	}
+	if o.SSEHeartbeat <= 0 {
+		o.SSEHeartbeat = d.SSEHeartbeat
+	}
+	if o.Auth == nil && o.APIKey != "" {
+		o.Auth = APIKeyAuth{Key: []byte(o.APIKey)}
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.Version == "" {
 		o.Version = d.Version
 	}
-	if o.MQTTAddr == "" {
+	if o.MQTTAddr == "" && o.HTTPAddr == "" && o.WSAddr == "" {
 		return o, errors.New("engine: no listener configured")
 	}
 	return o, nil

@@ -47,6 +47,11 @@ type router struct {
 	valid uint8    // bit qos*2+retain set when enc[qos][retain] holds the current PUBLISH
 	msg   *message // owned copy, made on first need
 
+	// The current PUBLISH as SSE event data, made on first need.
+	sse       []byte
+	sseValid  bool
+	sseRetain bool
+
 	// inRoute counts publish/deliverMessage calls in progress: a socket
 	// write inside them may close a connection, whose will must then wait
 	// for finish instead of re-entering the router.
@@ -86,6 +91,7 @@ func (r *router) encoded(qos uint8, retain bool) ([]byte, int) {
 // capacity for the next one.
 func (r *router) resetEncodings() {
 	r.valid = 0
+	r.sseValid = false
 	r.msg = nil
 	r.cur.topic, r.cur.payload = nil, nil
 }
@@ -153,6 +159,24 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 	online := s.c != nil
 	wrote := false
 	switch {
+	case s.sse:
+		// An event stream: fire-and-forget at every QoS, dropped when the
+		// reader is behind.
+		if !online {
+			break
+		}
+		if s.blockedLocked(b.opts.MaxOutboundBytes) {
+			r.stats.dropped.Add(1)
+			r.stats.droppedSlow.Add(1)
+			if s.fullSince == 0 {
+				s.fullSince = b.now.Load()
+			}
+			break
+		}
+		r.sseEventLocked(s, retainFlag)
+		r.stats.msgsOut.Add(1)
+		r.stats.msgsOutBy[protoHTTP][min(qos, 2)].Add(1)
+		wrote = true
 	case !online:
 		if qos > 0 || b.opts.QueueQoS0 {
 			wrote = false
@@ -172,6 +196,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			raw, _ := r.encoded(0, retainFlag)
 			s.appendLocked(raw)
 			r.stats.msgsOut.Add(1)
+			r.stats.msgsOutBy[s.c.proto][0].Add(1)
 			wrote = true
 		}
 	default:
@@ -182,6 +207,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			raw, off := r.encoded(qos, retainFlag)
 			s.appendPatchedLocked(raw, off, id)
 			r.stats.msgsOut.Add(1)
+			r.stats.msgsOutBy[s.c.proto][qos].Add(1)
 			wrote = true
 		} else if !s.enqueueLocked(b, r.owned(), qos, retainFlag) {
 			r.stats.dropped.Add(1)
@@ -278,7 +304,20 @@ type counters struct {
 	keepAliveTimeouts   atomic.Uint64
 	slowConsumers       atomic.Uint64
 	authFailures        atomic.Uint64
-	_                   [64]byte // keep loops' counters on separate cache lines
+
+	msgsInBy   [numProtos][3]atomic.Uint64 // by transport and QoS
+	msgsOutBy  [numProtos][3]atomic.Uint64
+	bytesInBy  [numProtos]atomic.Uint64
+	bytesOutBy [numProtos]atomic.Uint64
+
+	httpRequests  atomic.Uint64
+	httpErrors    atomic.Uint64 // 4xx and 5xx answers
+	streamsOpened atomic.Uint64
+	wsUpgrades    atomic.Uint64
+	busyNs        atomic.Uint64           // time spent in OnTraffic and mailbox drains
+	connsBy       [numProtos]atomic.Int64 // open connections by transport (gauge; sum over loops)
+	streams       atomic.Int64            // open SSE streams (gauge)
+	_             [64]byte                // keep loops' counters on separate cache lines
 }
 
 // globalCounters are broker-wide gauges and totals.

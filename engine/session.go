@@ -24,6 +24,7 @@ type session struct {
 	flushPending atomic.Bool // queued for a flush on its loop (dirty list or mailbox)
 	clean        bool
 	dead         bool // discarded; routers that still hold it skip it
+	sse          bool // an HTTP event stream, not an MQTT client
 	version      codec.Version
 	lastID       uint16
 	outBuffered  int32                      // bytes gnet held for c after the last flush
@@ -41,6 +42,7 @@ type sessionState struct {
 	qBytes   int        // payload bytes in q
 	inflight []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-6]
 	qos2in   []uint16   // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
+	seq      uint64     // SSE: last event id
 }
 
 type subEntry struct {

@@ -51,6 +51,13 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.SetOutput(io.Discard)
 	configFile := fs.String("config", "", "read settings from this file (name = value lines)")
 	fs.StringVar(&o.MQTTAddr, "mqtt-addr", d.MQTTAddr, "MQTT listen address (host:port; port 0 picks a free one)")
+	fs.StringVar(&o.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address: publish, SSE, retained, /metrics, health, API and MQTT over WebSocket at /mqtt (empty: off)")
+	fs.StringVar(&o.WSAddr, "ws-addr", "", "extra listener serving only MQTT over WebSocket, e.g. :1884 (empty: off)")
+	fs.IntVar(&o.HTTPMaxHeaderBytes, "http-max-header-bytes", d.HTTPMaxHeaderBytes, "largest HTTP request line plus headers, in bytes (431 above)")
+	fs.IntVar(&o.HTTPMaxHeaders, "http-max-headers", d.HTTPMaxHeaders, "most HTTP header lines per request (431 above)")
+	fs.DurationVar(&o.HTTPIdleTimeout, "http-idle-timeout", d.HTTPIdleTimeout, "close idle keep-alive HTTP connections after this")
+	fs.DurationVar(&o.HTTPReadTimeout, "http-read-timeout", d.HTTPReadTimeout, "a request must arrive whole within this")
+	fs.DurationVar(&o.SSEHeartbeat, "sse-heartbeat", d.SSEHeartbeat, "comment line sent on idle SSE streams this often")
 	fs.IntVar(&o.MaxPacketSize, "max-packet-size", d.MaxPacketSize, "largest MQTT packet accepted, in bytes, headers included")
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, "maximum concurrent connections (0: unlimited)")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", d.ConnectTimeout, "close sockets that send no CONNECT within this time")
@@ -122,7 +129,7 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 		o.SysInterval = -1 // documented: 0 or negative disables $SYS
 	}
 	if key := getenv("TINYMQ_API_KEY"); key != "" {
-		o.Auth = engine.APIKeyAuth{Key: []byte(key)}
+		o.APIKey = key // MQTT password and HTTP bearer token
 	}
 	o.Version = "tinymq " + version
 	return cfg, nil
@@ -192,10 +199,11 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	var b *engine.Broker
 	if cfg.opts.MQTTAddr == "" {
 		log.Info("MQTT listener disabled")
-	} else {
+	}
+	var b *engine.Broker
+	if cfg.opts.MQTTAddr != "" || cfg.opts.HTTPAddr != "" || cfg.opts.WSAddr != "" {
 		b, err = engine.New(cfg.opts)
 		if err != nil {
 			return err

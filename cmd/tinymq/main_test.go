@@ -44,8 +44,8 @@ func TestParsePrecedence(t *testing.T) {
 	if o.MaxConnections != 5 || o.MaxInflight != 9 || o.SysInterval != 30*time.Second || o.MQTTAddr != ":1999" {
 		t.Fatalf("got conns=%d inflight=%d sys=%v addr=%s; want 5, 9, 30s, :1999", o.MaxConnections, o.MaxInflight, o.SysInterval, o.MQTTAddr)
 	}
-	if a, ok := o.Auth.(engine.APIKeyAuth); !ok || string(a.Key) != "k" {
-		t.Fatalf("TINYMQ_API_KEY not applied: %#v", o.Auth)
+	if o.APIKey != "k" {
+		t.Fatalf("TINYMQ_API_KEY not applied: %q", o.APIKey)
 	}
 }
 
@@ -84,7 +84,9 @@ func TestRunLogsListenerAddress(t *testing.T) {
 	var logs syncBuf
 	stop := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- run([]string{"--mqtt-addr", "127.0.0.1:0", "--sys-interval", "0s"}, &logs, stop) }()
+	go func() {
+		done <- run([]string{"--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sys-interval", "0s"}, &logs, stop)
+	}()
 	re := regexp.MustCompile(`listener=mqtt addr=127\.0\.0\.1:([0-9]+)`)
 	deadline := time.Now().Add(5 * time.Second)
 	for !re.MatchString(logs.String()) {
@@ -120,7 +122,7 @@ func TestSignalShutdown(t *testing.T) {
 		os.Exit(0)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSignalShutdown$")
-	cmd.Env = append(os.Environ(), "TINYMQ_TEST_MAIN=1", "TINYMQ_MQTT_ADDR=127.0.0.1:0", "TINYMQ_SYS_INTERVAL=0s")
+	cmd.Env = append(os.Environ(), "TINYMQ_TEST_MAIN=1", "TINYMQ_MQTT_ADDR=127.0.0.1:0", "TINYMQ_HTTP_ADDR=127.0.0.1:0", "TINYMQ_SYS_INTERVAL=0s")
 	var logs syncBuf
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,554 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/subtle"
+	"errors"
+	"strconv"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/fasthttp"
+)
+
+// The HTTP door: fasthttp parses requests on the event loops (DESIGN.md
+// section 5). fasthttp's Server.ServeConn blocks, so it cannot run on a
+// loop; instead each loop keeps one fasthttp.Request and a bufio.Reader over
+// the peeked bytes whose reader answers "need more" instead of EOF. A
+// request is parsed only once its header block is buffered, and its body
+// only once Content-Length bytes are there, so a request split over many
+// reads costs one parse. Responses are small fixed shapes, appended by hand
+// to a per-loop buffer and written once per OnTraffic.
+
+// proto says what a connection speaks. MQTT connections have the zero value.
+type proto uint8
+
+const (
+	protoMQTT proto = iota // MQTT over TCP
+	protoHTTP              // HTTP requests, or an SSE stream
+	protoWS                // MQTT over WebSocket, after the upgrade
+	numProtos
+)
+
+var protoNames = [numProtos]string{protoMQTT: "mqtt", protoHTTP: "http", protoWS: "websocket"}
+
+// httpState is the per-connection state of a connection accepted on the
+// HTTP or WebSocket listener. Owned by the connection's loop.
+type httpState struct {
+	wsOnly    bool  // accepted on --ws-addr: only the WebSocket upgrade is served
+	continued bool  // "100 Continue" sent for the pending request
+	stream    bool  // the connection became an SSE stream
+	reqStart  int64 // unix second the pending (incomplete) request began; 0 when none
+	lastBeat  int64 // SSE: unix second of the last heartbeat
+	ws        *wsState
+}
+
+// release returns pooled buffers. Runs on the connection's loop.
+func (h *httpState) release() {
+	if h.ws != nil {
+		h.ws.release()
+	}
+}
+
+// httpDeadline is the unix second at which an HTTP connection is closed: a
+// request that does not arrive whole within HTTPReadTimeout, or an idle
+// keep-alive connection after HTTPIdleTimeout. Streams have none: their
+// heartbeats find dead peers.
+func (c *conn) httpDeadline() int64 {
+	o := &c.l.b.opts
+	switch {
+	case c.hs.stream:
+		return 1<<62 - 1
+	case c.hs.reqStart != 0:
+		return c.hs.reqStart + int64(o.HTTPReadTimeout.Seconds()+0.5) + clockLag
+	}
+	return c.lastSeen + int64(o.HTTPIdleTimeout.Seconds()+0.5) + clockLag
+}
+
+// httpLoop is a loop's HTTP scratch: one request, the reader over the
+// peeked bytes and the response buffer. Owned by the loop.
+type httpLoop struct {
+	req  fasthttp.Request
+	pr   peekReader
+	br   *bufio.Reader
+	out  []byte // responses of this OnTraffic, written once
+	path []byte // percent-decoded path
+	arg  []byte // percent-decoded query value
+	body []byte // response body scratch
+}
+
+func (l *loop) http() *httpLoop {
+	if l.h == nil {
+		l.h = &httpLoop{}
+		l.h.br = bufio.NewReaderSize(&l.h.pr, l.b.opts.HTTPMaxHeaderBytes+64)
+		l.h.req.Header.DisableNormalizing()
+	}
+	return l.h
+}
+
+// errNeedMore is the reader's answer when the peeked bytes run out.
+var errNeedMore = errors.New("engine: need more bytes")
+
+// peekReader reads the bytes peeked from a connection and then says "need
+// more" rather than EOF.
+type peekReader struct {
+	b   []byte
+	off int
+}
+
+func (r *peekReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.b) {
+		return 0, errNeedMore
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+var (
+	crlfcrlf = []byte("\r\n\r\n")
+	crlf     = []byte("\r\n")
+)
+
+// httpTraffic serves every complete request buffered for c (pipelined
+// requests in order) and writes their responses at once. Runs on c's loop.
+func (b *Broker) httpTraffic(c *conn) gnet.Action {
+	gc, l, hs := c.gc, c.l, c.hs
+	avail := gc.InboundBuffered()
+	if avail < int(c.need) {
+		return gnet.None
+	}
+	buf, _ := gc.Peek(avail)
+	c.lastSeen = b.now.Load()
+	if hs.stream {
+		// An event stream only sends; whatever the client sends is dropped.
+		_, _ = gc.Discard(avail)
+		return gnet.None
+	}
+	h := l.http()
+	h.out = h.out[:0]
+	consumed, action := 0, gnet.None
+	for consumed < len(buf) && c.open && c.proto == protoHTTP && !hs.stream {
+		n, closeConn := b.serveHTTP(c, h, buf[consumed:])
+		consumed += n
+		if closeConn {
+			action = gnet.Close
+			break
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if len(h.out) > 0 && c.open {
+		_, _ = gc.Write(h.out)
+		l.stats.bytesOut.Add(uint64(len(h.out)))
+		l.stats.bytesOutBy[protoHTTP].Add(uint64(len(h.out)))
+	}
+	l.stats.bytesIn.Add(uint64(consumed))
+	l.stats.bytesInBy[protoHTTP].Add(uint64(consumed))
+	l.r.finish()
+	if consumed > 0 && c.open {
+		_, _ = gc.Discard(consumed)
+	}
+	if action == gnet.None && c.proto == protoWS && c.open && gc.InboundBuffered() > 0 {
+		// Frames that followed the upgrade request in the same read.
+		return b.wsTraffic(c)
+	}
+	if action == gnet.None && hs.stream && c.open && gc.InboundBuffered() > 0 {
+		_, _ = gc.Discard(gc.InboundBuffered())
+	}
+	return action
+}
+
+// serveHTTP parses and answers one request at the start of in. It returns
+// the bytes consumed (0: the request is incomplete; c.need says how many
+// bytes to wait for) and whether to close the connection after writing the
+// responses. Runs on c's loop.
+func (b *Broker) serveHTTP(c *conn, h *httpLoop, in []byte) (int, bool) {
+	o := &b.opts
+	hs := c.hs
+	l := c.l
+	// Empty lines before a request line are ignored (RFC 9112 section 2.2).
+	skip := 0
+	for skip+1 < len(in) && in[skip] == '\r' && in[skip+1] == '\n' {
+		skip += 2
+	}
+	if skip > 0 {
+		return skip, false
+	}
+	end := bytes.Index(in, crlfcrlf)
+	if end < 0 || end+4 > o.HTTPMaxHeaderBytes {
+		if len(in) > o.HTTPMaxHeaderBytes || end+4 > o.HTTPMaxHeaderBytes {
+			l.stats.httpErrors.Add(1)
+			h.errorResponse(b, 431, "request header too large", true)
+			return len(in), true
+		}
+		b.httpWait(c, len(in)+1)
+		return 0, false
+	}
+	if bytes.Count(in[:end], crlf) > o.HTTPMaxHeaders {
+		l.stats.httpErrors.Add(1)
+		h.errorResponse(b, 431, "too many request headers", true)
+		return len(in), true
+	}
+	req := &h.req
+	req.Reset()
+	h.pr = peekReader{b: in}
+	h.br.Reset(&h.pr)
+	if err := req.Header.Read(h.br); err != nil {
+		l.stats.httpErrors.Add(1)
+		h.errorResponse(b, 400, "malformed request header", true)
+		return len(in), true
+	}
+	hdrLen := h.pr.off - h.br.Buffered()
+	maxBody := o.MaxPacketSize
+	cl := req.Header.ContentLength()
+	if cl > maxBody {
+		// Refused from the header: the body is never read into memory.
+		l.stats.httpErrors.Add(1)
+		l.stats.oversize.Add(1)
+		h.errorResponse(b, 413, "request body larger than "+strconv.Itoa(maxBody)+" bytes", true)
+		return len(in), true
+	}
+	if cl >= 0 && len(in) < hdrLen+cl {
+		b.expectContinue(c, h)
+		b.httpWait(c, hdrLen+cl)
+		return 0, false
+	}
+	if err := req.ContinueReadBody(h.br, maxBody, false); err != nil {
+		switch {
+		case errors.Is(err, errNeedMore):
+			b.expectContinue(c, h)
+			b.httpWait(c, len(in)+1)
+			return 0, false
+		case errors.Is(err, fasthttp.ErrBodyTooLarge):
+			l.stats.httpErrors.Add(1)
+			l.stats.oversize.Add(1)
+			h.errorResponse(b, 413, "request body larger than "+strconv.Itoa(maxBody)+" bytes", true)
+		default:
+			l.stats.httpErrors.Add(1)
+			h.errorResponse(b, 400, "malformed request body", true)
+		}
+		return len(in), true
+	}
+	n := h.pr.off - h.br.Buffered()
+	c.need = 0
+	if hs.reqStart != 0 {
+		hs.reqStart = 0
+		l.wheel.remove(c)
+		l.wheel.add(c, c.deadline())
+	}
+	hs.continued = false
+	l.stats.httpRequests.Add(1)
+	closeConn := req.Header.ConnectionClose()
+	if b.route(c, h, closeConn) {
+		closeConn = true
+	}
+	return n, closeConn
+}
+
+// httpWait records that c's request is incomplete: it must be buffered
+// whole (need bytes) within HTTPReadTimeout. Runs on c's loop.
+func (b *Broker) httpWait(c *conn, need int) {
+	c.need = int32(need)
+	if c.hs.reqStart == 0 {
+		c.hs.reqStart = b.now.Load()
+		c.l.wheel.remove(c)
+		c.l.wheel.add(c, c.deadline())
+	}
+}
+
+// expectContinue answers "Expect: 100-continue" once per request, before
+// the body is sent. Runs on c's loop.
+func (b *Broker) expectContinue(c *conn, h *httpLoop) {
+	if !c.hs.continued && h.req.MayContinue() {
+		c.hs.continued = true
+		h.out = append(h.out, "HTTP/1.1 100 Continue\r\n\r\n"...)
+	}
+}
+
+// route dispatches a parsed request. It reports whether the connection
+// must close after the response. Runs on c's loop.
+func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
+	req := &h.req
+	uri := req.Header.RequestURI()
+	path, query := uri, []byte(nil)
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		path, query = uri[:i], uri[i+1:]
+	}
+	if bytes.HasPrefix(path, []byte("http://")) || bytes.HasPrefix(path, []byte("https://")) {
+		// absolute-form request target: keep the path
+		rest := path[bytes.IndexByte(path, ':')+3:]
+		if i := bytes.IndexByte(rest, '/'); i >= 0 {
+			path = rest[i:]
+		} else {
+			path = []byte("/")
+		}
+	}
+	method := req.Header.Method()
+	r := httpReq{b: b, c: c, h: h, path: path, query: query, method: method, close: closeConn}
+	if c.hs.wsOnly {
+		// The dedicated WebSocket listener serves the upgrade on any path.
+		if req.Header.ConnectionUpgrade() {
+			return r.upgrade()
+		}
+		return r.fail(426, "this listener serves only MQTT over WebSocket")
+	}
+	p := string(path) // no allocation: used only in comparisons
+	switch {
+	case p == "/healthz":
+		return r.healthz()
+	case p == "/mqtt":
+		return r.upgrade() // authenticated by CONNECT, like TCP clients
+	}
+	if !r.authorized() {
+		return true
+	}
+	switch {
+	case len(p) > len("/publish/") && p[:len("/publish/")] == "/publish/":
+		return r.publish(path[len("/publish/"):])
+	case len(p) > len("/stream/") && p[:len("/stream/")] == "/stream/":
+		return r.stream(path[len("/stream/"):])
+	case len(p) > len("/retained/") && p[:len("/retained/")] == "/retained/":
+		return r.retained(path[len("/retained/"):])
+	case p == "/metrics":
+		return r.metrics()
+	case p == "/readyz":
+		return r.readyz()
+	case p == "/api/v1/stats":
+		return r.stats()
+	case p == "/api/v1/retained":
+		return r.retainedList()
+	case p == "/api/v1/clients":
+		return r.clients()
+	case len(p) > len("/api/v1/clients/") && p[:len("/api/v1/clients/")] == "/api/v1/clients/":
+		return r.kick(path[len("/api/v1/clients/"):])
+	}
+	return r.fail(404, "no such endpoint")
+}
+
+// httpReq is one request being answered. Runs on its connection's loop.
+type httpReq struct {
+	b      *Broker
+	c      *conn
+	h      *httpLoop
+	path   []byte
+	query  []byte
+	method []byte
+	close  bool
+}
+
+// authorized checks the API key, when one is set: "Authorization: Bearer
+// <key>" or ?token=<key>, compared in constant time. It answers 401 itself.
+func (r *httpReq) authorized() bool {
+	key := r.b.opts.APIKey
+	if key == "" {
+		return true
+	}
+	auth := r.h.req.Header.Peek("Authorization")
+	var got []byte
+	if len(auth) > 7 && bytes.EqualFold(auth[:7], []byte("Bearer ")) {
+		got = bytes.TrimSpace(auth[7:])
+	} else if tok, ok := r.arg("token"); ok {
+		got = tok
+	}
+	if got != nil && subtle.ConstantTimeCompare(got, []byte(key)) == 1 {
+		return true
+	}
+	r.c.l.stats.authFailures.Add(1)
+	r.c.l.stats.httpErrors.Add(1)
+	r.h.respond(r.b, 401, ctJSON, []byte(`{"error":"missing or wrong API key"}`), r.close, "WWW-Authenticate: Bearer\r\n")
+	return false
+}
+
+// arg returns the percent-decoded value of a query parameter. The value
+// lives in the loop's scratch until the next call.
+func (r *httpReq) arg(name string) ([]byte, bool) {
+	q := r.query
+	for len(q) > 0 {
+		var kv []byte
+		if i := bytes.IndexByte(q, '&'); i >= 0 {
+			kv, q = q[:i], q[i+1:]
+		} else {
+			kv, q = q, nil
+		}
+		k, v := kv, []byte(nil)
+		if i := bytes.IndexByte(kv, '='); i >= 0 {
+			k, v = kv[:i], kv[i+1:]
+		}
+		if string(k) != name {
+			continue
+		}
+		d, ok := pctDecode(r.h.arg[:0], v)
+		r.h.arg = d
+		return d, ok
+	}
+	return nil, false
+}
+
+// boolArg parses true/false/1/0 (absent: def).
+func (r *httpReq) boolArg(name string, def bool) (bool, bool) {
+	v, ok := r.arg(name)
+	if !ok {
+		return def, true
+	}
+	switch string(v) {
+	case "true", "1", "":
+		return true, true
+	case "false", "0":
+		return false, true
+	}
+	return false, false
+}
+
+// intArg parses a non-negative integer (absent: def).
+func (r *httpReq) intArg(name string, def int) (int, bool) {
+	v, ok := r.arg(name)
+	if !ok {
+		return def, true
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}
+
+// only answers 405 unless the method is m.
+func (r *httpReq) only(m string) bool {
+	if string(r.method) == m || (m == "GET" && string(r.method) == "HEAD") {
+		return true
+	}
+	r.c.l.stats.httpErrors.Add(1)
+	r.h.respond(r.b, 405, ctJSON, []byte(`{"error":"method not allowed"}`), r.close, "Allow: "+m+"\r\n")
+	return false
+}
+
+// fail answers an error with a small JSON body.
+func (r *httpReq) fail(status int, msg string) bool {
+	r.c.l.stats.httpErrors.Add(1)
+	r.h.errorResponse(r.b, status, msg, r.close)
+	return r.close
+}
+
+// ok answers 200 with a JSON body.
+func (r *httpReq) ok(status int, body []byte) bool {
+	if string(r.method) == "HEAD" {
+		r.h.respondHead(r.b, status, ctJSON, len(body), r.close)
+		return r.close
+	}
+	r.h.respond(r.b, status, ctJSON, body, r.close, "")
+	return r.close
+}
+
+const (
+	ctJSON = "application/json"
+	ctText = "text/plain; charset=utf-8"
+)
+
+// errorResponse appends a JSON error response.
+func (h *httpLoop) errorResponse(b *Broker, status int, msg string, closeConn bool) {
+	body := append(h.body[:0], `{"error":`...)
+	body = appendJSONString(body, []byte(msg))
+	body = append(body, '}')
+	h.body = body
+	h.respond(b, status, ctJSON, body, closeConn, "")
+}
+
+// respond appends a whole response. extra holds complete header lines.
+func (h *httpLoop) respond(b *Broker, status int, ctype string, body []byte, closeConn bool, extra string) {
+	h.head(b, status, ctype, len(body), closeConn, extra)
+	h.out = append(h.out, body...)
+}
+
+func (h *httpLoop) respondHead(b *Broker, status int, ctype string, n int, closeConn bool) {
+	h.head(b, status, ctype, n, closeConn, "")
+}
+
+// head appends a status line and headers, Content-Length n.
+func (h *httpLoop) head(b *Broker, status int, ctype string, n int, closeConn bool, extra string) {
+	out := append(h.out, "HTTP/1.1 "...)
+	out = strconv.AppendInt(out, int64(status), 10)
+	out = append(out, ' ')
+	out = append(out, statusText(status)...)
+	out = append(out, "\r\nServer: tinymq\r\nDate: "...)
+	out = append(out, *b.date.Load()...)
+	out = append(out, "\r\nContent-Type: "...)
+	out = append(out, ctype...)
+	out = append(out, "\r\nContent-Length: "...)
+	out = strconv.AppendInt(out, int64(n), 10)
+	out = append(out, "\r\n"...)
+	if closeConn {
+		out = append(out, "Connection: close\r\n"...)
+	} else if !h.req.Header.IsHTTP11() {
+		out = append(out, "Connection: keep-alive\r\n"...)
+	}
+	out = append(out, extra...)
+	out = append(out, "\r\n"...)
+	h.out = out
+}
+
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "OK"
+	case 202:
+		return "Accepted"
+	case 204:
+		return "No Content"
+	case 400:
+		return "Bad Request"
+	case 401:
+		return "Unauthorized"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 405:
+		return "Method Not Allowed"
+	case 413:
+		return "Content Too Large"
+	case 426:
+		return "Upgrade Required"
+	case 431:
+		return "Request Header Fields Too Large"
+	case 503:
+		return "Service Unavailable"
+	}
+	return "Status"
+}
+
+// pctDecode appends the percent-decoded s to dst. '+' stays '+' (it is an
+// MQTT wildcard, not a space). It reports false on a bad escape.
+func pctDecode(dst, s []byte) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch != '%' {
+			dst = append(dst, ch)
+			continue
+		}
+		if i+2 >= len(s) {
+			return dst, false
+		}
+		hi, ok1 := unhex(s[i+1])
+		lo, ok2 := unhex(s[i+2])
+		if !ok1 || !ok2 {
+			return dst, false
+		}
+		dst = append(dst, hi<<4|lo)
+		i += 2
+	}
+	return dst, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

@@ -1,0 +1,335 @@
+package engine
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/url"
+	"sort"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tinymq/tinymq/topic"
+)
+
+// HTTP endpoints. Each runs on the requesting connection's loop and must not
+// block; each reports whether the connection closes after its response.
+
+// publish serves POST /publish/{topic}?qos=&retain=: the body is routed
+// exactly as an MQTT PUBLISH of the same topic, QoS and retain flag.
+func (r *httpReq) publish(rawTopic []byte) bool {
+	if !r.only("POST") {
+		return r.close
+	}
+	h, l, b := r.h, r.c.l, r.b
+	t, ok := pctDecode(h.path[:0], rawTopic)
+	h.path = t
+	if !ok {
+		return r.fail(400, "bad percent-encoding in topic")
+	}
+	if err := b.validName(t); err != nil {
+		return r.fail(400, "invalid topic name: "+err.Error())
+	}
+	if isSysTopic(t) {
+		return r.fail(403, "publishing to $SYS is not allowed")
+	}
+	qos, ok := r.intArg("qos", 0)
+	if !ok || qos > 2 {
+		return r.fail(400, "qos must be 0, 1 or 2")
+	}
+	retain, ok := r.boolArg("retain", false)
+	if !ok {
+		return r.fail(400, "retain must be true or false")
+	}
+	body := h.req.Body()
+	l.stats.msgsIn.Add(1)
+	l.stats.msgsInBy[protoHTTP][qos].Add(1)
+	l.r.publish(t, body, uint8(qos), retain, nil)
+	out := append(h.body[:0], `{"status":"accepted","topic":`...)
+	out = appendJSONString(out, t)
+	out = append(out, '}')
+	h.body = out
+	h.respond(b, 202, ctJSON, out, r.close, "")
+	return r.close
+}
+
+// retained serves GET /retained/{topic}: the retained payload, 404 when
+// none.
+func (r *httpReq) retained(rawTopic []byte) bool {
+	if !r.only("GET") {
+		return r.close
+	}
+	h, b := r.h, r.b
+	t, ok := pctDecode(h.path[:0], rawTopic)
+	h.path = t
+	if !ok {
+		return r.fail(400, "bad percent-encoding in topic")
+	}
+	if err := b.validName(t); err != nil {
+		return r.fail(400, "invalid topic name: "+err.Error())
+	}
+	m, found := b.retained.Get(t)
+	if !found {
+		return r.fail(404, "no retained message for this topic")
+	}
+	ct := "application/octet-stream"
+	if utf8.Valid(m.payload) {
+		ct = ctText
+		if json.Valid(m.payload) {
+			ct = ctJSON
+		}
+	}
+	extra := "X-MQTT-QoS: " + strconv.Itoa(int(m.qos)) + "\r\n"
+	if string(r.method) == "HEAD" {
+		h.head(b, 200, ct, len(m.payload), r.close, extra)
+		return r.close
+	}
+	h.respond(b, 200, ct, m.payload, r.close, extra)
+	return r.close
+}
+
+// retainedList serves GET /api/v1/retained?filter=&offset=&limit=: the
+// retained topics matching a filter, sorted, paged.
+func (r *httpReq) retainedList() bool {
+	if !r.only("GET") {
+		return r.close
+	}
+	b := r.b
+	filter, ok := r.arg("filter")
+	if !ok {
+		filter = []byte("#")
+	}
+	if err := topic.ValidateFilter(filter, b.limits); err != nil {
+		return r.fail(400, "invalid filter: "+err.Error())
+	}
+	filter = append([]byte(nil), filter...)
+	offset, ok1 := r.intArg("offset", 0)
+	limit, ok2 := r.intArg("limit", 100)
+	if !ok1 || !ok2 || limit < 1 || limit > 1000 {
+		return r.fail(400, "offset must be >= 0 and limit 1..1000")
+	}
+	type item struct {
+		Topic string `json:"topic"`
+		QoS   uint8  `json:"qos"`
+		Size  int    `json:"size"`
+	}
+	var items []item
+	b.retained.Match(filter, func(t string, m *message) bool {
+		items = append(items, item{Topic: t, QoS: m.qos, Size: len(m.payload)})
+		return true
+	})
+	sort.Slice(items, func(i, j int) bool { return items[i].Topic < items[j].Topic })
+	total := len(items)
+	items = items[min(offset, total):min(offset+limit, total)]
+	if items == nil {
+		items = []item{}
+	}
+	out, _ := json.Marshal(struct {
+		Filter string `json:"filter"`
+		Total  int    `json:"total"`
+		Offset int    `json:"offset"`
+		Limit  int    `json:"limit"`
+		Items  []item `json:"items"`
+	}{string(filter), total, offset, limit, items})
+	return r.ok(200, out)
+}
+
+// healthz serves GET /healthz: the process is alive.
+func (r *httpReq) healthz() bool {
+	if !r.only("GET") {
+		return r.close
+	}
+	return r.ok(200, []byte(`{"status":"ok"}`))
+}
+
+// readyz serves GET /readyz: every listener is up (and, once persistence
+// lands, the store is recovered).
+func (r *httpReq) readyz() bool {
+	if !r.only("GET") {
+		return r.close
+	}
+	if !r.b.ready.Load() || r.b.closing.Load() {
+		return r.fail(503, "not ready")
+	}
+	return r.ok(200, []byte(`{"status":"ready"}`))
+}
+
+// stats serves GET /api/v1/stats: a JSON snapshot of the counters.
+func (r *httpReq) stats() bool {
+	if !r.only("GET") {
+		return r.close
+	}
+	out, _ := json.Marshal(r.b.Snapshot())
+	return r.ok(200, out)
+}
+
+// ClientInfo describes one session for GET /api/v1/clients.
+type ClientInfo struct {
+	ClientID       string `json:"client_id"`
+	Connected      bool   `json:"connected"`
+	RemoteAddr     string `json:"remote_addr,omitempty"`
+	Protocol       string `json:"protocol"`
+	Transport      string `json:"transport,omitempty"`
+	ConnectedSince int64  `json:"connected_since,omitempty"` // unix seconds
+	CleanSession   bool   `json:"clean_session"`
+	Subscriptions  int    `json:"subscriptions"`
+	Queued         int    `json:"queued"`
+	Inflight       int    `json:"inflight"`
+}
+
+// Clients lists the sessions (online and persistent offline) sorted by
+// client id. Any goroutine.
+func (b *Broker) Clients() []ClientInfo {
+	b.sessMu.Lock()
+	ss := make([]*session, 0, len(b.sessions))
+	for _, s := range b.sessions {
+		ss = append(ss, s)
+	}
+	b.sessMu.Unlock()
+	out := make([]ClientInfo, 0, len(ss))
+	for _, s := range ss {
+		s.mu.Lock()
+		if s.dead {
+			s.mu.Unlock()
+			continue
+		}
+		ci := ClientInfo{
+			ClientID: s.id, Protocol: s.version.String(), CleanSession: s.clean,
+			Subscriptions: len(s.subs), Queued: s.queuedLocked(), Inflight: s.inflightLocked(),
+		}
+		if c := s.c; c != nil {
+			// s.c is cleared under s.mu before gnet releases the
+			// connection, so c.gc is valid here.
+			ci.Connected = true
+			ci.RemoteAddr = c.gc.RemoteAddr().String()
+			ci.Transport = protoNames[c.proto]
+			ci.ConnectedSince = c.openedAt
+		}
+		s.mu.Unlock()
+		out = append(out, ci)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ClientID < out[j].ClientID })
+	return out
+}
+
+// clients serves GET /api/v1/clients?offset=&limit=.
+func (r *httpReq) clients() bool {
+	if !r.only("GET") {
+		return r.close
+	}
+	offset, ok1 := r.intArg("offset", 0)
+	limit, ok2 := r.intArg("limit", 100)
+	if !ok1 || !ok2 || limit < 1 || limit > 1000 {
+		return r.fail(400, "offset must be >= 0 and limit 1..1000")
+	}
+	all := r.b.Clients()
+	total := len(all)
+	page := all[min(offset, total):min(offset+limit, total)]
+	out, _ := json.Marshal(struct {
+		Total   int          `json:"total"`
+		Offset  int          `json:"offset"`
+		Limit   int          `json:"limit"`
+		Clients []ClientInfo `json:"clients"`
+	}{total, offset, limit, page})
+	return r.ok(200, out)
+}
+
+// kick serves DELETE /api/v1/clients/{id}: the client's connection is
+// closed as on a network drop, so its will is published.
+func (r *httpReq) kick(rawID []byte) bool {
+	if !r.only("DELETE") {
+		return r.close
+	}
+	id, err := url.PathUnescape(string(rawID))
+	if err != nil {
+		return r.fail(400, "bad percent-encoding in client id")
+	}
+	if !r.b.Disconnect(id, "disconnected by API") {
+		return r.fail(404, "client not connected")
+	}
+	body := append(r.h.body[:0], `{"status":"disconnected","client_id":`...)
+	body = appendJSONString(body, []byte(id))
+	body = append(body, '}')
+	r.h.body = body
+	return r.ok(200, body)
+}
+
+// Disconnect closes the connection of client id as a network error would
+// (its will is published) and reports whether it was connected. Any
+// goroutine.
+func (b *Broker) Disconnect(id, reason string) bool {
+	b.sessMu.Lock()
+	s := b.sessions[id]
+	b.sessMu.Unlock()
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	c := s.c
+	s.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	err := c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if c.open && c.s == s {
+			c.closeReason = reason
+			_ = c.gc.Close()
+		}
+		return nil
+	}))
+	return err == nil
+}
+
+// appendJSONString appends s as a JSON string. Invalid UTF-8 is replaced
+// by U+FFFD (callers that must keep bytes use base64).
+func appendJSONString(dst, s []byte) []byte {
+	const hexd = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == '\n':
+				dst = append(dst, '\\', 'n')
+			case c == '\r':
+				dst = append(dst, '\\', 'r')
+			case c == '\t':
+				dst = append(dst, '\\', 't')
+			case c < 0x20 || c == '<' || c == '>' || c == '&':
+				dst = append(dst, '\\', 'u', '0', '0', hexd[c>>4], hexd[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, `\ufffd`...)
+		} else if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexd[r&0xf])
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}
+
+// appendJSONPayload appends "payload":... for an MQTT payload: text when it
+// is valid UTF-8, else base64 with "encoding":"base64".
+func appendJSONPayload(dst, p []byte) []byte {
+	dst = append(dst, `"payload":`...)
+	if utf8.Valid(p) {
+		return appendJSONString(dst, p)
+	}
+	dst = append(dst, '"')
+	n := len(dst)
+	dst = append(dst, make([]byte, base64.StdEncoding.EncodedLen(len(p)))...)
+	base64.StdEncoding.Encode(dst[n:], p)
+	return append(dst, `","encoding":"base64"`...)
+}
