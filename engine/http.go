@@ -317,6 +317,8 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 		return r.readyz()
 	case p == "/api/v1/stats":
 		return r.stats()
+	case p == "/api/v1/publish":
+		return r.publishBatch()
 	case p == "/api/v1/retained":
 		return r.retainedList()
 	case p == "/api/v1/clients":

@@ -55,6 +55,74 @@ func (r *httpReq) publish(rawTopic []byte) bool {
 	return r.close
 }
 
+// batchItem is one message of POST /api/v1/publish.
+type batchItem struct {
+	Topic    string `json:"topic"`
+	Payload  string `json:"payload"`
+	Encoding string `json:"encoding"` // "utf8" (default) or "base64"
+	QoS      *int   `json:"qos"`
+	Retain   bool   `json:"retain"`
+}
+
+// publishBatch serves POST /api/v1/publish: a JSON array of messages,
+// validated whole before any is routed (all or nothing), then routed in
+// order.
+func (r *httpReq) publishBatch() bool {
+	if !r.only("POST") {
+		return r.close
+	}
+	b, l := r.b, r.c.l
+	var items []batchItem
+	if err := json.Unmarshal(r.h.req.Body(), &items); err != nil {
+		return r.fail(400, "body must be a JSON array of {topic, payload, encoding, qos, retain}: "+err.Error())
+	}
+	if len(items) == 0 {
+		return r.fail(400, "empty batch")
+	}
+	payloads := make([][]byte, len(items))
+	for i := range items {
+		it := &items[i]
+		bad := func(msg string) bool { return r.fail(400, "message "+strconv.Itoa(i)+": "+msg) }
+		if err := b.validName([]byte(it.Topic)); err != nil {
+			return bad("invalid topic name: " + err.Error())
+		}
+		if isSysTopic([]byte(it.Topic)) {
+			return r.fail(403, "message "+strconv.Itoa(i)+": publishing to $SYS is not allowed")
+		}
+		if it.QoS != nil && (*it.QoS < 0 || *it.QoS > 2) {
+			return bad("qos must be 0, 1 or 2")
+		}
+		switch it.Encoding {
+		case "", "utf8", "utf-8":
+			payloads[i] = []byte(it.Payload)
+		case "base64":
+			p, err := base64.StdEncoding.DecodeString(it.Payload)
+			if err != nil {
+				return bad("payload is not valid base64")
+			}
+			payloads[i] = p
+		default:
+			return bad(`encoding must be "utf8" or "base64"`)
+		}
+	}
+	for i := range items {
+		it := &items[i]
+		qos := 0
+		if it.QoS != nil {
+			qos = *it.QoS
+		}
+		l.stats.msgsIn.Add(1)
+		l.stats.msgsInBy[protoHTTP][qos].Add(1)
+		l.r.publish([]byte(it.Topic), payloads[i], uint8(qos), it.Retain, nil)
+	}
+	out := append(r.h.body[:0], `{"status":"accepted","count":`...)
+	out = strconv.AppendInt(out, int64(len(items)), 10)
+	out = append(out, '}')
+	r.h.body = out
+	r.h.respond(b, 202, ctJSON, out, r.close, "")
+	return r.close
+}
+
 // retained serves GET /retained/{topic}: the retained payload, 404 when
 // none.
 func (r *httpReq) retained(rawTopic []byte) bool {

@@ -530,3 +530,37 @@ func TestClientsAPIAndKick(t *testing.T) {
 		t.Fatalf("will: %+v", m)
 	}
 }
+
+func TestHTTPPublishBatch(t *testing.T) {
+	b := startHTTPBroker(t, nil)
+	sub := pahoClient(t, b.MQTTAddr(), "sub", true)
+	ch := pahoSubscribe(t, sub, "batch/#", 2)
+	url := "http://" + b.HTTPAddr() + "/api/v1/publish"
+	code, body, _ := do(t, "POST", url, `[{"topic":"batch/a","payload":"one"},
+		{"topic":"batch/b","payload":"AP8=","encoding":"base64","qos":1},
+		{"topic":"batch/c","payload":"three","qos":2,"retain":true}]`)
+	if code != 202 || body != `{"status":"accepted","count":3}` {
+		t.Fatalf("batch: %d %s", code, body)
+	}
+	want := []received{{"batch/a", "one", 0, false}, {"batch/b", "\x00\xff", 1, false}, {"batch/c", "three", 2, false}}
+	for _, w := range want {
+		if m := next(t, ch); m != w {
+			t.Fatalf("got %+v; want %+v", m, w)
+		}
+	}
+	// All or nothing: one bad message refuses the whole batch.
+	code, body, _ = do(t, "POST", url, `[{"topic":"batch/ok","payload":"x"},{"topic":"batch/+","payload":"y"}]`)
+	if code != 400 || !strings.Contains(body, "message 1") {
+		t.Fatalf("bad batch: %d %s", code, body)
+	}
+	for _, bad := range []string{`{}`, `[]`, `[{"topic":"a","qos":5}]`, `[{"topic":"a","payload":"!","encoding":"base64"}]`} {
+		if code, _, _ := do(t, "POST", url, bad); code != 400 {
+			t.Errorf("%s: %d; want 400", bad, code)
+		}
+	}
+	select {
+	case m := <-ch:
+		t.Fatalf("refused batch delivered %+v", m)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
