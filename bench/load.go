@@ -287,12 +287,19 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	return res, nil
 }
 
-func dialMQTT(addr, id string) (net.Conn, *bufio.Reader, error) {
+func dialMQTT(addr, id string) (net.Conn, *bufio.Reader, error) { return dialMQTTAuth(addr, id, "") }
+
+// dialMQTTAuth connects a clean 3.1.1 session; a non-empty key is sent as
+// the password (TinyMQ's API key).
+func dialMQTTAuth(addr, id, key string) (net.Conn, *bufio.Reader, error) {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
 	p := codec.Connect{Version: codec.V311, CleanStart: true, KeepAlive: 60, ClientID: []byte(id)}
+	if key != "" {
+		p.UsernameFlag, p.Username, p.PasswordFlag, p.Password = true, []byte("bench"), true, []byte(key)
+	}
 	if _, err := c.Write(p.AppendTo(nil)); err != nil {
 		c.Close()
 		return nil, nil, err

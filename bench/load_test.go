@@ -16,7 +16,7 @@ import (
 func startTinyMQ(t *testing.T, edit func(*engine.Options)) *engine.Broker {
 	t.Helper()
 	o := engine.DefaultOptions()
-	o.MQTTAddr, o.SysInterval = "127.0.0.1:0", -1
+	o.MQTTAddr, o.HTTPAddr, o.SysInterval = "127.0.0.1:0", "", -1
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	if edit != nil {
 		edit(&o)
@@ -99,5 +99,43 @@ func TestRunLoadReportsBrokerDrops(t *testing.T) {
 	}
 	if res.Lost != dropped {
 		t.Fatalf("tool reports %d lost; broker dropped %d", res.Lost, dropped)
+	}
+}
+
+// TestRunHTTPSmoke: HTTP publishes reach the MQTT subscriber, all counted,
+// with the API key on both sides.
+func TestRunHTTPSmoke(t *testing.T) {
+	b := startTinyMQ(t, func(o *engine.Options) { o.HTTPAddr = "127.0.0.1:0"; o.APIKey = "k" })
+	res, err := RunHTTP(context.Background(), HTTPConfig{HTTPAddr: b.HTTPAddr(), MQTTAddr: b.MQTTAddr(),
+		Conns: 4, QoS: 1, Payload: 32, Duration: time.Second, Token: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted == 0 || res.Errors != 0 || res.FirstError != "" {
+		t.Fatalf("accepted %d errors %d (%s)", res.Accepted, res.Errors, res.FirstError)
+	}
+	if res.Delivered != res.Accepted || res.Lost != 0 || res.Duplicates != 0 || res.OutOfOrder != 0 {
+		t.Fatalf("delivered %d of %d (lost %d dup %d reordered %d)", res.Delivered, res.Accepted, res.Lost, res.Duplicates, res.OutOfOrder)
+	}
+	if res.RTTp50us <= 0 || res.DelivP50us <= 0 {
+		t.Fatalf("latencies not measured: %+v", res)
+	}
+	// Without the key the subscriber is refused: the run fails loudly.
+	if _, err := RunHTTP(context.Background(), HTTPConfig{HTTPAddr: b.HTTPAddr(), MQTTAddr: b.MQTTAddr(),
+		Conns: 1, Duration: 200 * time.Millisecond}); err == nil {
+		t.Fatal("run without the API key succeeded")
+	}
+}
+
+// TestRunHTTPRateLimit: a fixed rate is held within 10%.
+func TestRunHTTPRateLimit(t *testing.T) {
+	b := startTinyMQ(t, func(o *engine.Options) { o.HTTPAddr = "127.0.0.1:0" })
+	res, err := RunHTTP(context.Background(), HTTPConfig{HTTPAddr: b.HTTPAddr(), MQTTAddr: b.MQTTAddr(),
+		Conns: 2, Rate: 500, Duration: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests < 900 || res.Requests > 1100 {
+		t.Fatalf("%d requests at 500/s for 2s; want 1000 ±10%%", res.Requests)
 	}
 }

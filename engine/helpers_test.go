@@ -20,6 +20,7 @@ func startBroker(t testing.TB, edit func(*Options)) *Broker {
 	t.Helper()
 	o := DefaultOptions()
 	o.MQTTAddr = "127.0.0.1:0"
+	o.HTTPAddr = "" // tests that need HTTP ask for a free port (startHTTPBroker)
 	o.Loops = 2
 	o.SysInterval = -1
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -123,39 +123,42 @@ func indexOf(b []byte, s string) int {
 // BenchmarkHTTPPublish compares TinyMQ's HTTP publish (parsed by fasthttp on
 // the gnet loops, routed into the topic tree) with a plain fasthttp.Server
 // answering the same request the same way, both over loopback with the
-// same client: 16 keep-alive connections, 8 pipelined requests per write.
+// same client: 16 keep-alive connections, 1 or 8 pipelined requests per
+// write.
 func BenchmarkHTTPPublish(b *testing.B) {
-	b.Run("server=tinymq", func(b *testing.B) {
-		br := startHTTPBroker(b, nil)
-		httpLoad(b, br.HTTPAddr(), 16, 8)
-	})
-	b.Run("server=tinymq/subs=1", func(b *testing.B) {
-		br := startHTTPBroker(b, func(o *Options) { o.MaxOutboundBytes = 64 << 20 })
-		newBenchSubscriber(b, br.MQTTAddr(), "sub", "bench/http", 0, false)
-		httpLoad(b, br.HTTPAddr(), 16, 8)
-	})
-	b.Run("server=fasthttp", func(b *testing.B) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		body := []byte(`{"status":"accepted","topic":"bench/http"}`)
-		s := &fasthttp.Server{
-			Handler: func(ctx *fasthttp.RequestCtx) {
-				if !ctx.IsPost() {
-					ctx.SetStatusCode(405)
-					return
-				}
-				ctx.SetStatusCode(202)
-				ctx.SetContentType("application/json")
-				ctx.SetBody(body)
-			},
-			Name: "fasthttp",
-		}
-		go func() { _ = s.Serve(ln) }()
-		b.Cleanup(func() { _ = s.Shutdown() })
-		httpLoad(b, ln.Addr().String(), 16, 8)
-	})
+	for _, depth := range []int{1, 8} {
+		b.Run(fmt.Sprintf("server=tinymq/pipeline=%d", depth), func(b *testing.B) {
+			br := startHTTPBroker(b, nil)
+			httpLoad(b, br.HTTPAddr(), 16, depth)
+		})
+		b.Run(fmt.Sprintf("server=tinymq/subs=1/pipeline=%d", depth), func(b *testing.B) {
+			br := startHTTPBroker(b, func(o *Options) { o.MaxOutboundBytes = 64 << 20 })
+			newBenchSubscriber(b, br.MQTTAddr(), "sub", "bench/http", 0, false)
+			httpLoad(b, br.HTTPAddr(), 16, depth)
+		})
+		b.Run(fmt.Sprintf("server=fasthttp/pipeline=%d", depth), func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			body := []byte(`{"status":"accepted","topic":"bench/http"}`)
+			s := &fasthttp.Server{
+				Handler: func(ctx *fasthttp.RequestCtx) {
+					if !ctx.IsPost() {
+						ctx.SetStatusCode(405)
+						return
+					}
+					ctx.SetStatusCode(202)
+					ctx.SetContentType("application/json")
+					ctx.SetBody(body)
+				},
+				Name: "fasthttp",
+			}
+			go func() { _ = s.Serve(ln) }()
+			b.Cleanup(func() { _ = s.Shutdown() })
+			httpLoad(b, ln.Addr().String(), 16, depth)
+		})
+	}
 }
 
 // wsFrameReader returns the payload bytes of a server's WebSocket frames.

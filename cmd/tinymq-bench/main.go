@@ -32,6 +32,8 @@ func main() {
 		err = runConn(os.Args[2:])
 	case "fanin", "fanout", "pairs":
 		err = runLoad(os.Args[1], os.Args[2:])
+	case "http":
+		err = runHTTP(os.Args[2:])
 	case "compare":
 		err = runCompare(os.Args[2:])
 	case "worker":
@@ -56,6 +58,7 @@ scenarios:
   fanin    P publishers -> 1 subscriber on a wildcard
   fanout   1 publisher -> S subscribers
   pairs    K publisher/subscriber pairs
+  http     HTTP publishes (POST /publish/{topic}) delivered to an MQTT subscriber
   compare  start TinyMQ and Mosquitto, run the scenario set against each, print ratios
 
 run "tinymq-bench <scenario> -h" for its flags`)
@@ -166,6 +169,52 @@ func runLoad(scenario string, args []string) error {
 	fmt.Printf("latency µs   p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n", res.P50us, res.P90us, res.P99us, res.P999us, res.MaxUs)
 	if cfg.BrokerPID > 0 {
 		fmt.Printf("broker CPU   %.2f s: %.0f msgs per CPU-second\n", res.BrokerCPU, res.PerBrokerCPU)
+	}
+	return nil
+}
+
+func runHTTP(args []string) error {
+	fs := flag.NewFlagSet("http", flag.ContinueOnError)
+	var cfg bench.HTTPConfig
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7800", "broker HTTP address")
+	fs.StringVar(&cfg.MQTTAddr, "addr", "127.0.0.1:1883", "broker MQTT address (the subscriber)")
+	fs.IntVar(&cfg.Conns, "conns", 16, "keep-alive HTTP connections, one request in flight each")
+	qos := fs.Int("qos", 0, "QoS of the publishes (query qos=)")
+	fs.IntVar(&cfg.Payload, "payload", 64, "body bytes (at least 24)")
+	fs.IntVar(&cfg.Rate, "rate", 0, "total requests/s (0: as fast as responses come back)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "publishing time")
+	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "longest wait for the last deliveries")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("TINYMQ_API_KEY"), "API key (bearer token and MQTT password)")
+	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to read its CPU time from /proc")
+	label := fs.String("label", "tinymq", "broker label for the report")
+	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.QoS = uint8(*qos)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.RunHTTP(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		p := cfg
+		p.Token = ""
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"run": time.Now().UTC().Format(time.RFC3339Nano),
+			"scenario": "http", "broker": *label, "machine": machine(), "params": p, "result": res})
+	}
+	fmt.Printf("scenario     http qos %d, %d connections, %d-byte body, rate %d/s, %v\n", cfg.QoS, cfg.Conns, cfg.Payload, cfg.Rate, cfg.Duration)
+	fmt.Printf("broker       %s\n", *label)
+	fmt.Printf("requests     %d (%d accepted, %d errors): %.0f req/s\n", res.Requests, res.Accepted, res.Errors, res.RequestsPerS)
+	fmt.Printf("response µs  p50 %.0f  p99 %.0f  p99.9 %.0f\n", res.RTTp50us, res.RTTp99us, res.RTTp999us)
+	fmt.Printf("delivered    %d: lost %d  duplicates %d  out of order %d\n", res.Delivered, res.Lost, res.Duplicates, res.OutOfOrder)
+	fmt.Printf("HTTP->MQTT µs p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n", res.DelivP50us, res.DelivP99us, res.DelivP999us, res.DelivMaxUs)
+	if res.FirstError != "" {
+		fmt.Printf("first error  %s\n", res.FirstError)
+	}
+	if cfg.BrokerPID > 0 {
+		fmt.Printf("broker CPU   %.2f s: %.1f µs per request\n", res.BrokerCPU, res.CPUusPerReq)
 	}
 	return nil
 }
