@@ -5,7 +5,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 1
 
-.PHONY: interop-deps all build run test race fuzz bench bench-peers check deps fmt vet conformance clean
+.PHONY: bench-report interop-deps all build run test race fuzz bench bench-peers check deps fmt vet conformance clean
 
 all: check test
 
@@ -39,9 +39,23 @@ bench:
 ## bench-peers: TinyMQ and Mosquitto (Debian package mosquitto) side by side
 ## on the same scenario set, with ratios. PEER_DURATION per scenario.
 PEER_DURATION ?= 5s
+MOSQUITTO ?= $(shell command -v mosquitto || echo /usr/sbin/mosquitto)
 bench-peers: build
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { echo "bench-peers needs mosquitto: apt-get install mosquitto"; exit 1; }
-	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $$(command -v mosquitto || echo /usr/sbin/mosquitto) --duration $(PEER_DURATION)
+	@[ -x "$(MOSQUITTO)" ] || { echo "bench-peers needs mosquitto: apt-get install mosquitto"; exit 1; }
+	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $(MOSQUITTO) --duration $(PEER_DURATION) --plots bench/results
+	@echo "plots: bench/results/*.svg"
+
+## bench-report: the full side-by-side run recorded in docs/benchmarks.md:
+## the scenario set, REPORT_CONNS idle connections and a REPORT_FLEET-device
+## fleet per broker; rewrites the generated section and docs/img/*.svg.
+REPORT_CONNS ?= 19000
+REPORT_FLEET ?= 5000
+REPORT_FLEET_DURATION ?= 60s
+bench-report: build
+	@[ -x "$(MOSQUITTO)" ] || { echo "bench-report needs mosquitto: apt-get install mosquitto"; exit 1; }
+	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $(MOSQUITTO) --duration $(PEER_DURATION) \
+		--conns $(REPORT_CONNS) --fleet $(REPORT_FLEET) --fleet-duration $(REPORT_FLEET_DURATION) \
+		--plots docs/img --update-doc docs/benchmarks.md
 
 ## interop-deps: the npm "mqtt" package (MQTT.js) for the WebSocket interop
 ## test, in ~/.cache/tinymq-node (tests skip without it unless CI requires it).

@@ -65,7 +65,9 @@ func StartMosquitto(bin, dir string) (*Broker, error) {
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "-c", conf)
+	// Raise the soft open-files limit to the hard one, as Go does for
+	// itself (and so for tinymq); exec keeps the PID for /proc sampling.
+	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -c "$1"`, bin, conf)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	return startAndWait("mosquitto", "127.0.0.1:"+strconv.Itoa(port), cmd)
 }
@@ -112,31 +114,118 @@ type CompareRow struct {
 	Results  map[string]LoadResult
 }
 
-// Compare runs every scenario against every broker (started one at a time).
-func Compare(ctx context.Context, starters map[string]func() (*Broker, error), order []string, set []CompareScenario, log io.Writer) ([]CompareRow, error) {
-	rows := make([]CompareRow, len(set))
-	for i, sc := range set {
-		rows[i] = CompareRow{Scenario: sc.Name, Results: map[string]LoadResult{}}
+// CompareOptions say what a comparison runs against each broker.
+type CompareOptions struct {
+	Set   []CompareScenario // load scenarios
+	Conns ConnConfig        // idle-connection scenario when Conns.Conns > 0 (Addr and BrokerPID are filled in)
+	Fleet FleetConfig       // fleet soak when Fleet.Devices > 0 (Addr and BrokerPID are filled in)
+	Log   io.Writer
+}
+
+// CompareReport is a comparison's outcome.
+type CompareReport struct {
+	Rows  []CompareRow
+	Conn  map[string]ConnResult
+	Fleet map[string]FleetResult
+}
+
+// Compare runs every scenario against every broker (started one at a
+// time, each fresh for the load set, the conn scenario and the fleet).
+func Compare(ctx context.Context, starters map[string]func() (*Broker, error), order []string, opts CompareOptions) (CompareReport, error) {
+	rep := CompareReport{Rows: make([]CompareRow, len(opts.Set)), Conn: map[string]ConnResult{}, Fleet: map[string]FleetResult{}}
+	log := opts.Log
+	if log == nil {
+		log = io.Discard
+	}
+	for i, sc := range opts.Set {
+		rep.Rows[i] = CompareRow{Scenario: sc.Name, Results: map[string]LoadResult{}}
 	}
 	for _, name := range order {
-		b, err := starters[name]()
-		if err != nil {
-			return nil, err
-		}
-		for i, sc := range set {
-			cfg := sc.Load
-			cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
-			fmt.Fprintf(log, "%s: %s ...\n", name, sc.Name)
-			res, err := RunLoad(ctx, cfg)
+		if len(opts.Set) > 0 {
+			b, err := starters[name]()
 			if err != nil {
-				b.Stop()
-				return nil, fmt.Errorf("%s %s: %w", name, sc.Name, err)
+				return rep, err
 			}
-			rows[i].Results[name] = res
+			for i, sc := range opts.Set {
+				cfg := sc.Load
+				cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
+				fmt.Fprintf(log, "%s: %s ...\n", name, sc.Name)
+				res, err := RunLoad(ctx, cfg)
+				if err != nil {
+					b.Stop()
+					return rep, fmt.Errorf("%s %s: %w", name, sc.Name, err)
+				}
+				rep.Rows[i].Results[name] = res
+			}
+			b.Stop()
 		}
-		b.Stop()
+		if opts.Conns.Conns > 0 {
+			b, err := starters[name]()
+			if err != nil {
+				return rep, err
+			}
+			cfg := opts.Conns
+			cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
+			fmt.Fprintf(log, "%s: conn %d idle connections ...\n", name, cfg.Conns)
+			res, err := RunConn(ctx, cfg, nil)
+			b.Stop()
+			if err != nil {
+				return rep, fmt.Errorf("%s conn: %w", name, err)
+			}
+			rep.Conn[name] = res
+		}
+		if opts.Fleet.Devices > 0 {
+			b, err := starters[name]()
+			if err != nil {
+				return rep, err
+			}
+			cfg := opts.Fleet
+			cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
+			fmt.Fprintf(log, "%s: fleet %d devices for %v ...\n", name, cfg.Devices, cfg.Duration)
+			res, err := RunFleet(ctx, cfg, nil)
+			b.Stop()
+			if err != nil {
+				return rep, fmt.Errorf("%s fleet: %w", name, err)
+			}
+			rep.Fleet[name] = res
+		}
 	}
-	return rows, nil
+	return rep, nil
+}
+
+// WriteCompareExtras prints the conn and fleet figures per broker.
+func WriteCompareExtras(w io.Writer, rep CompareReport, order []string) {
+	if len(rep.Conn) > 0 {
+		fmt.Fprintf(w, "\n| idle connections | %s |\n| --- |%s\n", strings.Join(order, " | "), strings.Repeat(" --- |", len(order)))
+		line := func(name string, get func(ConnResult) string) {
+			fmt.Fprintf(w, "| %s |", name)
+			for _, b := range order {
+				fmt.Fprintf(w, " %s |", get(rep.Conn[b]))
+			}
+			fmt.Fprintln(w)
+		}
+		line("connected (failed)", func(r ConnResult) string { return fmt.Sprintf("%d (%d)", r.Connected, r.Failed) })
+		line("broker RSS per connection", func(r ConnResult) string { return fmt.Sprintf("%.0f B", r.RSSPerConn) })
+		line("connects/s", func(r ConnResult) string { return fmt.Sprintf("%.0f", r.ConnectsPerSec) })
+		line("broker CPU per 1000 connects", func(r ConnResult) string { return fmt.Sprintf("%.1f ms", r.BrokerCPUPerK) })
+	}
+	if len(rep.Fleet) > 0 {
+		fmt.Fprintf(w, "\n| fleet | %s |\n| --- |%s\n", strings.Join(order, " | "), strings.Repeat(" --- |", len(order)))
+		line := func(name string, get func(FleetResult) string) {
+			fmt.Fprintf(w, "| %s |", name)
+			for _, b := range order {
+				fmt.Fprintf(w, " %s |", get(rep.Fleet[b]))
+			}
+			fmt.Fprintln(w)
+		}
+		line("peak connected", func(r FleetResult) string { return strconv.FormatInt(r.PeakConnected, 10) })
+		line("connect failures / drops", func(r FleetResult) string { return fmt.Sprintf("%d / %d", r.Failures, r.Drops) })
+		line("telemetry sent / PUBACKs / re-sends", func(r FleetResult) string {
+			return fmt.Sprintf("%d / %d / %d", r.Telemetry, r.Pubacks, r.Resends)
+		})
+		line("broker RSS peak", func(r FleetResult) string { return fmt.Sprintf("%.1f MiB", float64(r.BrokerRSSPeak)/(1<<20)) })
+		line("broker CPU", func(r FleetResult) string { return fmt.Sprintf("%.2f s", r.BrokerCPU) })
+	}
 }
 
 // WriteCompareTable prints figures per broker and the ratio of the first

@@ -229,6 +229,9 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 // started by RunConn. The coordinator's binary must route its "worker"
 // command here.
 func WorkerMain(args []string, in io.Reader, out io.Writer) error {
+	if len(args) > 0 && args[0] == "fleet" {
+		return fleetWorkerMain(args[1:], out)
+	}
 	if len(args) == 0 || args[0] != "conn" {
 		return fmt.Errorf("worker: unknown scenario %q", args)
 	}

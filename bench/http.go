@@ -34,6 +34,10 @@ type HTTPConfig struct {
 	Drain     time.Duration
 	Token     string // API key, sent as a bearer token and MQTT password
 	BrokerPID int
+
+	// Progress, when set, is called about once a second with the requests
+	// accepted and refused so far.
+	Progress func(connections, accepted, errors int64) `json:"-"`
 }
 
 // HTTPResult is the outcome of an http run.
@@ -102,7 +106,7 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 		cpu0 = st.CPUSeconds
 	}
 	type connResult struct {
-		accepted, errors int64
+		accepted, errors atomic.Int64
 		rtt              *hdrhistogram.Histogram
 		err              error
 	}
@@ -125,12 +129,33 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 			r.err = httpPublisher(ctx, c, i, &cfg, start, stop, perConn, r.rtt, &r.accepted, &r.errors)
 		}()
 	}
+	if cfg.Progress != nil {
+		stopProgress := make(chan struct{})
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-t.C:
+					var a, e int64
+					for i := range results {
+						a += results[i].accepted.Load()
+						e += results[i].errors.Load()
+					}
+					cfg.Progress(int64(cfg.Conns), a, e)
+				}
+			}
+		}()
+		defer close(stopProgress)
+	}
 	wg.Wait()
 	rtt := hdrhistogram.New(1, 60_000_000, 3)
 	for i := range results {
 		r := &results[i]
-		res.Accepted += r.accepted
-		res.Errors += r.errors
+		res.Accepted += r.accepted.Load()
+		res.Errors += r.errors.Load()
 		rtt.Merge(r.rtt)
 		if r.err != nil && res.FirstError == "" {
 			res.FirstError = r.err.Error()
@@ -179,7 +204,7 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 
 // httpPublisher sends requests on one keep-alive connection until stop.
 func httpPublisher(ctx context.Context, c net.Conn, idx int, cfg *HTTPConfig, start, stop time.Time, rate float64,
-	rtt *hdrhistogram.Histogram, accepted, failed *int64) error {
+	rtt *hdrhistogram.Histogram, accepted, failed *atomic.Int64) error {
 	r := bufio.NewReaderSize(c, 16*1024)
 	payload := make([]byte, cfg.Payload)
 	binary.BigEndian.PutUint64(payload, uint64(idx))
@@ -216,10 +241,10 @@ func httpPublisher(ctx context.Context, c net.Conn, idx int, cfg *HTTPConfig, st
 		}
 		_ = rtt.RecordValue(time.Since(now).Microseconds())
 		if status == 202 {
-			*accepted++
+			accepted.Add(1)
 			seq++ // only accepted requests carry sequence numbers the subscriber must see
 		} else {
-			*failed++
+			failed.Add(1)
 		}
 	}
 	return nil

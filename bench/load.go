@@ -34,6 +34,10 @@ type LoadConfig struct {
 	Duration    time.Duration // publishing time
 	Drain       time.Duration // longest wait for the last deliveries after publishing stops
 	BrokerPID   int           // when > 0, broker CPU time is read from /proc
+
+	// Progress, when set, is called about once a second with the
+	// connections up and the messages delivered so far.
+	Progress func(connected, delivered int64) `json:"-"`
 }
 
 // LoadResult is the outcome of a load run.
@@ -212,6 +216,29 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 				errCh <- err
 			}
 		}(p)
+	}
+	stopProgress := make(chan struct{})
+	defer close(stopProgress)
+	if cfg.Progress != nil {
+		conns := int64(len(conns))
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-t.C:
+					var total int64
+					for _, tl := range tallies {
+						for p := range tl.recv {
+							total += tl.recv[p].Load()
+						}
+					}
+					cfg.Progress(conns, total)
+				}
+			}
+		}()
 	}
 	pwg.Wait()
 	select {

@@ -12,7 +12,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -34,6 +36,8 @@ func main() {
 		err = runLoad(os.Args[1], os.Args[2:])
 	case "http":
 		err = runHTTP(os.Args[2:])
+	case "fleet":
+		err = runFleet(os.Args[2:])
 	case "compare":
 		err = runCompare(os.Args[2:])
 	case "worker":
@@ -59,6 +63,7 @@ scenarios:
   fanout   1 publisher -> S subscribers
   pairs    K publisher/subscriber pairs
   http     HTTP publishes (POST /publish/{topic}) delivered to an MQTT subscriber
+  fleet    ESP32 soak test: N devices with esp-mqtt behaviour for a fixed time
   compare  start TinyMQ and Mosquitto, run the scenario set against each, print ratios
 
 run "tinymq-bench <scenario> -h" for its flags`)
@@ -79,20 +84,18 @@ func runConn(args []string) error {
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to read its RSS and CPU from /proc")
 	label := fs.String("label", "", "broker label for the report")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tty := isTerminal()
-	res, err := bench.RunConn(ctx, cfg, func(c, f int) {
-		if tty {
-			fmt.Fprintf(os.Stderr, "\rconnected %d/%d failed %d   ", c, cfg.Conns, f)
-		}
-	})
-	if tty {
-		fmt.Fprintln(os.Stderr)
+	var fn func(c, f int)
+	if pr := progress(*quiet, 0); pr != nil {
+		fn = func(c, f int) { pr.Update(int64(c), 0, int64(f)) }
+		defer pr.Done()
 	}
+	res, err := bench.RunConn(ctx, cfg, fn)
 	if err != nil {
 		return err
 	}
@@ -112,6 +115,82 @@ func runConn(args []string) error {
 		fmt.Printf("broker RSS          %.1f MiB -> %.1f MiB\n", float64(res.BrokerRSSBefore)/(1<<20), float64(res.BrokerRSSAfter)/(1<<20))
 		fmt.Printf("RSS per connection  %.0f bytes\n", res.RSSPerConn)
 		fmt.Printf("broker CPU          %.2f ms per 1000 connects\n", res.BrokerCPUPerK)
+	}
+	return nil
+}
+
+// progress returns the progress printer for a run of about d, or nil.
+func progress(quiet bool, d time.Duration) *bench.Progress {
+	if quiet {
+		return nil
+	}
+	return bench.NewProgress(os.Stderr, isTerminal(), d)
+}
+
+func runFleet(args []string) error {
+	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
+	var cfg bench.FleetConfig
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:1883", "broker address")
+	fs.IntVar(&cfg.Devices, "devices", 1000, "simulated devices")
+	fs.IntVar(&cfg.PerWorker, "per-worker", 15000, "devices per worker process (a process here holds at most ~19,900 sockets)")
+	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..127.0.0.N")
+	fs.IntVar(&cfg.KeepAlive, "keepalive", 120, "keep-alive seconds (esp-mqtt default)")
+	fs.DurationVar(&cfg.Telemetry, "telemetry", 10*time.Second, "telemetry period per device")
+	fs.Float64Var(&cfg.Jitter, "jitter", 0.2, "telemetry jitter, a fraction of the period (±)")
+	qos := fs.Int("qos", 0, "telemetry QoS (0 or 1)")
+	fs.IntVar(&cfg.Payload, "payload", 64, "telemetry bytes")
+	fs.DurationVar(&cfg.Backoff, "backoff", 10*time.Second, "reconnect back-off (esp-mqtt default)")
+	fs.IntVar(&cfg.Ramp, "ramp", 0, "devices connecting per second (0: all at once)")
+	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "whole run; devices stop by themselves")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("TINYMQ_API_KEY"), "MQTT password (TinyMQ API key)")
+	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to sample its RSS and CPU every second")
+	label := fs.String("label", "", "broker label for the report")
+	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	quiet := fs.Bool("quiet", false, "no progress line")
+	plot := fs.String("plot", "", "write an SVG of connected devices and broker RSS over time to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.QoS = uint8(*qos)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var fn func(time.Duration, bench.FleetCounters)
+	if pr := progress(*quiet, cfg.Duration); pr != nil {
+		fn = func(_ time.Duration, c bench.FleetCounters) { pr.Update(c.Connected, c.Telemetry, c.Failures+c.Drops) }
+		defer pr.Done()
+	}
+	res, err := bench.RunFleet(ctx, cfg, fn)
+	if err != nil {
+		return err
+	}
+	if *plot != "" {
+		if err := bench.PlotFleet(*plot, []bench.FleetRun{{Label: *label, Result: res}}); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		p := cfg
+		p.Token = ""
+		return json.NewEncoder(os.Stdout).Encode(map[string]any{"run": time.Now().UTC().Format(time.RFC3339Nano),
+			"scenario": "fleet", "broker": *label, "machine": machine(), "params": p, "result": res})
+	}
+	fmt.Printf("scenario     fleet: %d devices (%d workers), telemetry every %v ±%.0f%% at QoS %d, %v\n",
+		cfg.Devices, res.Workers, cfg.Telemetry, cfg.Jitter*100, cfg.QoS, cfg.Duration)
+	fmt.Printf("broker       %s\n", *label)
+	fmt.Printf("connected    peak %d, at end %d; connects %d, failures %d, drops %d, reconnects %d\n",
+		res.PeakConnected, res.Connected, res.Connects, res.Failures, res.Drops, res.Reconnects)
+	fmt.Printf("telemetry    %d sent, %d PUBACKs, %d QoS 1 re-sends; %d commands received; %d pings\n",
+		res.Telemetry, res.Pubacks, res.Resends, res.Commands, res.Pings)
+	if res.FirstError != "" {
+		fmt.Printf("first error  %s\n", res.FirstError)
+	}
+	if cfg.BrokerPID > 0 {
+		per := 0.0
+		if res.PeakConnected > 0 {
+			per = float64(res.BrokerRSSPeak) / float64(res.PeakConnected)
+		}
+		fmt.Printf("broker       RSS peak %.1f MiB (%.0f B per device incl. base), CPU %.2f s\n",
+			float64(res.BrokerRSSPeak)/(1<<20), per, res.BrokerCPU)
 	}
 	return nil
 }
@@ -144,6 +223,7 @@ func runLoad(scenario string, args []string) error {
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to read its CPU time from /proc")
 	label := fs.String("label", "", "broker label for the report")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -153,6 +233,10 @@ func runLoad(scenario string, args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if pr := progress(*quiet, cfg.Duration); pr != nil {
+		cfg.Progress = func(conns, delivered int64) { pr.Update(conns, delivered, 0) }
+		defer pr.Done()
+	}
 	res, err := bench.RunLoad(ctx, cfg)
 	if err != nil {
 		return err
@@ -188,12 +272,17 @@ func runHTTP(args []string) error {
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to read its CPU time from /proc")
 	label := fs.String("label", "tinymq", "broker label for the report")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg.QoS = uint8(*qos)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if pr := progress(*quiet, cfg.Duration); pr != nil {
+		cfg.Progress = func(conns, accepted, errs int64) { pr.Update(conns, accepted, errs) }
+		defer pr.Done()
+	}
 	res, err := bench.RunHTTP(ctx, cfg)
 	if err != nil {
 		return err
@@ -224,6 +313,11 @@ func runCompare(args []string) error {
 	tinymqBin := fs.String("tinymq", "bin/tinymq", "tinymq binary")
 	mosqBin := fs.String("mosquitto", "/usr/sbin/mosquitto", "mosquitto binary (Debian package mosquitto)")
 	d := fs.Duration("duration", 5*time.Second, "publishing time per scenario")
+	conns := fs.Int("conns", 0, "also hold this many idle connections per broker and report RSS per connection (0: skip)")
+	fleet := fs.Int("fleet", 0, "also run a fleet of this many devices per broker (0: skip)")
+	fleetFor := fs.Duration("fleet-duration", 30*time.Second, "fleet run time")
+	plots := fs.String("plots", "", "write SVG plots into this directory")
+	doc := fs.String("update-doc", "", "replace the generated section of this markdown file (docs/benchmarks.md) with this run")
 	asJSON := fs.Bool("json", false, "print JSON lines instead of the table")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -238,23 +332,114 @@ func runCompare(args []string) error {
 		"mosquitto": func() (*bench.Broker, error) { return bench.StartMosquitto(*mosqBin, dir) },
 	}
 	order := []string{"tinymq", "mosquitto"}
+	opts := bench.CompareOptions{Set: bench.DefaultCompareSet(*d), Log: os.Stderr}
+	if *conns > 0 {
+		opts.Conns = bench.ConnConfig{Conns: *conns, PerWorker: 5000, Sources: 4, KeepAlive: 120, Dialers: 32, Hold: 5 * time.Second}
+	}
+	if *fleet > 0 {
+		opts.Fleet = bench.FleetConfig{Devices: *fleet, Telemetry: 2 * time.Second, Jitter: 0.2, QoS: 1, Ramp: max(*fleet/10, 1),
+			Duration: *fleetFor, IDPrefix: "esp32"}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rows, err := bench.Compare(ctx, starters, order, bench.DefaultCompareSet(*d), os.Stderr)
+	rep, err := bench.Compare(ctx, starters, order, opts)
 	if err != nil {
 		return err
 	}
+	var images []string
+	if *plots != "" {
+		if images, err = bench.PlotCompare(*plots, rep.Rows, order); err != nil {
+			return err
+		}
+		if len(rep.Fleet) > 0 {
+			f := filepath.Join(*plots, "fleet.svg")
+			var runs []bench.FleetRun
+			for _, b := range order {
+				runs = append(runs, bench.FleetRun{Label: b, Result: rep.Fleet[b]})
+			}
+			if err := bench.PlotFleet(f, runs); err != nil {
+				return err
+			}
+			images = append(images, f)
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
-		for _, r := range rows {
+		for _, r := range rep.Rows {
 			for _, b := range order {
 				if err := enc.Encode(map[string]any{"scenario": r.Scenario, "broker": b, "machine": machine(), "result": r.Results[b]}); err != nil {
 					return err
 				}
 			}
 		}
+		for _, b := range order {
+			if c, ok := rep.Conn[b]; ok {
+				_ = enc.Encode(map[string]any{"scenario": "conn", "broker": b, "machine": machine(), "result": c})
+			}
+			if f, ok := rep.Fleet[b]; ok {
+				_ = enc.Encode(map[string]any{"scenario": "fleet", "broker": b, "machine": machine(), "result": f})
+			}
+		}
 		return nil
 	}
-	bench.WriteCompareTable(os.Stdout, rows, order)
+	var out strings.Builder
+	bench.WriteCompareTable(&out, rep.Rows, order)
+	bench.WriteCompareExtras(&out, rep, order)
+	fmt.Print(out.String())
+	if *doc != "" {
+		return updateDoc(*doc, out.String(), images, *tinymqBin, *mosqBin, "tinymq-bench "+strings.Join(os.Args[1:], " "))
+	}
 	return nil
+}
+
+// updateDoc replaces the text between the bench-report markers of a
+// markdown file with this run: machine, versions, command, tables, plots.
+func updateDoc(path, tables string, images []string, tinymqBin, mosqBin, command string) error {
+	const begin, end = "<!-- bench-report:begin -->", "<!-- bench-report:end -->"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(old)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s ... %s section", path, begin, end)
+	}
+	m := machine()
+	mosqVersion := "unknown"
+	if b, _ := exec.Command(mosqBin, "-h").CombinedOutput(); len(b) > 0 {
+		mosqVersion = strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+	}
+	tinymqVersion := "unknown"
+	if b, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		tinymqVersion = "git " + strings.TrimSpace(string(b))
+	}
+	cpu := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
+				break
+			}
+		}
+	}
+	var g strings.Builder
+	fmt.Fprintf(&g, "%s\n\nGenerated by `make bench-report` on %s.\n\n", begin, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	fmt.Fprintf(&g, "- machine: %v cores (%s), Linux %v, %v\n", m["cores"], cpu, m["kernel"], m["go"])
+	fmt.Fprintf(&g, "- brokers: TinyMQ (%s, `%s`), %s (`%s`, persistence off, anonymous, no connection limit)\n", tinymqVersion, tinymqBin, mosqVersion, mosqBin)
+	fmt.Fprintf(&g, "- command: `%s`\n\n", command)
+	g.WriteString(tables)
+	g.WriteString("\n")
+	dir := filepath.Dir(path)
+	for _, img := range images {
+		rel, err := filepath.Rel(dir, img)
+		if err != nil {
+			rel = img
+		}
+		name := strings.TrimSuffix(filepath.Base(img), filepath.Ext(img))
+		fmt.Fprintf(&g, "![%s](%s)\n\n", name, filepath.ToSlash(rel))
+	}
+	g.WriteString(end)
+	s = s[:i] + g.String() + s[j+len(end):]
+	return os.WriteFile(path, []byte(s), 0o644)
 }
