@@ -8,14 +8,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -84,6 +82,7 @@ func runConn(args []string) error {
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to read its RSS and CPU from /proc")
 	label := fs.String("label", "", "broker label for the report")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	version := fs.String("broker-version", "", "broker version for the report (default: read $SYS/broker/version)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -100,9 +99,7 @@ func runConn(args []string) error {
 		return err
 	}
 	if *asJSON {
-		out := map[string]any{"scenario": "conn", "broker": *label, "cores": runtime.NumCPU(),
-			"conns": cfg.Conns, "keepalive": cfg.KeepAlive, "subscribe": cfg.Subscribe, "result": res}
-		return json.NewEncoder(os.Stdout).Encode(out)
+		return record("conn", *label, *version, cfg.Addr, cfg, res)
 	}
 	fmt.Printf("scenario            conn\n")
 	fmt.Printf("broker              %s\n", *label)
@@ -146,6 +143,7 @@ func runFleet(args []string) error {
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to sample its RSS and CPU every second")
 	label := fs.String("label", "", "broker label for the report")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	version := fs.String("broker-version", "", "broker version for the report (default: read $SYS/broker/version)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	plot := fs.String("plot", "", "write an SVG of connected devices and broker RSS over time to this file")
 	if err := fs.Parse(args); err != nil {
@@ -171,8 +169,7 @@ func runFleet(args []string) error {
 	if *asJSON {
 		p := cfg
 		p.Token = ""
-		return json.NewEncoder(os.Stdout).Encode(map[string]any{"run": time.Now().UTC().Format(time.RFC3339Nano),
-			"scenario": "fleet", "broker": *label, "machine": machine(), "params": p, "result": res})
+		return record("fleet", *label, *version, cfg.Addr, p, res)
 	}
 	fmt.Printf("scenario     fleet: %d devices (%d workers), telemetry every %v ±%.0f%% at QoS %d, %v\n",
 		cfg.Devices, res.Workers, cfg.Telemetry, cfg.Jitter*100, cfg.QoS, cfg.Duration)
@@ -202,10 +199,33 @@ func isTerminal() bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// machine describes where a run happened, for reports.
-func machine() map[string]any {
-	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return map[string]any{"cores": runtime.NumCPU(), "kernel": strings.TrimSpace(string(kernel)), "go": runtime.Version()}
+// runID identifies every JSON line of this invocation.
+var runID = bench.NewRunID()
+
+// record prints one JSON result line; an empty version is read from the
+// broker's $SYS/broker/version.
+func record(scenario, label, version, addr string, params, result any) error {
+	if version == "" {
+		version = bench.BrokerVersion(addr, 2*time.Second)
+	}
+	return bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: scenario, Broker: label,
+		BrokerVersion: version, Params: params, Result: result})
+}
+
+// gitVersion describes the working tree TinyMQ was built from.
+func gitVersion() string {
+	if b, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	return "unknown"
+}
+
+// mosquittoVersion is the first line of `mosquitto -h`.
+func mosquittoVersion(bin string) string {
+	if b, _ := exec.Command(bin, "-h").CombinedOutput(); len(b) > 0 {
+		return strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+	}
+	return "unknown"
 }
 
 func runLoad(scenario string, args []string) error {
@@ -223,6 +243,7 @@ func runLoad(scenario string, args []string) error {
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to read its CPU time from /proc")
 	label := fs.String("label", "", "broker label for the report")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	version := fs.String("broker-version", "", "broker version for the report (default: read $SYS/broker/version)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -242,8 +263,7 @@ func runLoad(scenario string, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(map[string]any{"run": time.Now().UTC().Format(time.RFC3339Nano),
-			"scenario": scenario, "broker": *label, "machine": machine(), "params": cfg, "result": res})
+		return record(scenario, *label, *version, cfg.Addr, cfg, res)
 	}
 	fmt.Printf("scenario     %s qos %d, %d publishers, %d subscribers, %d-byte payload, rate %d/s, %v\n",
 		scenario, cfg.QoS, cfg.Publishers, cfg.Subscribers, cfg.Payload, cfg.Rate, cfg.Duration)
@@ -272,6 +292,7 @@ func runHTTP(args []string) error {
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "broker process id, to read its CPU time from /proc")
 	label := fs.String("label", "tinymq", "broker label for the report")
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
+	version := fs.String("broker-version", "", "broker version for the report (default: read $SYS/broker/version)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -290,8 +311,7 @@ func runHTTP(args []string) error {
 	if *asJSON {
 		p := cfg
 		p.Token = ""
-		return json.NewEncoder(os.Stdout).Encode(map[string]any{"run": time.Now().UTC().Format(time.RFC3339Nano),
-			"scenario": "http", "broker": *label, "machine": machine(), "params": p, "result": res})
+		return record("http", *label, *version, cfg.MQTTAddr, p, res)
 	}
 	fmt.Printf("scenario     http qos %d, %d connections, %d-byte body, rate %d/s, %v\n", cfg.QoS, cfg.Conns, cfg.Payload, cfg.Rate, cfg.Duration)
 	fmt.Printf("broker       %s\n", *label)
@@ -364,20 +384,21 @@ func runCompare(args []string) error {
 		}
 	}
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		for _, r := range rep.Rows {
+		versions := map[string]string{"tinymq": "tinymq " + gitVersion(), "mosquitto": mosquittoVersion(*mosqBin)}
+		for i, r := range rep.Rows {
 			for _, b := range order {
-				if err := enc.Encode(map[string]any{"scenario": r.Scenario, "broker": b, "machine": machine(), "result": r.Results[b]}); err != nil {
+				rec := bench.Record{Run: runID, Scenario: r.Scenario, Broker: b, BrokerVersion: versions[b], Params: opts.Set[i].Load, Result: r.Results[b]}
+				if err := bench.WriteRecord(os.Stdout, rec); err != nil {
 					return err
 				}
 			}
 		}
 		for _, b := range order {
 			if c, ok := rep.Conn[b]; ok {
-				_ = enc.Encode(map[string]any{"scenario": "conn", "broker": b, "machine": machine(), "result": c})
+				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "conn", Broker: b, BrokerVersion: versions[b], Params: opts.Conns, Result: c})
 			}
 			if f, ok := rep.Fleet[b]; ok {
-				_ = enc.Encode(map[string]any{"scenario": "fleet", "broker": b, "machine": machine(), "result": f})
+				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "fleet", Broker: b, BrokerVersion: versions[b], Params: opts.Fleet, Result: f})
 			}
 		}
 		return nil
@@ -405,27 +426,12 @@ func updateDoc(path, tables string, images []string, tinymqBin, mosqBin, command
 	if i < 0 || j < i {
 		return fmt.Errorf("%s has no %s ... %s section", path, begin, end)
 	}
-	m := machine()
-	mosqVersion := "unknown"
-	if b, _ := exec.Command(mosqBin, "-h").CombinedOutput(); len(b) > 0 {
-		mosqVersion = strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
-	}
-	tinymqVersion := "unknown"
-	if b, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
-		tinymqVersion = "git " + strings.TrimSpace(string(b))
-	}
-	cpu := ""
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				cpu = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
-				break
-			}
-		}
-	}
+	m := bench.ThisMachine()
+	mosqVersion := mosquittoVersion(mosqBin)
+	tinymqVersion := "git " + gitVersion()
 	var g strings.Builder
 	fmt.Fprintf(&g, "%s\n\nGenerated by `make bench-report` on %s.\n\n", begin, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(&g, "- machine: %v cores (%s), Linux %v, %v\n", m["cores"], cpu, m["kernel"], m["go"])
+	fmt.Fprintf(&g, "- machine: %d cores (%s), Linux %s, %s\n", m.Cores, m.CPU, m.Kernel, m.Go)
 	fmt.Fprintf(&g, "- brokers: TinyMQ (%s, `%s`), %s (`%s`, persistence off, anonymous, no connection limit)\n", tinymqVersion, tinymqBin, mosqVersion, mosqBin)
 	fmt.Fprintf(&g, "- command: `%s`\n\n", command)
 	g.WriteString(tables)
