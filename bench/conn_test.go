@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,6 +112,9 @@ func TestRunConnSpreadsWorkersAndSources(t *testing.T) {
 	if len(seen) != 3 {
 		t.Fatalf("source addresses %v; want 3", seen)
 	}
+	if c := children(t); len(c) != 0 {
+		t.Fatalf("worker processes left running: %v", c)
+	}
 }
 
 func TestReadProcSelf(t *testing.T) {
@@ -117,4 +122,28 @@ func TestReadProcSelf(t *testing.T) {
 	if err != nil || st.RSSBytes <= 0 {
 		t.Fatalf("ReadProc: %+v %v", st, err)
 	}
+}
+
+// children lists the live processes whose parent is this test process.
+func children(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	me := strconv.Itoa(os.Getpid())
+	var out []string
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) > 1 && f[1] == me && f[0] != "Z" {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }

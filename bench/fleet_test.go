@@ -74,6 +74,9 @@ func TestFleetSmoke(t *testing.T) {
 	if len(res.Series) < 2 {
 		t.Fatalf("series has %d samples", len(res.Series))
 	}
+	if c := children(t); len(c) != 0 {
+		t.Fatalf("worker processes left running: %v", c)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		mu.Lock()
