@@ -302,7 +302,9 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 		return r.upgrade() // authenticated by CONNECT, like TCP clients
 	}
 	if !r.authorized() {
-		return true
+		// The request was read whole: the connection stays usable, as the
+		// response said (no "Connection: close" unless the client asked).
+		return r.close
 	}
 	switch {
 	case len(p) > len("/publish/") && p[:len("/publish/")] == "/publish/":

@@ -80,8 +80,9 @@ c.on('connect', () => {
     c.publish('js/out', 'hello from mqtt.js', {qos: 1});
   });
 });
-c.on('message', (t, p) => { console.log('got ' + t + ' ' + p.toString()); c.end(false, {}, () => process.exit(0)); });
-c.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+let done = false;
+c.on('message', (t, p) => { console.log('got ' + t + ' ' + p.toString()); done = true; c.end(false, {}, () => process.exit(0)); });
+c.on('error', (e) => { console.log('error ' + e.message); process.exit(done ? 0 : 1); });
 setTimeout(() => { console.log('timeout'); process.exit(2); }, 10000);
 `
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

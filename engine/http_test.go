@@ -18,12 +18,16 @@ import (
 // startHTTPBroker runs a broker with MQTT and HTTP on random loopback ports.
 func startHTTPBroker(t testing.TB, edit func(*Options)) *Broker {
 	t.Helper()
-	return startBroker(t, func(o *Options) {
+	b := startBroker(t, func(o *Options) {
 		o.HTTPAddr = "127.0.0.1:0"
 		if edit != nil {
 			edit(o)
 		}
 	})
+	// A later broker may get this port again: never reuse a kept-alive
+	// connection to a stopped broker.
+	t.Cleanup(httpClient.CloseIdleConnections)
+	return b
 }
 
 var httpClient = &http.Client{Timeout: 10 * time.Second}
@@ -207,6 +211,17 @@ func TestHTTPAPIKey(t *testing.T) {
 	}
 	if code, _, _ := do(t, "GET", base+"/healthz", ""); code != 200 {
 		t.Fatalf("/healthz must stay open: %d", code)
+	}
+	// A 401 keeps the connection: its response does not say "close", so a
+	// keep-alive client sends its next request on the same socket.
+	h := dialHTTP(t, b.HTTPAddr())
+	h.send("POST /publish/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1")
+	if resp, _ := h.response(); resp.StatusCode != 401 || resp.Close {
+		t.Fatalf("401 on a kept-alive connection: %d close=%v", resp.StatusCode, resp.Close)
+	}
+	h.send("POST /publish/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nContent-Length: 1\r\n\r\n1")
+	if resp, _ := h.response(); resp.StatusCode != 202 {
+		t.Fatalf("request after a 401 on the same connection: %d", resp.StatusCode)
 	}
 	// The same key is the MQTT password.
 	rc := dialRaw(t, b.MQTTAddr())

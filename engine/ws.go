@@ -257,6 +257,18 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 		w.in.B = w.in.B[:rest]
 		if a == gnet.Close {
 			action = gnet.Close
+			if ferr == nil && !closing {
+				// The MQTT side ended the connection (DISCONNECT, a refused
+				// CONNECT, a protocol error): say so in WebSocket terms
+				// before the socket closes.
+				code := []byte{0x03, 0xe8} // 1000
+				if !c.cleanDisconnect && c.s != nil {
+					code = []byte{0x03, 0xea} // 1002
+				}
+				hdr := appendWSHeader(l.wsHdr[:0], wsOpClose, 2)
+				l.wsVec = append(l.wsVec[:0], hdr, code)
+				_, _ = gc.Writev(l.wsVec)
+			}
 		}
 	}
 	if w.in != nil && len(w.in.B) == 0 {

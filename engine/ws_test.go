@@ -211,6 +211,11 @@ func TestWebSocketFramesAndPacketsDoNotAlign(t *testing.T) {
 	if st.ConnectionsByTransport["websocket"] != 1 || st.WebSocketUpgrades != 1 {
 		t.Fatalf("websocket gauges: %+v %d", st.ConnectionsByTransport, st.WebSocketUpgrades)
 	}
+	// DISCONNECT ends the WebSocket with a normal close frame.
+	w.frame(true, wsOpBinary, []byte{0xe0, 0x00})
+	if code := w.expectClose(5 * time.Second); code != 1000 {
+		t.Fatalf("close after DISCONNECT: %d; want 1000", code)
+	}
 }
 
 func TestWebSocketProtocolErrors(t *testing.T) {
