@@ -108,13 +108,15 @@ func TestFleetReconnectsAfterDrop(t *testing.T) {
 	cfg := FleetConfig{Addr: b.MQTTAddr(), Devices: 5, Telemetry: 100 * time.Millisecond, Backoff: 300 * time.Millisecond,
 		Duration: 3 * time.Second, IDPrefix: "drop", Executable: exe}
 	go func() {
-		deadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(deadline) {
-			if b.Stats().Connected == 5 {
-				for i := range 5 {
-					b.Disconnect("drop-0-"+strconv.Itoa(i), "test")
+		// Stats().Connected counts sockets before their CONNECT is
+		// handled: cut each device once its session holds the connection.
+		left := map[int]bool{0: true, 1: true, 2: true, 3: true, 4: true}
+		deadline := time.Now().Add(2 * time.Second)
+		for len(left) > 0 && time.Now().Before(deadline) {
+			for i := range left {
+				if b.Disconnect("drop-0-"+strconv.Itoa(i), "test") {
+					delete(left, i)
 				}
-				return
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
