@@ -15,28 +15,75 @@ type conn struct {
 	gc   gnet.Conn
 	l    *loop
 	s    *session // nil until CONNECT is accepted
-	open bool     // cleared in OnClose: never write to gc after that
+	will *message
+	hs   *httpState // HTTP, SSE and WebSocket state; nil on the MQTT listener
 
-	version   codec.Version
-	keepAlive int64 // seconds; 0 = none
 	lastSeen  int64 // unix second of the last packet
 	openedAt  int64
+	keepAlive int32 // seconds; 0 = none
 	need      int32 // bytes that must be buffered before the next frame can be complete
 
 	// Slow-consumer watch (see loop.recheckBlocked): unsent bytes at the
-	// last check, and since when they have not gone down.
+	// last check, and the unix second since which they have not gone down.
 	lastOutbound int32
-	stuckSince   int64
+	stuckSince   uint32
 
-	will            *message
-	hs              *httpState // HTTP, SSE and WebSocket state; nil on the MQTT listener
+	wslot, widx int32 // position in the loop's keep-alive wheel
+
+	open            bool // cleared in OnClose: never write to gc after that
+	version         codec.Version
 	proto           proto
 	cleanDisconnect bool // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
 	onBlocked       bool
-	closeReason     string // why we closed it, for the log
-
-	wslot, widx int32 // position in the loop's keep-alive wheel
+	closeReason     closeCause // why we closed it, for the log
 }
+
+// The field order above keeps conn at 96 bytes (a size class of its own):
+// it is allocated once per connection, so every byte counts a million
+// times on a large host. TestConnSize guards it.
+
+// closeCause says why the broker closed a connection. Details (the exact
+// protocol error) are logged where they are found; the disconnect log line
+// carries the cause.
+type closeCause uint8
+
+const (
+	closeNone closeCause = iota
+	closeProtocolError
+	closeUnsupportedVersion
+	closeV5Disabled
+	closeEmptyClientID
+	closeClientIDTooLong
+	closeNotAuthorized
+	closeTakenOver
+	closeKicked
+	closeHTTPTimeout
+	closeConnectTimeout
+	closeKeepAlive
+	closeSlowConsumer
+	closeWSClose
+	closeWSProtocolError
+)
+
+var closeCauseText = [...]string{
+	closeNone:               "",
+	closeProtocolError:      "protocol error",
+	closeUnsupportedVersion: "unsupported protocol version",
+	closeV5Disabled:         "MQTT 5.0 not enabled",
+	closeEmptyClientID:      "empty client id without clean session",
+	closeClientIDTooLong:    "client id too long",
+	closeNotAuthorized:      "not authorized",
+	closeTakenOver:          "session taken over",
+	closeKicked:             "disconnected by the operator",
+	closeHTTPTimeout:        "http idle or read timeout",
+	closeConnectTimeout:     "connect timeout",
+	closeKeepAlive:          "keep-alive timeout",
+	closeSlowConsumer:       "slow consumer",
+	closeWSClose:            "websocket close",
+	closeWSProtocolError:    "websocket protocol error",
+}
+
+func (c closeCause) String() string { return closeCauseText[c] }
 
 // deadline is the unix second after which the connection is dead: 1.5 ×
 // keep-alive after the last packet [MQTT-3.1.2-24], or the connect timeout.
@@ -53,7 +100,8 @@ func (c *conn) deadline() int64 {
 	if c.keepAlive == 0 {
 		return 1<<62 - 1
 	}
-	return c.lastSeen + c.keepAlive + (c.keepAlive+1)/2 + clockLag
+	ka := int64(c.keepAlive)
+	return c.lastSeen + ka + (ka+1)/2 + clockLag
 }
 
 // clockLag bounds how far Broker.now trails real time: a floor to the
@@ -121,7 +169,7 @@ func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
 		b.endStream(c)
 		return gnet.None
 	}
-	reason := c.closeReason
+	reason := c.closeReason.String()
 	switch {
 	case reason != "":
 	case c.cleanDisconnect:
@@ -237,7 +285,7 @@ func (c *conn) fail(err error, h codec.FixedHeader) {
 	} else {
 		c.l.stats.malformed.Add(1)
 	}
-	c.closeReason = err.Error()
+	c.closeReason = closeProtocolError
 	if b.logLimiter.allow(b.now.Load()) {
 		id := ""
 		if c.s != nil {

@@ -17,7 +17,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		if errors.As(err, &ce) && ce.Code == codec.UnsupportedProtocolVersion && p.Version != 0 {
 			// [MQTT-3.1.2-2]: unsupported level -> CONNACK 0x01, then close.
 			c.refuse(codec.UnsupportedProtocolVersion)
-			c.closeReason = err.Error()
+			c.closeReason = closeUnsupportedVersion
 			return errClose
 		}
 		return err // malformed CONNECT: close without CONNACK [MQTT-3.1.4-1]
@@ -27,7 +27,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		// the client can fall back [MQTT-3.1.2-2].
 		c.version = codec.V5
 		c.refuse(codec.UnsupportedProtocolVersion)
-		c.closeReason = "MQTT 5.0 not enabled"
+		c.closeReason = closeV5Disabled
 		return errClose
 	}
 	c.version = p.Version
@@ -36,21 +36,21 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	if id == "" {
 		if !p.CleanStart {
 			c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-8]
-			c.closeReason = "empty client id without clean session"
+			c.closeReason = closeEmptyClientID
 			return errClose
 		}
 		id = b.nextClientID() // [MQTT-3.1.3-6]
 	}
 	if len(id) > b.opts.MaxClientIDLen {
 		c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-9]
-		c.closeReason = "client id too long"
+		c.closeReason = closeClientIDTooLong
 		return errClose
 	}
 	if a := b.opts.Auth; a != nil {
 		if rc := a.Authenticate(p.ClientID, p.Username, p.Password, p.PasswordFlag); rc != codec.Success {
 			l.stats.authFailures.Add(1)
 			c.refuse(rc)
-			c.closeReason = "not authorized"
+			c.closeReason = closeNotAuthorized
 			if b.logLimiter.allow(b.now.Load()) {
 				b.log.Warn("connection refused: authentication failed", "client", id, "remote", c.gc.RemoteAddr().String())
 			}
@@ -63,7 +63,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		}
 		c.will = cloneMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain)
 	}
-	c.keepAlive = int64(p.KeepAlive)
+	c.keepAlive = int32(p.KeepAlive)
 
 	s, present := b.attach(c, id, p.CleanStart)
 	// Move c's wheel slot from the connect deadline to its keep-alive one.
@@ -111,7 +111,7 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 	if old != nil {
 		old.mu.Lock()
 		kicked = old.c
-		old.c, old.l = nil, nil
+		old.c = nil
 		if clean || old.clean {
 			// [MQTT-3.1.2-6]: a clean connect discards the previous session.
 			old.dead = true
@@ -127,7 +127,7 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 		b.sessions[id] = s
 	}
 	s.mu.Lock()
-	s.c, s.l, s.version = c, c.l, c.version
+	s.c, s.version = c, c.version
 	if s.wbuf != nil {
 		// Bytes encoded for the previous connection: its acks and packet
 		// ids mean nothing to the new one, and CONNACK must come first.
@@ -145,7 +145,7 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 		b.dropSubscriptions(discard)
 	}
 	if kicked != nil {
-		kicked.closeReason = "session taken over"
+		kicked.closeReason = closeTakenOver
 		if b.opts.Verbose {
 			b.log.Info("session taken over", "client", id)
 		}
@@ -166,7 +166,7 @@ func (b *Broker) detach(c *conn) {
 		b.sessMu.Unlock()
 		return
 	}
-	s.c, s.l = nil, nil
+	s.c = nil
 	if s.wbuf != nil {
 		putBuf(s.wbuf) // unsent bytes; in-flight messages are resent on return
 		s.wbuf = nil

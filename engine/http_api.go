@@ -342,7 +342,10 @@ func (b *Broker) Disconnect(id, reason string) bool {
 	}
 	err := c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if c.open && c.s == s {
-			c.closeReason = reason
+			c.closeReason = closeKicked
+			if b.opts.Verbose {
+				b.log.Info("disconnecting client", "client", id, "reason", reason)
+			}
 			_ = c.gc.Close()
 		}
 		return nil

@@ -143,7 +143,7 @@ func (l *loop) afterWrite(c *conn) {
 	if waiting && !c.onBlocked {
 		c.onBlocked = true
 		c.lastOutbound = int32(ob)
-		c.stuckSince = l.b.now.Load()
+		c.stuckSince = uint32(l.b.now.Load())
 		l.blocked = append(l.blocked, c)
 	}
 }
@@ -167,12 +167,12 @@ func (l *loop) expire(c *conn) {
 		return
 	}
 	if c.proto == protoHTTP {
-		c.closeReason = "http idle or read timeout"
+		c.closeReason = closeHTTPTimeout
 	} else if c.s == nil {
-		c.closeReason = "connect timeout"
+		c.closeReason = closeConnectTimeout
 		l.stats.connectTimeouts.Add(1)
 	} else {
-		c.closeReason = "keep-alive timeout"
+		c.closeReason = closeKeepAlive
 		l.stats.keepAliveTimeouts.Add(1)
 	}
 	_ = c.gc.Close()
@@ -211,12 +211,12 @@ func (l *loop) recheckBlocked(now int64) {
 		full := s.fullSince != 0 && now-s.fullSince >= limit
 		s.mu.Unlock()
 		if ob == 0 || ob < int(c.lastOutbound) {
-			c.stuckSince = now // the client read something
+			c.stuckSince = uint32(now) // the client read something
 		}
 		c.lastOutbound = int32(ob)
-		full = full || (ob > 0 && now-c.stuckSince >= limit)
+		full = full || (ob > 0 && now-int64(c.stuckSince) >= limit)
 		if full {
-			c.closeReason = "slow consumer"
+			c.closeReason = closeSlowConsumer
 			l.stats.slowConsumers.Add(1)
 			c.onBlocked = false
 			_ = c.gc.Close()

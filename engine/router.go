@@ -214,7 +214,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			r.stats.droppedQueueFull.Add(1)
 		}
 	}
-	l := s.l
+	l := s.loopLocked()
 	big := s.wbuf != nil && len(s.wbuf.B) >= earlyFlushBytes
 	s.mu.Unlock()
 	if wrote {

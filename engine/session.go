@@ -30,7 +30,6 @@ type session struct {
 	outBuffered  int32                      // bytes gnet held for c after the last flush
 	fullSince    int64                      // unix second since which the session drops messages, 0 when not
 	c            *conn                      // current connection; nil while offline
-	l            *loop                      // c's loop
 	wbuf         *bytebufferpool.ByteBuffer // encoded packets for c, written by l's flush
 	st           *sessionState              // nil until the session holds a message
 	subs         []subEntry                 // filters and granted QoS, for UNSUBSCRIBE and cleanup
@@ -48,6 +47,14 @@ type sessionState struct {
 type subEntry struct {
 	filter string
 	qos    uint8
+}
+
+// loopLocked is the loop of the current connection, nil while offline.
+func (s *session) loopLocked() *loop {
+	if s.c == nil {
+		return nil
+	}
+	return s.c.l
 }
 
 // state returns the message state, allocating it on first use.

@@ -46,7 +46,7 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 	}
 	now := b.now.Load()
 	s := &session{id: "sse:" + c.gc.RemoteAddr().String(), clean: true, sse: true, version: codec.V311}
-	s.c, s.l = c, l
+	s.c = c
 	s.subs = []subEntry{{filter: filter, qos: 2}}
 	c.s = s
 	c.hs.stream = true
@@ -89,7 +89,7 @@ func (b *Broker) endStream(c *conn) {
 	l := c.l
 	s.mu.Lock()
 	s.dead = true
-	s.c, s.l = nil, nil
+	s.c = nil
 	s.clearLocked()
 	s.mu.Unlock()
 	b.dropSubscriptions(s)
@@ -104,7 +104,7 @@ func (b *Broker) endStream(c *conn) {
 		}
 	}
 	if b.opts.Verbose {
-		b.log.Info("stream closed", "id", s.id, "reason", c.closeReason)
+		b.log.Info("stream closed", "id", s.id, "reason", c.closeReason.String())
 	}
 }
 

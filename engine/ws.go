@@ -236,8 +236,8 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 			l.wsVec = append(l.wsVec[:0], hdr, p)
 			_, _ = gc.Writev(l.wsVec)
 			closing = true
-			if c.closeReason == "" {
-				c.closeReason = "websocket close"
+			if c.closeReason == closeNone {
+				c.closeReason = closeWSClose
 			}
 		default:
 			ferr = errWSOpcode
@@ -276,7 +276,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 	}
 	if ferr != nil {
 		l.stats.malformed.Add(1)
-		c.closeReason = ferr.Error()
+		c.closeReason = closeWSProtocolError
 		if b.logLimiter.allow(b.now.Load()) {
 			b.log.Warn("closing connection: websocket protocol error", "remote", gc.RemoteAddr().String(), "err", ferr.Error())
 		}
