@@ -32,7 +32,7 @@ type Broker struct {
 	retained *topic.Retained[*message]
 
 	sessMu   sync.Mutex
-	sessions map[string]*session // client id -> session (online or persistent)
+	sessions *sessionIndex // client id -> session (online or persistent)
 
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop] // copy-on-write registry of loops seen so far
@@ -76,7 +76,7 @@ func New(opts Options) (*Broker, error) {
 		limits:   topic.Limits{MaxLen: o.MaxTopicLen, MaxLevels: o.MaxTopicLevels},
 		subs:     topic.NewTree[*session](),
 		retained: topic.NewRetained[*message](),
-		sessions: make(map[string]*session),
+		sessions: newSessionIndex(),
 		idPrefix: "tinymq-" + hex.EncodeToString(rnd[:]) + "-",
 		engReady: make(chan struct{}),
 		runErr:   make(chan error, 1),

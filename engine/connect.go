@@ -101,7 +101,7 @@ func (c *conn) refuse(rc codec.ReasonCode) {
 // loop.
 func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 	b.sessMu.Lock()
-	old := b.sessions[id]
+	old := b.sessions.Get(id)
 	var (
 		s       *session
 		present bool
@@ -124,7 +124,7 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 	}
 	if s == nil {
 		s = &session{id: id, clean: clean}
-		b.sessions[id] = s
+		b.sessions.Put(s)
 	}
 	s.mu.Lock()
 	s.c, s.version = c, c.version
@@ -176,9 +176,7 @@ func (b *Broker) detach(c *conn) {
 	if drop {
 		s.dead = true
 		s.clearLocked()
-		if b.sessions[s.id] == s {
-			delete(b.sessions, s.id)
-		}
+		b.sessions.Remove(s)
 	}
 	s.mu.Unlock()
 	b.sessMu.Unlock()

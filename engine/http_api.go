@@ -251,10 +251,11 @@ type ClientInfo struct {
 // client id. Any goroutine.
 func (b *Broker) Clients() []ClientInfo {
 	b.sessMu.Lock()
-	ss := make([]*session, 0, len(b.sessions))
-	for _, s := range b.sessions {
+	ss := make([]*session, 0, b.sessions.Len())
+	b.sessions.Range(func(s *session) bool {
 		ss = append(ss, s)
-	}
+		return true
+	})
 	b.sessMu.Unlock()
 	out := make([]ClientInfo, 0, len(ss))
 	for _, s := range ss {
@@ -329,7 +330,7 @@ func (r *httpReq) kick(rawID []byte) bool {
 // goroutine.
 func (b *Broker) Disconnect(id, reason string) bool {
 	b.sessMu.Lock()
-	s := b.sessions[id]
+	s := b.sessions.Get(id)
 	b.sessMu.Unlock()
 	if s == nil {
 		return false

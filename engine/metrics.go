@@ -115,7 +115,7 @@ func (b *Broker) Snapshot() Snapshot {
 		sn.ConnectionsByTransport[protoNames[p]] = connsBy[p]
 	}
 	b.sessMu.Lock()
-	for _, s := range b.sessions {
+	b.sessions.Range(func(s *session) bool {
 		s.mu.Lock()
 		if s.c != nil {
 			sn.SessionsOnline++
@@ -125,7 +125,8 @@ func (b *Broker) Snapshot() Snapshot {
 		sn.Queued += s.queuedLocked()
 		sn.Inflight += s.inflightLocked()
 		s.mu.Unlock()
-	}
+		return true
+	})
 	b.sessMu.Unlock()
 
 	samples := []metrics.Sample{

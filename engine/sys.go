@@ -37,7 +37,7 @@ func (b *Broker) Stats() Stats {
 		Retained:         b.retained.Count(),
 	}
 	b.sessMu.Lock()
-	st.Sessions = len(b.sessions)
+	st.Sessions = b.sessions.Len()
 	b.sessMu.Unlock()
 	add := func(c *counters) {
 		st.MsgsIn += c.msgsIn.Load()
