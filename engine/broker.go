@@ -193,18 +193,27 @@ func (b *Broker) Stop(ctx context.Context) error {
 	return err
 }
 
-// resolveListenAddr turns "host:0" into a concrete port. With SO_REUSEPORT
-// gnet binds one listener per loop, and each would pick its own port for
-// ":0"; so we reserve a free port with a bound (not listening) REUSEPORT
-// socket, hand gnet that port, and close the reservation once gnet has bound.
-// The returned fd is -1 when no reservation was needed.
+// resolveListenAddr checks a listen address and turns "host:0" into a
+// concrete port.
+//
+// gnet binds one SO_REUSEPORT listener per loop, and the kernel lets any
+// other SO_REUSEPORT socket of the same user bind the same port: a second
+// broker started by mistake would silently take half the new connections.
+// So a fixed port is first bound by a probe socket without SO_REUSEPORT,
+// which fails with EADDRINUSE while anything listens there.
+//
+// For ":0" each loop would pick its own port, so we reserve a free port with
+// a bound (not listening) SO_REUSEPORT socket, hand gnet that port, and
+// close the reservation once gnet has bound. The returned fd is -1 when no
+// reservation was needed.
 func resolveListenAddr(addr string) (string, int, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", -1, err
 	}
-	if port != "0" {
-		return addr, -1, nil
+	pn, err := strconv.Atoi(port)
+	if err != nil || pn < 0 || pn > 65535 {
+		return "", -1, fmt.Errorf("bad port %q", port)
 	}
 	ip := net.IPv4zero
 	if host != "" {
@@ -214,47 +223,72 @@ func resolveListenAddr(addr string) (string, int, error) {
 		}
 		ip = ips[0]
 	}
+	if pn != 0 {
+		fd, _, err := bindSocket(ip, pn, false)
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return "", -1, fmt.Errorf("%w: another process (another broker?) listens on %s", err, addr)
+			}
+			return "", -1, err
+		}
+		_ = syscall.Close(fd)
+		return addr, -1, nil
+	}
+	fd, got, err := bindSocket(ip, 0, true)
+	if err != nil {
+		return "", -1, err
+	}
+	return net.JoinHostPort(host, strconv.Itoa(got)), fd, nil
+}
+
+// bindSocket binds a TCP socket (not listening) to ip:port with
+// SO_REUSEADDR, and SO_REUSEPORT when reusePort is set. It returns the fd
+// and the bound port.
+func bindSocket(ip net.IP, port int, reusePort bool) (int, int, error) {
 	var (
-		fd int
-		sa syscall.Sockaddr
+		fd  int
+		err error
+		sa  syscall.Sockaddr
 	)
 	if ip4 := ip.To4(); ip4 != nil {
 		fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-		var a syscall.SockaddrInet4
+		a := syscall.SockaddrInet4{Port: port}
 		copy(a.Addr[:], ip4)
 		sa = &a
 	} else {
 		fd, err = syscall.Socket(syscall.AF_INET6, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-		var a syscall.SockaddrInet6
+		a := syscall.SockaddrInet6{Port: port}
 		copy(a.Addr[:], ip.To16())
 		sa = &a
 	}
 	if err != nil {
-		return "", -1, err
+		return -1, 0, err
 	}
 	const soReusePort = 0xf // SO_REUSEPORT on Linux
 	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, soReusePort, 1); err != nil {
-		_ = syscall.Close(fd)
-		return "", -1, err
+	if reusePort {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, soReusePort, 1); err != nil {
+			_ = syscall.Close(fd)
+			return -1, 0, err
+		}
 	}
 	if err := syscall.Bind(fd, sa); err != nil {
 		_ = syscall.Close(fd)
-		return "", -1, err
+		return -1, 0, err
 	}
 	got, err := syscall.Getsockname(fd)
 	if err != nil {
 		_ = syscall.Close(fd)
-		return "", -1, err
+		return -1, 0, err
 	}
-	var p int
 	switch a := got.(type) {
 	case *syscall.SockaddrInet4:
-		p = a.Port
+		return fd, a.Port, nil
 	case *syscall.SockaddrInet6:
-		p = a.Port
+		return fd, a.Port, nil
 	}
-	return net.JoinHostPort(host, strconv.Itoa(p)), fd, nil
+	_ = syscall.Close(fd)
+	return -1, 0, fmt.Errorf("unexpected socket address %T", got)
 }
 
 // OnBoot implements gnet.EventHandler. Runs once on gnet's starting goroutine.
