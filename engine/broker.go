@@ -31,8 +31,9 @@ type Broker struct {
 	subs     *topic.Tree[*session]
 	retained *topic.Retained[*message]
 
-	sessMu   sync.Mutex
-	sessions *sessionIndex // client id -> session (online or persistent)
+	sessMu    sync.Mutex
+	sessions  *sessionIndex // client id -> session (online or persistent)
+	sweepNext int           // next index shard for expireSessions; under sessMu
 
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop] // copy-on-write registry of loops seen so far
@@ -342,6 +343,7 @@ func (b *Broker) OnTick() (time.Duration, gnet.Action) {
 	if b.closing.Load() {
 		return time.Second, gnet.None
 	}
+	b.expireSessions(now.Unix())
 	for _, l := range b.allLoops() {
 		if l.tickPending.CompareAndSwap(false, true) {
 			if err := l.el.Execute(context.Background(), l.tickRun); err != nil {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"time"
 
 	"github.com/tinymq/tinymq/codec"
 	"github.com/tinymq/tinymq/topic"
@@ -137,6 +138,7 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 	}
 	s.outBuffered = 0
 	s.fullSince = 0
+	s.offlineSince = 0
 	s.mu.Unlock()
 	c.s = s
 	b.sessMu.Unlock()
@@ -177,11 +179,58 @@ func (b *Broker) detach(c *conn) {
 		s.dead = true
 		s.clearLocked()
 		b.sessions.Remove(s)
+	} else {
+		s.offlineSince = uint32(b.now.Load())
 	}
 	s.mu.Unlock()
 	b.sessMu.Unlock()
 	if drop {
 		b.dropSubscriptions(s)
+	}
+}
+
+// expireSessions discards persistent sessions that have been offline for
+// SessionExpiry or longer: queue, in-flight state and subscriptions, as a
+// clean connect would. Each call visits a few index shards, enough that the
+// whole index is swept within min(SessionExpiry/2, 32 s), so sessMu is held
+// for a 1/64 share of the sessions at a time, not all of them. Ticker
+// goroutine (OnTick).
+func (b *Broker) expireSessions(now int64) {
+	exp := b.opts.SessionExpiry
+	if exp <= 0 {
+		return
+	}
+	secs := max(int64(exp/time.Second), 1)
+	period := min(exp/2, 32*time.Second)
+	per := min(max(int((indexShards*tickInterval+period-1)/max(period, 1)), 1), indexShards)
+	var dead []*session
+	b.sessMu.Lock()
+	for range per {
+		sh := &b.sessions.shards[b.sweepNext]
+		b.sweepNext = (b.sweepNext + 1) % indexShards
+		for _, s := range sh.slots {
+			if s == nil {
+				continue
+			}
+			s.mu.Lock()
+			if s.c == nil && !s.clean && s.offlineSince != 0 && now-int64(s.offlineSince) >= secs {
+				s.dead = true // routers holding it skip it from now on
+				s.clearLocked()
+				dead = append(dead, s)
+			}
+			s.mu.Unlock()
+		}
+	}
+	for _, s := range dead {
+		b.sessions.Remove(s) // after the scan: removal shifts slots
+	}
+	b.sessMu.Unlock()
+	for _, s := range dead {
+		b.dropSubscriptions(s)
+		b.counters.expired.Add(1)
+		if b.opts.Verbose {
+			b.log.Info("session expired", "client", s.id, "offline_for", exp.String())
+		}
 	}
 }
 

@@ -493,6 +493,9 @@ func TestMetricsParseAsPrometheusText(t *testing.T) {
 	if v := value("tinymq_sessions", map[string]string{"state": "online"}); v != 1 {
 		t.Errorf("online sessions = %v; want 1", v)
 	}
+	if v := value("tinymq_sessions_expired_total", nil); v != 0 {
+		t.Errorf("expired sessions = %v; want 0", v)
+	}
 	if v := value("tinymq_subscriptions", nil); v != 1 {
 		t.Errorf("subscriptions = %v; want 1", v)
 	}

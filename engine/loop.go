@@ -208,7 +208,7 @@ func (l *loop) recheckBlocked(now int64) {
 			wrote = s.drainLocked(l.b) // also clears fullSince when there is room
 		}
 		still := ob > 0 || s.blockedLocked(l.b.opts.MaxOutboundBytes) || s.queuedLocked() > 0
-		full := s.fullSince != 0 && now-s.fullSince >= limit
+		full := s.fullSince != 0 && now-int64(s.fullSince) >= limit
 		s.mu.Unlock()
 		if ob == 0 || ob < int(c.lastOutbound) {
 			c.stuckSince = uint32(now) // the client read something

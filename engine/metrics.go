@@ -27,13 +27,14 @@ type Snapshot struct {
 	BytesSent        map[string]uint64    `json:"bytes_sent"`
 	Dropped          map[string]uint64    `json:"messages_dropped"` // by reason
 
-	Subscriptions   int `json:"subscriptions"`
-	Retained        int `json:"retained_messages"`
-	SessionsOnline  int `json:"sessions_online"`
-	SessionsOffline int `json:"sessions_offline"`
-	Queued          int `json:"queued_messages"`
-	Inflight        int `json:"inflight_messages"`
-	Streams         int `json:"sse_streams"`
+	Subscriptions   int    `json:"subscriptions"`
+	Retained        int    `json:"retained_messages"`
+	SessionsOnline  int    `json:"sessions_online"`
+	SessionsOffline int    `json:"sessions_offline"`
+	SessionsExpired uint64 `json:"sessions_expired"`
+	Queued          int    `json:"queued_messages"`
+	Inflight        int    `json:"inflight_messages"`
+	Streams         int    `json:"sse_streams"`
 
 	HTTPRequests      uint64 `json:"http_requests"`
 	HTTPErrors        uint64 `json:"http_errors"`
@@ -82,6 +83,7 @@ func (b *Broker) Snapshot() Snapshot {
 		},
 		Subscriptions:   st.Subscriptions,
 		Retained:        st.Retained,
+		SessionsExpired: st.SessionsExpired,
 		MaxPacketSize:   b.opts.MaxPacketSize,
 		MaxConnections:  b.opts.MaxConnections,
 		SysIntervalSecs: int(b.opts.SysInterval / time.Second),
@@ -204,6 +206,7 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	w.family("tinymq_sessions", "gauge", "MQTT sessions by state.")
 	w.sample("tinymq_sessions", `state="online"`, float64(sn.SessionsOnline))
 	w.sample("tinymq_sessions", `state="offline"`, float64(sn.SessionsOffline))
+	w.single("tinymq_sessions_expired_total", "counter", "Persistent sessions discarded after --session-expiry offline.", float64(sn.SessionsExpired))
 	w.single("tinymq_queued_messages", "gauge", "Messages waiting in session queues.", float64(sn.Queued))
 	w.single("tinymq_inflight_messages", "gauge", "Outbound QoS 1/2 messages awaiting acknowledgement.", float64(sn.Inflight))
 	w.single("tinymq_sse_streams", "gauge", "Open Server-Sent Events streams.", float64(sn.Streams))

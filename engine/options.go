@@ -54,6 +54,10 @@ type Options struct {
 	QueueQoS0         bool
 	MaxOutboundBytes  int           // bytes handed to the socket layer per connection before QoS 0 is dropped
 	SlowConsumerAfter time.Duration // a session whose queue stays full this long is disconnected
+	// SessionExpiry discards a persistent (clean session 0) session that
+	// has been offline this long, with its subscriptions and queue
+	// (0: never, as Mosquitto's persistent_client_expiration).
+	SessionExpiry time.Duration
 
 	// SysInterval is how often $SYS topics are published (negative: never).
 	SysInterval time.Duration

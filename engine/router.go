@@ -169,7 +169,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			r.stats.dropped.Add(1)
 			r.stats.droppedSlow.Add(1)
 			if s.fullSince == 0 {
-				s.fullSince = b.now.Load()
+				s.fullSince = uint32(b.now.Load())
 			}
 			break
 		}
@@ -190,7 +190,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			r.stats.dropped.Add(1)
 			r.stats.droppedSlow.Add(1)
 			if s.fullSince == 0 {
-				s.fullSince = b.now.Load()
+				s.fullSince = uint32(b.now.Load())
 			}
 		} else {
 			raw, _ := r.encoded(0, retainFlag)
@@ -326,6 +326,7 @@ type globalCounters struct {
 	maxConnected atomic.Int64
 	totalConns   atomic.Uint64
 	rejected     atomic.Uint64
+	expired      atomic.Uint64 // persistent sessions discarded by SessionExpiry
 }
 
 // putBuf returns a write buffer to the pool.

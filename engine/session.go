@@ -28,7 +28,8 @@ type session struct {
 	version      codec.Version
 	lastID       uint16
 	outBuffered  int32                      // bytes gnet held for c after the last flush
-	fullSince    int64                      // unix second since which the session drops messages, 0 when not
+	fullSince    uint32                     // unix second since which the session drops messages, 0 when not
+	offlineSince uint32                     // unix second a persistent session went offline, 0 while online
 	c            *conn                      // current connection; nil while offline
 	wbuf         *bytebufferpool.ByteBuffer // encoded packets for c, written by l's flush
 	st           *sessionState              // nil until the session holds a message
@@ -169,7 +170,7 @@ func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool) b
 	st := s.state()
 	if len(st.q) >= b.opts.MaxQueuedMsgs || st.qBytes+len(m.payload) > b.opts.MaxQueuedBytes {
 		if s.fullSince == 0 {
-			s.fullSince = b.now.Load()
+			s.fullSince = uint32(b.now.Load())
 		}
 		return false
 	}

@@ -240,3 +240,45 @@ func TestKeepAlivePing(t *testing.T) {
 		d.expectNothing(500 * time.Millisecond) // paces the loop, and asserts silence
 	}
 }
+
+// TestSessionExpiry: with --session-expiry, a persistent session offline
+// that long is discarded (subscriptions and queue with it, counted); one
+// that stays online, and one whose client is back in time, are kept.
+func TestSessionExpiry(t *testing.T) {
+	b := startBroker(t, func(o *Options) { o.SessionExpiry = 2 * time.Second })
+	away := connected(t, b.MQTTAddr(), "away", false)
+	away.subscribe(1, codec.Subscription{Filter: []byte("exp/#"), QoS: 1})
+	away.write([]byte{0xe0, 0})
+	away.expectClosed(5 * time.Second)
+	online := connected(t, b.MQTTAddr(), "online", false)
+	online.subscribe(1, codec.Subscription{Filter: []byte("other/#"), QoS: 1})
+
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	pub.publish("exp/x", "queued", 1, false, 1)
+	pub.expect(codec.TypePuback, 5*time.Second)
+	waitFor(t, 10*time.Second, "the offline session to expire", func() bool { return b.Stats().SessionsExpired == 1 })
+	if st := b.Stats(); st.Sessions != 2 || st.Subscriptions != 1 {
+		t.Fatalf("after expiry: %d sessions, %d subscriptions; want 2 (online, pub) and 1", st.Sessions, st.Subscriptions)
+	}
+	if got := b.Snapshot().SessionsExpired; got != 1 {
+		t.Fatalf("snapshot sessions_expired %d", got)
+	}
+	back := dialRaw(t, b.MQTTAddr())
+	if ack := back.connect(codec.Connect{ClientID: []byte("away"), KeepAlive: 60}); ack.SessionPresent {
+		t.Fatal("expired session reported present")
+	}
+	back.expectNothing(300 * time.Millisecond) // its queue went with it
+	// The online client's session was never offline: still there.
+	pub.publish("other/y", "still", 1, false, 2)
+	pub.expect(codec.TypePuback, 5*time.Second)
+	if p := online.expectPublish(5 * time.Second); string(p.Payload) != "still" {
+		t.Fatalf("online session: %q", p.Payload)
+	}
+	// A client back before the expiry keeps its session.
+	online.write([]byte{0xe0, 0})
+	online.expectClosed(5 * time.Second)
+	again := dialRaw(t, b.MQTTAddr())
+	if ack := again.connect(codec.Connect{ClientID: []byte("online"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session of a client back within the expiry was discarded")
+	}
+}

@@ -24,6 +24,7 @@ type Stats struct {
 	KeepAliveTimeouts       uint64
 	SlowConsumerDisconnects uint64
 	AuthFailures            uint64
+	SessionsExpired         uint64
 }
 
 // Stats sums the per-loop counters. Any goroutine.
@@ -33,6 +34,7 @@ func (b *Broker) Stats() Stats {
 		MaxConnected:     b.counters.maxConnected.Load(),
 		TotalConnections: b.counters.totalConns.Load(),
 		Rejected:         b.counters.rejected.Load(),
+		SessionsExpired:  b.counters.expired.Load(),
 		Subscriptions:    b.subs.Count(),
 		Retained:         b.retained.Count(),
 	}
