@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -44,15 +45,32 @@ func (r *httpReq) publish(rawTopic []byte) bool {
 		return r.fail(400, "retain must be true or false")
 	}
 	body := h.req.Body()
+	var owned *message
+	if ct := publishContentType(h.req.Header.ContentType()); retain && len(body) > 0 && ct != nil {
+		// Kept with the retained message for GET /retained.
+		owned = cloneMessageCT(t, body, uint8(qos), true, ct)
+	}
 	l.stats.msgsIn.Add(1)
 	l.stats.msgsInBy[protoHTTP][qos].Add(1)
-	l.r.publish(t, body, uint8(qos), retain, nil)
+	l.r.publish(t, body, uint8(qos), retain, owned)
 	out := append(h.body[:0], `{"status":"accepted","topic":`...)
 	out = appendJSONString(out, t)
 	out = append(out, '}')
 	h.body = out
 	h.respond(b, 202, ctJSON, out, r.close, "")
 	return r.close
+}
+
+// publishContentType is the Content-Type of an HTTP publish worth keeping:
+// nil when absent, when it is curl's default for -d
+// (application/x-www-form-urlencoded, which says nothing about an MQTT
+// payload), or when longer than maxContentType.
+func publishContentType(ct []byte) []byte {
+	ct = bytes.TrimSpace(ct)
+	if len(ct) == 0 || len(ct) > maxContentType || bytes.EqualFold(ct, []byte("application/x-www-form-urlencoded")) {
+		return nil
+	}
+	return ct
 }
 
 // batchItem is one message of POST /api/v1/publish.
@@ -62,6 +80,8 @@ type batchItem struct {
 	Encoding string `json:"encoding"` // "utf8" (default) or "base64"
 	QoS      *int   `json:"qos"`
 	Retain   bool   `json:"retain"`
+	// ContentType is kept with a retained message for GET /retained.
+	ContentType string `json:"content_type"`
 }
 
 // publishBatch serves POST /api/v1/publish: a JSON array of messages,
@@ -111,9 +131,13 @@ func (r *httpReq) publishBatch() bool {
 		if it.QoS != nil {
 			qos = *it.QoS
 		}
+		var owned *message
+		if ct := publishContentType([]byte(it.ContentType)); it.Retain && len(payloads[i]) > 0 && ct != nil {
+			owned = cloneMessageCT([]byte(it.Topic), payloads[i], uint8(qos), true, ct)
+		}
 		l.stats.msgsIn.Add(1)
 		l.stats.msgsInBy[protoHTTP][qos].Add(1)
-		l.r.publish([]byte(it.Topic), payloads[i], uint8(qos), it.Retain, nil)
+		l.r.publish([]byte(it.Topic), payloads[i], uint8(qos), it.Retain, owned)
 	}
 	out := append(r.h.body[:0], `{"status":"accepted","count":`...)
 	out = strconv.AppendInt(out, int64(len(items)), 10)
@@ -143,7 +167,10 @@ func (r *httpReq) retained(rawTopic []byte) bool {
 		return r.fail(404, "no retained message for this topic")
 	}
 	ct := "application/octet-stream"
-	if utf8.Valid(m.payload) {
+	switch {
+	case m.ctLen > 0:
+		ct = string(m.contentType()) // as the publisher gave it
+	case utf8.Valid(m.payload):
 		ct = ctText
 		if json.Valid(m.payload) {
 			ct = ctJSON
@@ -179,13 +206,14 @@ func (r *httpReq) retainedList() bool {
 		return r.fail(400, "offset must be >= 0 and limit 1..1000")
 	}
 	type item struct {
-		Topic string `json:"topic"`
-		QoS   uint8  `json:"qos"`
-		Size  int    `json:"size"`
+		Topic       string `json:"topic"`
+		QoS         uint8  `json:"qos"`
+		Size        int    `json:"size"`
+		ContentType string `json:"content_type,omitempty"`
 	}
 	var items []item
 	b.retained.Match(filter, func(t string, m *message) bool {
-		items = append(items, item{Topic: t, QoS: m.qos, Size: len(m.payload)})
+		items = append(items, item{Topic: t, QoS: m.qos, Size: len(m.payload), ContentType: string(m.contentType())})
 		return true
 	})
 	sort.Slice(items, func(i, j int) bool { return items[i].Topic < items[j].Topic })

@@ -14,18 +14,42 @@ import (
 // shared by every session it is delivered to.
 type message struct {
 	topic   []byte
-	payload []byte
+	payload []byte // its capacity runs on over the content type
 	qos     uint8
 	retain  bool
+	ctLen   uint8 // bytes of content type stored after the payload
 }
 
 // cloneMessage copies topic and payload (which alias a read buffer) into one
 // allocation.
 func cloneMessage(topicName, payload []byte, qos uint8, retain bool) *message {
-	buf := make([]byte, len(topicName)+len(payload))
+	return cloneMessageCT(topicName, payload, qos, retain, nil)
+}
+
+// maxContentType is the longest content type a message keeps.
+const maxContentType = 255
+
+// cloneMessageCT is cloneMessage with a content type (an HTTP publish's
+// Content-Type header), kept after the payload in the same allocation;
+// one longer than maxContentType is dropped.
+func cloneMessageCT(topicName, payload []byte, qos uint8, retain bool, ct []byte) *message {
+	if len(ct) > maxContentType {
+		ct = nil
+	}
+	buf := make([]byte, len(topicName)+len(payload)+len(ct))
 	n := copy(buf, topicName)
-	copy(buf[n:], payload)
-	return &message{topic: buf[:n:n], payload: buf[n:], qos: qos, retain: retain}
+	p := n + copy(buf[n:], payload)
+	copy(buf[p:], ct)
+	return &message{topic: buf[:n:n], payload: buf[n:p], qos: qos, retain: retain, ctLen: uint8(len(ct))}
+}
+
+// contentType is the content type the publisher gave, nil when none.
+func (m *message) contentType() []byte {
+	if m.ctLen == 0 {
+		return nil
+	}
+	n := len(m.payload)
+	return m.payload[n : n+int(m.ctLen)]
 }
 
 // router routes PUBLISHes. Each loop has one, used only on that loop; the
