@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -24,8 +25,12 @@ type Broker struct {
 // PID of the running broker.
 func (b *Broker) PID() int { return b.cmd.Process.Pid }
 
-// Stop ends the broker process.
+// Stop ends the broker process, and its children when it was started in
+// its own process group (StartCommand).
 func (b *Broker) Stop() {
+	if a := b.cmd.SysProcAttr; a != nil && a.Setpgid {
+		_ = syscall.Kill(-b.cmd.Process.Pid, syscall.SIGKILL)
+	}
 	_ = b.cmd.Process.Kill()
 	_ = b.cmd.Wait()
 }
@@ -70,6 +75,45 @@ func StartMosquitto(bin, dir string) (*Broker, error) {
 	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -c "$1"`, bin, conf)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
 	return startAndWait("mosquitto", "127.0.0.1:"+strconv.Itoa(port), cmd)
+}
+
+// StartCommand runs another broker from a shell command line in which
+// {port} stands for a free loopback port the broker must serve MQTT on and
+// {dir} for a scratch directory (for a configuration file the command
+// writes or copies). The command runs under /bin/sh with the soft
+// open-files limit raised to the hard one, in its own process group (Stop
+// kills the group). It should exec the broker itself, so that its PID is
+// the broker's for /proc sampling, e.g.
+//
+//	nats-server -a 127.0.0.1 -p 0 --config {dir}/nats.conf
+//	emqx foreground   (a script: its PID is the script's)
+func StartCommand(label, command, dir string) (*Broker, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	line := strings.NewReplacer("{port}", strconv.Itoa(port), "{dir}", dir).Replace(command)
+	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec `+line)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 5 * time.Second // a survivor holding the output pipe must not hang Stop
+	return startAndWait(label, "127.0.0.1:"+strconv.Itoa(port), cmd)
+}
+
+// ParseBrokerFlag splits a --broker value "label=command".
+func ParseBrokerFlag(v string) (label, command string, err error) {
+	label, command, ok := strings.Cut(v, "=")
+	label, command = strings.TrimSpace(label), strings.TrimSpace(command)
+	if !ok || label == "" || command == "" {
+		return "", "", fmt.Errorf("--broker %q: want label=command (with {port} where the broker's MQTT port goes)", v)
+	}
+	if label == "tinymq" || label == "mosquitto" {
+		return "", "", fmt.Errorf("--broker %q: label %q is taken", v, label)
+	}
+	if !strings.Contains(command, "{port}") {
+		return "", "", fmt.Errorf("--broker %q: the command must contain {port}", v)
+	}
+	return label, command, nil
 }
 
 func startAndWait(label, addr string, cmd *exec.Cmd) (*Broker, error) {
@@ -229,20 +273,16 @@ func WriteCompareExtras(w io.Writer, rep CompareReport, order []string) {
 }
 
 // WriteCompareTable prints figures per broker and the ratio of the first
-// broker to the second.
+// broker to each other one.
 func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
-	ratio := len(order) == 2
 	fmt.Fprintf(bw, "| scenario | figure | %s |", strings.Join(order, " | "))
-	if ratio {
-		fmt.Fprintf(bw, " %s/%s |", order[0], order[1])
+	for _, o := range order[1:] {
+		fmt.Fprintf(bw, " %s/%s |", order[0], o)
 	}
 	fmt.Fprintln(bw)
-	fmt.Fprint(bw, "| --- | --- |"+strings.Repeat(" --- |", len(order)))
-	if ratio {
-		fmt.Fprint(bw, " --- |")
-	}
+	fmt.Fprint(bw, "| --- | --- |"+strings.Repeat(" --- |", len(order)+len(order)-1))
 	fmt.Fprintln(bw)
 	figures := []struct {
 		name string
@@ -267,10 +307,10 @@ func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
 				}
 				fmt.Fprintf(bw, " "+fg.f+" |", fg.get(r))
 			}
-			if ratio {
+			for _, o := range order[1:] {
 				if fg.get == nil {
 					fmt.Fprint(bw, " |")
-				} else if d := fg.get(row.Results[order[1]]); d > 0 {
+				} else if d := fg.get(row.Results[o]); d > 0 {
 					fmt.Fprintf(bw, " %.2f |", fg.get(row.Results[order[0]])/d)
 				} else {
 					fmt.Fprint(bw, " — |")

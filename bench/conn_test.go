@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -12,10 +14,11 @@ import (
 	"time"
 
 	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/engine"
 )
 
 // TestMain lets this test binary act as a worker process, as
-// tinymq-bench does.
+// tinymq-bench does, or as a broker process ("broker <addr>").
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "worker" {
 		if err := WorkerMain(os.Args[2:], os.Stdin, os.Stdout); err != nil {
@@ -23,6 +26,21 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		os.Exit(0)
+	}
+	if len(os.Args) > 2 && os.Args[1] == "broker" {
+		// A broker process for the compare tests (StartCommand).
+		o := engine.DefaultOptions()
+		o.MQTTAddr, o.HTTPAddr, o.SysInterval = os.Args[2], "", -1
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		b, err := engine.New(o)
+		if err == nil {
+			err = b.Start()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		select {} // until killed
 	}
 	os.Exit(m.Run())
 }
