@@ -267,6 +267,16 @@ func WriteCompareExtras(w io.Writer, rep CompareReport, order []string) {
 		line("telemetry sent / PUBACKs / re-sends", func(r FleetResult) string {
 			return fmt.Sprintf("%d / %d / %d", r.Telemetry, r.Pubacks, r.Resends)
 		})
+		line("telemetry to backend: delivered / lost / dup", func(r FleetResult) string {
+			return fmt.Sprintf("%d / %d / %d", r.TelemetryDelivered, r.TelemetryLost, r.TelemetryDuplicates)
+		})
+		line("telemetry latency p50 / p99", func(r FleetResult) string {
+			return fmt.Sprintf("%.0f / %.0f µs", r.TelemetryP50us, r.TelemetryP99us)
+		})
+		line("commands sent / received", func(r FleetResult) string { return fmt.Sprintf("%d / %d", r.CommandsSent, r.Commands) })
+		line("command latency p50 / p99", func(r FleetResult) string {
+			return fmt.Sprintf("%.0f / %.0f µs", r.CommandP50us, r.CommandP99us)
+		})
 		line("broker RSS peak", func(r FleetResult) string { return fmt.Sprintf("%.1f MiB", float64(r.BrokerRSSPeak)/(1<<20)) })
 		line("broker CPU", func(r FleetResult) string { return fmt.Sprintf("%.2f s", r.BrokerCPU) })
 	}

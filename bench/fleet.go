@@ -19,16 +19,27 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
+
 	"github.com/tinymq/tinymq/codec"
 )
 
 // FleetConfig is the ESP32 soak test: Devices simulated devices, each
-// behaving as an esp-mqtt client with its defaults (see docs/benchmarks.md):
-// MQTT 3.1.1, keep-alive 120 s, clean session, unique client id, a retained
-// last will "offline" on devices/{id}/status, a retained "online" there
-// after CONNACK, a subscription to devices/{id}/cmd, telemetry every
-// Telemetry ± Jitter on devices/{id}/telemetry at QoS, QoS 1 re-sent with
-// DUP after 1 s without PUBACK, and a fixed back-off before reconnecting.
+// behaving as a client library does with its defaults (Profile; see
+// docs/benchmarks.md). esp-mqtt: MQTT 3.1.1, keep-alive 120 s, clean
+// session, unique client id, a retained last will "offline" (QoS 1) on
+// devices/{id}/status, a retained "online" there after CONNACK, a
+// subscription to devices/{id}/cmd, telemetry every Telemetry ± Jitter on
+// devices/{id}/telemetry at QoS 0 or 1, QoS 1 re-sent with DUP after 1 s
+// without PUBACK, and a fixed 10 s back-off before reconnecting.
+// PubSubClient (Arduino): the same, but keep-alive 15 s, QoS 0 only (will
+// and status included) and a 5 s back-off.
+//
+// A backend in the coordinating process stands for the service the fleet
+// talks to: Consumers connections subscribed to devices/+/telemetry, and
+// Commands QoS 1 commands a second to random devices. Storm drops a
+// fraction of the fleet at StormAt at once (as a network outage would);
+// those devices reconnect together after the back-off.
 //
 // Each device is one goroutine that blocks in Read with a deadline set to
 // its next timed action (telemetry, ping, re-send), so there is no timer
@@ -48,6 +59,11 @@ type FleetConfig struct {
 	Backoff   time.Duration // reconnect back-off (esp-mqtt default 10 s)
 	Ramp      int           // devices connected per second over the fleet (0: as fast as possible)
 	Duration  time.Duration // whole run, ramp included
+	Profile   string        // "esp-mqtt" (default) or "pubsubclient": the defaults above
+	Consumers int           // backend connections on devices/+/telemetry (0: none)
+	Commands  float64       // backend commands per second to random devices (0: none)
+	Storm     float64       // fraction of the fleet dropped at once at StormAt (0: none)
+	StormAt   time.Duration // when the storm hits (default: half of Duration)
 	Token     string        // API key as the MQTT password, when the broker needs one
 	BrokerPID int
 	IDPrefix  string
@@ -75,6 +91,7 @@ type FleetCounters struct {
 	Resends    int64 `json:"qos1_resends"`
 	Commands   int64 `json:"commands_received"`
 	Pings      int64 `json:"pings"`
+	StormDrops int64 `json:"storm_drops"` // connections the storm cut
 }
 
 func (c *FleetCounters) add(o FleetCounters) {
@@ -88,6 +105,7 @@ func (c *FleetCounters) add(o FleetCounters) {
 	c.Resends += o.Resends
 	c.Commands += o.Commands
 	c.Pings += o.Pings
+	c.StormDrops += o.StormDrops
 }
 
 // FleetResult is the outcome of a fleet run.
@@ -100,12 +118,36 @@ type FleetResult struct {
 	BrokerCPU     float64       `json:"broker_cpu_seconds,omitempty"`
 	Series        []FleetSample `json:"series"`
 	FirstError    string        `json:"first_error,omitempty"`
+
+	// Backend figures. Telemetry: deliveries to the consumers (each gets
+	// every message); unique, duplicate and lost count on the first one
+	// (lost = sent - unique: QoS 0 messages in flight when a connection
+	// drops, or anything the broker dropped). Commands: sent by the
+	// backend, acknowledged by the broker, received by devices (a command
+	// to an offline device is not delivered: clean sessions).
+	TelemetryDelivered  int64   `json:"telemetry_delivered"`
+	TelemetryUnique     int64   `json:"telemetry_unique"`
+	TelemetryDuplicates int64   `json:"telemetry_duplicates"`
+	TelemetryLost       int64   `json:"telemetry_lost"`
+	TelemetryPerS       float64 `json:"telemetry_delivered_per_s"`
+	TelemetryP50us      float64 `json:"telemetry_latency_p50_us"`
+	TelemetryP99us      float64 `json:"telemetry_latency_p99_us"`
+	TelemetryMaxUs      float64 `json:"telemetry_latency_max_us"`
+	CommandsSent        int64   `json:"commands_sent"`
+	CommandsAcked       int64   `json:"commands_acked"`
+	CommandsLost        int64   `json:"commands_lost"`
+	CommandP50us        float64 `json:"command_latency_p50_us"`
+	CommandP99us        float64 `json:"command_latency_p99_us"`
+	CommandMaxUs        float64 `json:"command_latency_max_us"`
 }
 
 type fleetReport struct {
 	FleetCounters
 	Done bool   `json:"done"`
 	Err  string `json:"err,omitempty"`
+	// CmdLatency is the worker's command latency histogram (µs), sent
+	// with the final report.
+	CmdLatency *hdrhistogram.Snapshot `json:"cmd_latency,omitempty"`
 }
 
 func (c *FleetConfig) normalize() error {
@@ -115,14 +157,39 @@ func (c *FleetConfig) normalize() error {
 	if c.QoS > 1 {
 		return errors.New("fleet: telemetry QoS is 0 or 1")
 	}
+	switch c.Profile {
+	case "", "esp-mqtt":
+		c.Profile = "esp-mqtt"
+		if c.KeepAlive <= 0 {
+			c.KeepAlive = 120
+		}
+		if c.Backoff <= 0 {
+			c.Backoff = 10 * time.Second
+		}
+	case "pubsubclient":
+		if c.QoS > 0 {
+			return errors.New("fleet: PubSubClient publishes at QoS 0 only")
+		}
+		if c.KeepAlive <= 0 {
+			c.KeepAlive = 15
+		}
+		if c.Backoff <= 0 {
+			c.Backoff = 5 * time.Second
+		}
+	default:
+		return fmt.Errorf("fleet: unknown profile %q (esp-mqtt or pubsubclient)", c.Profile)
+	}
+	if c.Storm < 0 || c.Storm > 1 {
+		return errors.New("fleet: storm is a fraction in [0, 1]")
+	}
+	if c.Commands < 0 || c.Consumers < 0 {
+		return errors.New("fleet: negative commands or consumers")
+	}
 	if c.PerWorker <= 0 {
 		c.PerWorker = 15000
 	}
 	if c.Sources <= 0 {
 		c.Sources = 4
-	}
-	if c.KeepAlive <= 0 {
-		c.KeepAlive = 120
 	}
 	if c.Telemetry <= 0 {
 		c.Telemetry = 10 * time.Second
@@ -133,11 +200,12 @@ func (c *FleetConfig) normalize() error {
 	if c.Payload <= 0 {
 		c.Payload = 64
 	}
-	if c.Backoff <= 0 {
-		c.Backoff = 10 * time.Second
-	}
+	c.Payload = max(c.Payload, 16) // sequence number and send time
 	if c.Duration <= 0 {
 		c.Duration = time.Minute
+	}
+	if c.StormAt <= 0 {
+		c.StormAt = c.Duration / 2
 	}
 	if c.IDPrefix == "" {
 		c.IDPrefix = "esp32-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
@@ -165,6 +233,15 @@ func RunFleet(ctx context.Context, cfg FleetConfig, progress func(elapsed time.D
 	defer cancel()
 	nw := (cfg.Devices + cfg.PerWorker - 1) / cfg.PerWorker
 	res.Workers = nw
+	// Device i is the (i % PerWorker)-th of worker i / PerWorker.
+	ids := func(i int) string {
+		return fmt.Sprintf("%s-%d-%d", cfg.IDPrefix, i/cfg.PerWorker, i%cfg.PerWorker)
+	}
+	backend := newFleetBackend(&cfg, ids)
+	defer backend.close()
+	if err := backend.start(ctx); err != nil {
+		return res, err
+	}
 	last := make([]fleetReport, nw)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -184,7 +261,8 @@ func RunFleet(ctx context.Context, cfg FleetConfig, progress func(elapsed time.D
 			"--keepalive", strconv.Itoa(cfg.KeepAlive), "--telemetry", cfg.Telemetry.String(),
 			"--jitter", strconv.FormatFloat(cfg.Jitter, 'f', -1, 64), "--qos", strconv.Itoa(int(cfg.QoS)),
 			"--payload", strconv.Itoa(cfg.Payload), "--backoff", cfg.Backoff.String(),
-			"--ramp", strconv.FormatFloat(ramp, 'f', -1, 64), "--duration", cfg.Duration.String()}
+			"--ramp", strconv.FormatFloat(ramp, 'f', -1, 64), "--duration", cfg.Duration.String(),
+			"--profile", cfg.Profile, "--storm", strconv.FormatFloat(cfg.Storm, 'f', -1, 64), "--storm-at", cfg.StormAt.String()}
 		cmd := exec.CommandContext(ctx, exe, args...)
 		cmd.Stderr = os.Stderr
 		if cfg.Token != "" {
@@ -221,6 +299,14 @@ func RunFleet(ctx context.Context, cfg FleetConfig, progress func(elapsed time.D
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	start := time.Now()
+	// Commands start once the ramp is over (1 s when there is none) and
+	// stop shortly before the devices leave, so that every command is
+	// addressed to a device that should be online.
+	rampEnd := time.Second
+	if cfg.Ramp > 0 {
+		rampEnd = time.Duration(float64(cfg.Devices) / float64(cfg.Ramp) * float64(time.Second))
+	}
+	go backend.commands(ctx, start.Add(min(rampEnd, cfg.Duration/4)), start.Add(cfg.Duration-min(3*time.Second, cfg.Duration/4)))
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	sample := func() FleetCounters {
@@ -264,8 +350,12 @@ loop:
 	}
 	mu.Lock()
 	var tot FleetCounters
+	cmdHist := hdrhistogram.New(1, 60_000_000, 3)
 	for _, r := range last {
 		tot.add(r.FleetCounters)
+		if r.CmdLatency != nil {
+			cmdHist.Merge(hdrhistogram.Import(r.CmdLatency))
+		}
 	}
 	mu.Unlock()
 	res.FleetCounters = tot
@@ -273,7 +363,46 @@ loop:
 	if ctx.Err() != nil && res.FirstError == "" {
 		res.FirstError = "fleet: workers did not finish in time"
 	}
+	res.fillBackend(backend, cmdHist)
 	return res, nil
+}
+
+// fillBackend waits briefly for the last telemetry to reach the backend,
+// then records its figures.
+func (res *FleetResult) fillBackend(f *fleetBackend, cmdHist *hdrhistogram.Histogram) {
+	if f.cfg.Consumers > 0 {
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			f.mu.Lock()
+			u := f.unique
+			f.mu.Unlock()
+			if u >= res.Telemetry {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	f.close()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cfg.Consumers > 0 {
+		res.TelemetryDelivered, res.TelemetryUnique, res.TelemetryDuplicates = f.received, f.unique, f.dups
+		res.TelemetryLost = max(res.Telemetry-f.unique, 0)
+		if res.Seconds > 0 {
+			res.TelemetryPerS = float64(f.received) / res.Seconds
+		}
+		res.TelemetryP50us = float64(f.hist.ValueAtQuantile(50))
+		res.TelemetryP99us = float64(f.hist.ValueAtQuantile(99))
+		res.TelemetryMaxUs = float64(f.hist.Max())
+	}
+	res.CommandsSent, res.CommandsAcked = f.cmdSent.Load(), f.cmdAcked.Load()
+	res.CommandsLost = max(res.CommandsSent-res.Commands, 0)
+	res.CommandP50us = float64(cmdHist.ValueAtQuantile(50))
+	res.CommandP99us = float64(cmdHist.ValueAtQuantile(99))
+	res.CommandMaxUs = float64(cmdHist.Max())
+	if e, ok := f.errs.Load().(string); ok && res.FirstError == "" {
+		res.FirstError = e
+	}
 }
 
 // fleetWorkerMain is "worker fleet ...".
@@ -292,6 +421,9 @@ func fleetWorkerMain(args []string, out io.Writer) error {
 	fs.DurationVar(&cfg.Backoff, "backoff", 10*time.Second, "")
 	ramp := fs.Float64("ramp", 0, "")
 	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "")
+	fs.StringVar(&cfg.Profile, "profile", "esp-mqtt", "")
+	fs.Float64Var(&cfg.Storm, "storm", 0, "")
+	fs.DurationVar(&cfg.StormAt, "storm-at", 0, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -304,13 +436,18 @@ func fleetWorkerMain(args []string, out io.Writer) error {
 type fleetStats struct {
 	connected, connects, failures, drops, reconnects atomic.Int64
 	telemetry, pubacks, resends, commands, pings     atomic.Int64
+	stormDrops                                       atomic.Int64
 	firstErr                                         atomic.Value
+
+	mu      sync.Mutex
+	cmdHist *hdrhistogram.Histogram // command latency, µs
 }
 
 func (s *fleetStats) snapshot() FleetCounters {
 	return FleetCounters{Connected: s.connected.Load(), Connects: s.connects.Load(), Failures: s.failures.Load(),
 		Drops: s.drops.Load(), Reconnects: s.reconnects.Load(), Telemetry: s.telemetry.Load(),
-		Pubacks: s.pubacks.Load(), Resends: s.resends.Load(), Commands: s.commands.Load(), Pings: s.pings.Load()}
+		Pubacks: s.pubacks.Load(), Resends: s.resends.Load(), Commands: s.commands.Load(), Pings: s.pings.Load(),
+		StormDrops: s.stormDrops.Load()}
 }
 
 // FleetWorker simulates cfg.Devices devices from the given source
@@ -321,13 +458,13 @@ func FleetWorker(cfg FleetConfig, sources []string, ramp float64, out io.Writer)
 	if err := cfg.normalize(); err != nil {
 		return err
 	}
-	var st fleetStats
+	st := fleetStats{cmdHist: hdrhistogram.New(1, 60_000_000, 3)}
 	enc := json.NewEncoder(out)
 	start := time.Now()
 	end := start.Add(cfg.Duration)
 	var wg sync.WaitGroup
 	for i := range cfg.Devices {
-		d := &device{cfg: &cfg, st: &st, id: cfg.IDPrefix + strconv.Itoa(i), end: end,
+		d := &device{cfg: &cfg, st: &st, id: cfg.IDPrefix + strconv.Itoa(i), end: end, stormAt: stormTime(start, &cfg, i),
 			dialer: net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(sources[i%len(sources)])}}}
 		at := start
 		if ramp > 0 {
@@ -344,6 +481,9 @@ func FleetWorker(cfg FleetConfig, sources []string, ramp float64, out io.Writer)
 		select {
 		case <-done:
 			rep := fleetReport{FleetCounters: st.snapshot(), Done: true}
+			st.mu.Lock()
+			rep.CmdLatency = st.cmdHist.Export()
+			st.mu.Unlock()
 			if e, ok := st.firstErr.Load().(string); ok {
 				rep.Err = e
 			}
@@ -354,14 +494,32 @@ func FleetWorker(cfg FleetConfig, sources []string, ramp float64, out io.Writer)
 	}
 }
 
+// stormTime is when device i's connection is cut (zero: never): the
+// storm picks cfg.Storm of each worker's devices, spread over its index
+// range.
+func stormTime(start time.Time, cfg *FleetConfig, i int) time.Time {
+	if cfg.Storm <= 0 {
+		return time.Time{}
+	}
+	// Device i is picked when the integer part of i*Storm advances at i.
+	if int(float64(i+1)*cfg.Storm) == int(float64(i)*cfg.Storm) {
+		return time.Time{}
+	}
+	return start.Add(cfg.StormAt)
+}
+
+// errStorm ends a connection that the storm cuts.
+var errStorm = errors.New("storm")
+
 // device is one simulated ESP32. Its goroutine owns everything here.
 type device struct {
-	cfg    *FleetConfig
-	st     *fleetStats
-	id     string
-	end    time.Time
-	dialer net.Dialer
-	rng    *rand.Rand
+	cfg     *FleetConfig
+	st      *fleetStats
+	id      string
+	end     time.Time
+	stormAt time.Time // zero once the storm has hit it, or when it never will
+	dialer  net.Dialer
+	rng     *rand.Rand
 
 	c        net.Conn
 	out      []byte
@@ -408,7 +566,11 @@ func (d *device) run(at time.Time) {
 				return
 			}
 			d.st.drops.Add(1)
-			d.fail(err)
+			if errors.Is(err, errStorm) {
+				d.st.stormDrops.Add(1)
+			} else {
+				d.fail(err)
+			}
 			d.c.Close()
 		}
 		wait := min(d.cfg.Backoff, time.Until(d.end))
@@ -431,7 +593,7 @@ func (d *device) connect() error {
 	d.c = c
 	p := codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true,
 		KeepAlive: uint16(d.cfg.KeepAlive), ClientID: []byte(d.id),
-		WillFlag: true, WillTopic: d.topic("status"), WillPayload: []byte("offline"), WillQoS: 1, WillRetain: true}
+		WillFlag: true, WillTopic: d.topic("status"), WillPayload: []byte("offline"), WillQoS: d.statusQoS(), WillRetain: true}
 	if d.cfg.Token != "" {
 		p.UsernameFlag, p.Username, p.PasswordFlag, p.Password = true, []byte("esp32"), true, []byte(d.cfg.Token)
 	}
@@ -454,9 +616,15 @@ func (d *device) connect() error {
 		c.Close()
 		return fmt.Errorf("connection refused: %v % x", h.Type, body)
 	}
-	online := codec.Publish{Topic: d.topic("status"), Payload: []byte("online"), QoS: 1, Retain: true, PacketID: d.packetID()}
-	d.out = online.AppendTo(d.out[:0], codec.V311)
-	d.inflight = append(d.inflight[:0], pending{id: online.PacketID, sentAt: time.Now(), pkt: append([]byte(nil), d.out...)})
+	online := codec.Publish{Topic: d.topic("status"), Payload: []byte("online"), QoS: d.statusQoS(), Retain: true}
+	d.inflight = d.inflight[:0]
+	if online.QoS == 1 {
+		online.PacketID = d.packetID()
+		d.out = online.AppendTo(d.out[:0], codec.V311)
+		d.inflight = append(d.inflight, pending{id: online.PacketID, sentAt: time.Now(), pkt: append([]byte(nil), d.out...)})
+	} else {
+		d.out = online.AppendTo(d.out[:0], codec.V311)
+	}
 	sub := codec.Subscribe{PacketID: d.packetID(), Subs: []codec.Subscription{{Filter: d.topic("cmd"), QoS: 1}}}
 	d.out = sub.AppendTo(d.out, codec.V311)
 	if _, err := c.Write(d.out); err != nil {
@@ -467,6 +635,15 @@ func (d *device) connect() error {
 	d.lastSend = now
 	d.nextTele = now.Add(d.period())
 	return nil
+}
+
+// statusQoS is the QoS of the will and the "online" status: PubSubClient
+// publishes at QoS 0 only.
+func (d *device) statusQoS() uint8 {
+	if d.cfg.Profile == "pubsubclient" {
+		return 0
+	}
+	return 1
 }
 
 func (d *device) packetID() uint16 {
@@ -518,6 +695,7 @@ func (d *device) live() error {
 			}
 			payload := make([]byte, d.cfg.Payload)
 			binary.BigEndian.PutUint64(payload, d.seq)
+			binary.BigEndian.PutUint64(payload[8:], uint64(now.UnixNano()))
 			d.seq++
 			p := codec.Publish{Topic: d.topic("telemetry"), Payload: payload, QoS: d.cfg.QoS}
 			if p.QoS == 1 {
@@ -542,8 +720,17 @@ func (d *device) live() error {
 			}
 			d.lastSend = now
 		}
+		if !d.stormAt.IsZero() && !now.Before(d.stormAt) {
+			// The network goes away: no DISCONNECT, the broker publishes
+			// the will.
+			d.stormAt = time.Time{}
+			return errStorm
+		}
 		// Sleep in Read until the next timed action.
 		wake := d.nextTele
+		if !d.stormAt.IsZero() {
+			wake = minTime(wake, d.stormAt)
+		}
 		if len(d.inflight) > 0 {
 			wake = minTime(wake, d.inflight[0].sentAt.Add(qos1Resend))
 		}
@@ -603,6 +790,12 @@ func (d *device) handleInput() error {
 			var p codec.Publish
 			if p.Decode(codec.V311, h, body) == nil {
 				d.st.commands.Add(1)
+				if len(p.Payload) >= 16 {
+					sent := int64(binary.BigEndian.Uint64(p.Payload[8:]))
+					d.st.mu.Lock()
+					_ = d.st.cmdHist.RecordValue(max((time.Now().UnixNano()-sent)/1000, 1))
+					d.st.mu.Unlock()
+				}
 				if p.QoS == 1 {
 					acks = codec.AppendAck(acks, codec.TypePuback, p.PacketID)
 				} else if p.QoS == 2 {

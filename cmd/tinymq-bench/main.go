@@ -131,12 +131,17 @@ func runFleet(args []string) error {
 	fs.IntVar(&cfg.Devices, "devices", 1000, "simulated devices")
 	fs.IntVar(&cfg.PerWorker, "per-worker", 15000, "devices per worker process (a process here holds at most ~19,900 sockets)")
 	fs.IntVar(&cfg.Sources, "sources", 4, "source addresses 127.0.0.1..127.0.0.N")
-	fs.IntVar(&cfg.KeepAlive, "keepalive", 120, "keep-alive seconds (esp-mqtt default)")
+	fs.StringVar(&cfg.Profile, "profile", "esp-mqtt", "client library to behave as: esp-mqtt or pubsubclient (keep-alive 15 s, QoS 0, 5 s back-off)")
+	fs.IntVar(&cfg.KeepAlive, "keepalive", 0, "keep-alive seconds (0: the profile's, esp-mqtt 120, pubsubclient 15)")
 	fs.DurationVar(&cfg.Telemetry, "telemetry", 10*time.Second, "telemetry period per device")
 	fs.Float64Var(&cfg.Jitter, "jitter", 0.2, "telemetry jitter, a fraction of the period (±)")
 	qos := fs.Int("qos", 0, "telemetry QoS (0 or 1)")
 	fs.IntVar(&cfg.Payload, "payload", 64, "telemetry bytes")
-	fs.DurationVar(&cfg.Backoff, "backoff", 10*time.Second, "reconnect back-off (esp-mqtt default)")
+	fs.DurationVar(&cfg.Backoff, "backoff", 0, "reconnect back-off (0: the profile's, esp-mqtt 10s, pubsubclient 5s)")
+	fs.IntVar(&cfg.Consumers, "consumers", 1, "backend connections subscribed to devices/+/telemetry (latency, losses)")
+	fs.Float64Var(&cfg.Commands, "commands", 10, "backend QoS 1 commands per second to random devices/{id}/cmd")
+	fs.Float64Var(&cfg.Storm, "storm", 0, "fraction of the fleet whose connections drop at once at --storm-at (0: none)")
+	fs.DurationVar(&cfg.StormAt, "storm-at", 0, "when the storm hits (0: half the duration)")
 	fs.IntVar(&cfg.Ramp, "ramp", 0, "devices connecting per second (0: all at once)")
 	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "whole run; devices stop by themselves")
 	fs.StringVar(&cfg.Token, "token", os.Getenv("TINYMQ_API_KEY"), "MQTT password (TinyMQ API key)")
@@ -171,13 +176,25 @@ func runFleet(args []string) error {
 		p.Token = ""
 		return record("fleet", *label, *version, cfg.Addr, p, res)
 	}
-	fmt.Printf("scenario     fleet: %d devices (%d workers), telemetry every %v ±%.0f%% at QoS %d, %v\n",
-		cfg.Devices, res.Workers, cfg.Telemetry, cfg.Jitter*100, cfg.QoS, cfg.Duration)
+	fmt.Printf("scenario     fleet: %d %s devices (%d workers), telemetry every %v ±%.0f%% at QoS %d, %v\n",
+		cfg.Devices, profileName(cfg.Profile), res.Workers, cfg.Telemetry, cfg.Jitter*100, cfg.QoS, cfg.Duration)
 	fmt.Printf("broker       %s\n", *label)
 	fmt.Printf("connected    peak %d, at end %d; connects %d, failures %d, drops %d, reconnects %d\n",
 		res.PeakConnected, res.Connected, res.Connects, res.Failures, res.Drops, res.Reconnects)
-	fmt.Printf("telemetry    %d sent, %d PUBACKs, %d QoS 1 re-sends; %d commands received; %d pings\n",
-		res.Telemetry, res.Pubacks, res.Resends, res.Commands, res.Pings)
+	fmt.Printf("telemetry    %d sent, %d PUBACKs, %d QoS 1 re-sends, %d pings\n",
+		res.Telemetry, res.Pubacks, res.Resends, res.Pings)
+	if cfg.Consumers > 0 {
+		fmt.Printf("backend      %d telemetry delivered (%.0f/s over %d consumers), %d lost, %d duplicates; latency p50 %.0f µs, p99 %.0f µs, max %.0f µs\n",
+			res.TelemetryDelivered, res.TelemetryPerS, cfg.Consumers, res.TelemetryLost, res.TelemetryDuplicates,
+			res.TelemetryP50us, res.TelemetryP99us, res.TelemetryMaxUs)
+	}
+	if cfg.Commands > 0 {
+		fmt.Printf("commands     %d sent, %d acknowledged by the broker, %d received by devices, %d not delivered; latency p50 %.0f µs, p99 %.0f µs\n",
+			res.CommandsSent, res.CommandsAcked, res.Commands, res.CommandsLost, res.CommandP50us, res.CommandP99us)
+	}
+	if cfg.Storm > 0 {
+		fmt.Printf("storm        %d connections cut at %v, reconnected after %v\n", res.StormDrops, cfg.StormAt, cfg.Backoff)
+	}
 	if res.FirstError != "" {
 		fmt.Printf("first error  %s\n", res.FirstError)
 	}
@@ -190,6 +207,14 @@ func runFleet(args []string) error {
 			float64(res.BrokerRSSPeak)/(1<<20), per, res.BrokerCPU)
 	}
 	return nil
+}
+
+// profileName is the fleet profile for the report.
+func profileName(p string) string {
+	if p == "" {
+		return "esp-mqtt"
+	}
+	return p
 }
 
 func runWorker(args []string) error { return bench.WorkerMain(args, os.Stdin, os.Stdout) }
@@ -383,7 +408,7 @@ func runCompare(args []string) error {
 	}
 	if *fleet > 0 {
 		opts.Fleet = bench.FleetConfig{Devices: *fleet, Telemetry: 2 * time.Second, Jitter: 0.2, QoS: 1, Ramp: max(*fleet/10, 1),
-			Duration: *fleetFor, IDPrefix: "esp32"}
+			Duration: *fleetFor, IDPrefix: "esp32", Consumers: 1, Commands: float64(max(*fleet/100, 1))}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
