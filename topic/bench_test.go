@@ -141,3 +141,28 @@ func TestMemoryPerSubscription(t *testing.T) {
 	t.Logf("heap per subscription: %.0f bytes (100k realistic mix)", float64(m1.HeapAlloc-m0.HeapAlloc)/100000)
 	runtime.KeepAlive(tr)
 }
+
+// TestMemoryPerRetained logs the index's heap per retained topic for the
+// fleet pattern: one devices/{id}/status per device.
+func TestMemoryPerRetained(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	const n = 100000
+	names := make([][]byte, n)
+	for i := range names {
+		names[i] = []byte(fmt.Sprintf("devices/esp32-%06d/status", i))
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	r := NewRetained[*int]()
+	v := new(int)
+	for _, name := range names {
+		r.Set(name, v)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	t.Logf("heap per retained topic: %.0f bytes (100k devices/{id}/status, the stored value not counted)", float64(m1.HeapAlloc-m0.HeapAlloc)/n)
+	runtime.KeepAlive(r)
+}

@@ -12,13 +12,77 @@ type Retained[V any] struct {
 	root  rnode[V]
 }
 
+// rnode is one level of a stored name. Its children are a short slice
+// while few (a retained topic per device, devices/{id}/status, gives every
+// {id} node one child: a slice of one pointer, where a one-entry map costs
+// ~250 bytes) and a map above ChildMapThreshold. Names are substrings of
+// the first topic stored through them, so a level costs no string of its
+// own.
 type rnode[V any] struct {
 	name     string
 	topic    string // full name, when has
 	parent   *rnode[V]
-	children map[string]*rnode[V]
+	children []*rnode[V]          // when few
+	childMap map[string]*rnode[V] // when many
 	v        V
 	has      bool
+}
+
+func (n *rnode[V]) child(level string) *rnode[V] {
+	if n.childMap != nil {
+		return n.childMap[level]
+	}
+	for _, c := range n.children {
+		if c.name == level {
+			return c
+		}
+	}
+	return nil
+}
+
+func (n *rnode[V]) addChild(c *rnode[V]) {
+	if n.childMap != nil {
+		n.childMap[c.name] = c
+		return
+	}
+	n.children = append(n.children, c)
+	if len(n.children) > ChildMapThreshold {
+		n.childMap = make(map[string]*rnode[V], len(n.children))
+		for _, x := range n.children {
+			n.childMap[x.name] = x
+		}
+		n.children = nil
+	}
+}
+
+func (n *rnode[V]) removeChild(c *rnode[V]) {
+	if n.childMap != nil {
+		delete(n.childMap, c.name)
+		return
+	}
+	for i, x := range n.children {
+		if x == c {
+			n.children = append(n.children[:i], n.children[i+1:]...)
+			return
+		}
+	}
+}
+
+func (n *rnode[V]) numChildren() int { return len(n.children) + len(n.childMap) }
+
+// each calls fn for every child until fn returns false.
+func (n *rnode[V]) each(fn func(*rnode[V]) bool) bool {
+	for _, c := range n.children {
+		if !fn(c) {
+			return false
+		}
+	}
+	for _, c := range n.childMap {
+		if !fn(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // NewRetained returns an empty index.
@@ -41,25 +105,23 @@ func (r *Retained[V]) Set(topic []byte, v V) {
 		n.v = v
 		return
 	}
+	ts := string(topic)
 	n := &r.root
 	start := 0
-	for i := 0; i <= len(topic); i++ {
-		if i < len(topic) && topic[i] != '/' {
+	for i := 0; i <= len(ts); i++ {
+		if i < len(ts) && ts[i] != '/' {
 			continue
 		}
-		level := topic[start:i]
+		level := ts[start:i]
 		start = i + 1
-		c := n.children[string(level)]
+		c := n.child(level)
 		if c == nil {
-			if n.children == nil {
-				n.children = make(map[string]*rnode[V], 1)
-			}
-			c = &rnode[V]{name: string(level), parent: n}
-			n.children[c.name] = c
+			c = &rnode[V]{name: level, parent: n}
+			n.addChild(c)
 		}
 		n = c
 	}
-	n.topic, n.v, n.has = string(topic), v, true
+	n.topic, n.v, n.has = ts, v, true
 	r.exact[n.topic] = n
 }
 
@@ -74,9 +136,9 @@ func (r *Retained[V]) Delete(topic []byte) bool {
 	delete(r.exact, n.topic)
 	var zero V
 	n.v, n.has, n.topic = zero, false, ""
-	for n != &r.root && !n.has && len(n.children) == 0 {
+	for n != &r.root && !n.has && n.numChildren() == 0 {
 		p := n.parent
-		delete(p.children, n.name)
+		p.removeChild(n)
 		n = p
 	}
 	return true
@@ -134,27 +196,21 @@ func (n *rnode[V]) match(filter []byte, start int, top bool, fn func(string, V) 
 		if !top && n.has && !fn(n.topic, n.v) {
 			return false
 		}
-		for _, c := range n.children {
+		return n.each(func(c *rnode[V]) bool {
 			if top && len(c.name) > 0 && c.name[0] == '$' {
-				continue
+				return true
 			}
-			if !c.all(fn) {
-				return false
-			}
-		}
-		return true
+			return c.all(fn)
+		})
 	case "+":
-		for _, c := range n.children {
+		return n.each(func(c *rnode[V]) bool {
 			if top && len(c.name) > 0 && c.name[0] == '$' {
-				continue
+				return true
 			}
-			if !c.step(filter, end, last, fn) {
-				return false
-			}
-		}
-		return true
+			return c.step(filter, end, last, fn)
+		})
 	}
-	if c := n.children[string(level)]; c != nil {
+	if c := n.child(string(level)); c != nil {
 		return c.step(filter, end, last, fn)
 	}
 	return true
@@ -175,10 +231,5 @@ func (n *rnode[V]) all(fn func(string, V) bool) bool {
 	if n.has && !fn(n.topic, n.v) {
 		return false
 	}
-	for _, c := range n.children {
-		if !c.all(fn) {
-			return false
-		}
-	}
-	return true
+	return n.each(func(c *rnode[V]) bool { return c.all(fn) })
 }

@@ -241,8 +241,48 @@ func TestRetained(t *testing.T) {
 		t.Fatalf("after delete of parent: %v", got)
 	}
 	r.Delete([]byte("sport/tennis/p1"))
-	if _, ok := r.root.children["sport"].children["tennis"]; ok {
+	if s := r.root.child("sport"); s != nil && s.child("tennis") != nil {
 		t.Fatal("empty retained node not pruned")
+	}
+}
+
+// TestRetainedWideLevel: a level with more children than
+// ChildMapThreshold (one node per device) switches to a map; matching,
+// replacing and deleting work the same on both sides of the switch, and
+// deleting everything prunes the trie to the root.
+func TestRetainedWideLevel(t *testing.T) {
+	r := NewRetained[string]()
+	const n = 100
+	for i := range n {
+		r.Set([]byte(fmt.Sprintf("devices/d%d/status", i)), "online")
+	}
+	r.Set([]byte("devices/d7/status"), "offline")
+	if d := r.root.child("devices"); d == nil || d.childMap == nil || len(d.childMap) != n {
+		t.Fatal("a wide level is not a map")
+	}
+	count := func(filter string) (k int, offline int) {
+		r.Match([]byte(filter), func(_ string, v string) bool {
+			k++
+			if v == "offline" {
+				offline++
+			}
+			return true
+		})
+		return k, offline
+	}
+	if k, off := count("devices/+/status"); k != n || off != 1 {
+		t.Fatalf("devices/+/status: %d matches, %d offline; want %d, 1", k, off, n)
+	}
+	if k, _ := count("devices/d42/#"); k != 1 {
+		t.Fatalf("devices/d42/#: %d matches", k)
+	}
+	for i := range n {
+		if !r.Delete([]byte(fmt.Sprintf("devices/d%d/status", i))) {
+			t.Fatalf("delete d%d", i)
+		}
+	}
+	if r.Count() != 0 || r.root.numChildren() != 0 {
+		t.Fatalf("after deleting all: count %d, root children %d", r.Count(), r.root.numChildren())
 	}
 }
 

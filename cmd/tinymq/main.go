@@ -17,6 +17,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -39,6 +41,8 @@ type config struct {
 	opts        engine.Options
 	mqttDisable bool
 	logLevel    string
+	cpuProfile  string // pprof CPU profile of the whole run, written at shutdown
+	heapProfile string // pprof heap profile, written at shutdown
 }
 
 // parse builds the configuration from args, the environment (getenv) and
@@ -75,6 +79,8 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.DurationVar(&o.SysInterval, "sys-interval", d.SysInterval, "how often $SYS topics are published (0 or negative: never)")
 	fs.IntVar(&o.Loops, "loops", d.Loops, "event loops (default: one per CPU)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a pprof CPU profile of the run to this file at shutdown")
+	fs.StringVar(&cfg.heapProfile, "heap-profile", "", "write a pprof heap profile to this file at shutdown")
 	fs.BoolVar(&o.Verbose, "v", false, "log every connect, disconnect (with reason) and subscribe")
 	fs.BoolVar(&cfg.mqttDisable, "mqtt-disable", false, "do not open the MQTT listener")
 
@@ -177,6 +183,23 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
 }
 
+// writeHeapProfile writes the live heap (after a GC). It runs when the
+// shutdown signal arrives, before the broker lets go of its state.
+func writeHeapProfile(path string, log *slog.Logger) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Error("heap profile", "err", err)
+		return
+	}
+	defer f.Close()
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		log.Error("heap profile", "err", err)
+		return
+	}
+	log.Info("heap profile written", "file", path)
+}
+
 // run starts the broker and serves until a signal (or stop) arrives. A
 // second signal exits at once.
 func run(args []string, logw io.Writer, stop <-chan struct{}) error {
@@ -199,6 +222,22 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+			log.Info("CPU profile written", "file", cfg.cpuProfile)
+		}()
+	}
 
 	if cfg.opts.MQTTAddr == "" {
 		log.Info("MQTT listener disabled")
@@ -224,6 +263,9 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 		log.Warn("second signal: exiting now")
 		os.Exit(1)
 	}()
+	if cfg.heapProfile != "" {
+		writeHeapProfile(cfg.heapProfile, log)
+	}
 	if b != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
