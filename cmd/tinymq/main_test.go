@@ -152,3 +152,34 @@ func TestSignalShutdown(t *testing.T) {
 		t.Fatalf("logs:\n%s", logs.String())
 	}
 }
+
+// TestProfiles: --cpu-profile and --heap-profile leave pprof files (gzip
+// data) behind after a run.
+func TestProfiles(t *testing.T) {
+	dir := t.TempDir()
+	cpu, heap := filepath.Join(dir, "cpu.prof"), filepath.Join(dir, "heap.prof")
+	var logs syncBuf
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- run([]string{"--mqtt-addr", "127.0.0.1:0", "--http-addr", "", "--sys-interval", "0s",
+			"--cpu-profile", cpu, "--heap-profile", heap}, &logs, stop)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "tinymq started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not started:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, f := range []string{cpu, heap} {
+		b, err := os.ReadFile(f)
+		if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Fatalf("%s: %d bytes, %v; want a gzipped pprof profile", f, len(b), err)
+		}
+	}
+}
