@@ -150,7 +150,8 @@ type fleetReport struct {
 	CmdLatency *hdrhistogram.Snapshot `json:"cmd_latency,omitempty"`
 }
 
-func (c *FleetConfig) normalize() error {
+// Normalize checks the configuration and fills in the profile's defaults.
+func (c *FleetConfig) Normalize() error {
 	if c.Devices <= 0 {
 		return errors.New("fleet: need at least one device")
 	}
@@ -218,7 +219,7 @@ func (c *FleetConfig) normalize() error {
 // progress, when not nil, gets the totals once a second.
 func RunFleet(ctx context.Context, cfg FleetConfig, progress func(elapsed time.Duration, c FleetCounters)) (FleetResult, error) {
 	var res FleetResult
-	if err := cfg.normalize(); err != nil {
+	if err := cfg.Normalize(); err != nil {
 		return res, err
 	}
 	exe := cfg.Executable
@@ -455,7 +456,7 @@ func (s *fleetStats) snapshot() FleetCounters {
 // on out every second. ramp is this worker's connects per second (0: all
 // at once).
 func FleetWorker(cfg FleetConfig, sources []string, ramp float64, out io.Writer) error {
-	if err := cfg.normalize(); err != nil {
+	if err := cfg.Normalize(); err != nil {
 		return err
 	}
 	st := fleetStats{cmdHist: hdrhistogram.New(1, 60_000_000, 3)}

@@ -176,18 +176,18 @@ func TestFleetStorm(t *testing.T) {
 // QoS 0 only, 5 s back-off) and its QoS 0 will and status.
 func TestFleetPubSubClientProfile(t *testing.T) {
 	cfg := FleetConfig{Devices: 1, Profile: "pubsubclient"}
-	if err := cfg.normalize(); err != nil {
+	if err := cfg.Normalize(); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.KeepAlive != 15 || cfg.Backoff != 5*time.Second || cfg.QoS != 0 {
 		t.Fatalf("pubsubclient defaults: keep-alive %d back-off %v qos %d", cfg.KeepAlive, cfg.Backoff, cfg.QoS)
 	}
 	bad := FleetConfig{Devices: 1, Profile: "pubsubclient", QoS: 1}
-	if err := bad.normalize(); err == nil {
+	if err := bad.Normalize(); err == nil {
 		t.Fatal("pubsubclient at QoS 1 accepted")
 	}
 	esp := FleetConfig{Devices: 1}
-	if err := esp.normalize(); err != nil || esp.KeepAlive != 120 || esp.Backoff != 10*time.Second || esp.Profile != "esp-mqtt" {
+	if err := esp.Normalize(); err != nil || esp.KeepAlive != 120 || esp.Backoff != 10*time.Second || esp.Profile != "esp-mqtt" {
 		t.Fatalf("esp-mqtt defaults: %+v %v", esp, err)
 	}
 

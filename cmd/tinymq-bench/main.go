@@ -155,6 +155,9 @@ func runFleet(args []string) error {
 		return err
 	}
 	cfg.QoS = uint8(*qos)
+	if err := cfg.Normalize(); err != nil { // the profile's defaults, for the report
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var fn func(time.Duration, bench.FleetCounters)
