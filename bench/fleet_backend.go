@@ -32,7 +32,8 @@ type fleetBackend struct {
 	ids  func(i int) string // the i-th device's client id
 	errs atomic.Value       // first error (string)
 
-	mu       sync.Mutex
+	mu       sync.Mutex              // guards what follows
+	conns    []net.Conn              // closed by close
 	hist     *hdrhistogram.Histogram // telemetry latency, µs
 	received int64                   // telemetry deliveries, all consumers
 	unique   int64                   // first consumer: first deliveries of (device, seq)
@@ -40,7 +41,6 @@ type fleetBackend struct {
 	lastSeq  map[string]uint64       // first consumer: highest seq + 1 per device
 
 	cmdSent, cmdAcked atomic.Int64
-	conns             []net.Conn
 }
 
 func newFleetBackend(cfg *FleetConfig, ids func(int) string) *fleetBackend {
@@ -57,7 +57,9 @@ func (f *fleetBackend) start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("fleet backend: %w", err)
 		}
+		f.mu.Lock()
 		f.conns = append(f.conns, c)
+		f.mu.Unlock()
 		sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("devices/+/telemetry"), QoS: f.cfg.QoS}}}
 		if _, err := c.Write(sub.AppendTo(nil, codec.V311)); err != nil {
 			return err
@@ -90,7 +92,9 @@ func (f *fleetBackend) commands(ctx context.Context, begin, stop time.Time) {
 		f.fail(err)
 		return
 	}
+	f.mu.Lock()
 	f.conns = append(f.conns, c)
+	f.mu.Unlock()
 	w := &lockedWriter{c: c}
 	go keepAlive(ctx, w, 30*time.Second)
 	go func() {
@@ -189,6 +193,8 @@ func deviceOf(topic []byte) string {
 }
 
 func (f *fleetBackend) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for _, c := range f.conns {
 		_ = c.Close()
 	}
