@@ -123,9 +123,14 @@ func BenchmarkPublishQoS0(b *testing.B) {
 				}
 				sent += k
 				// Bounded in-flight: stay within 8 batches of the slowest
-				// subscriber, so nothing is dropped as a slow consumer.
+				// subscriber, so nothing is dropped as a slow consumer. A
+				// subscriber that makes no progress for 10 s has stalled
+				// (the run itself may take as long as b.N asks).
+				last, since := ss[0].msgs.Load(), time.Now()
 				for int64(sent-8*batch) > ss[0].msgs.Load() && int64(sent-8*batch) > 0 {
-					if time.Since(start) > time.Minute {
+					if n := ss[0].msgs.Load(); n != last {
+						last, since = n, time.Now()
+					} else if time.Since(since) > 10*time.Second {
 						b.Fatal("subscriber stalled")
 					}
 					time.Sleep(20 * time.Microsecond)
