@@ -274,11 +274,28 @@ func TestSessionExpiry(t *testing.T) {
 	if p := online.expectPublish(5 * time.Second); string(p.Payload) != "still" {
 		t.Fatalf("online session: %q", p.Payload)
 	}
-	// A client back before the expiry keeps its session.
-	online.write([]byte{0xe0, 0})
-	online.expectClosed(5 * time.Second)
-	again := dialRaw(t, b.MQTTAddr())
-	if ack := again.connect(codec.Connect{ClientID: []byte("online"), KeepAlive: 60}); !ack.SessionPresent {
-		t.Fatal("session of a client back within the expiry was discarded")
+}
+
+// TestSessionExpiryKeepsReturningClients: a client that comes back before
+// the expiry keeps its session (and subscription), round after round, over
+// a run longer than the expiry itself.
+func TestSessionExpiryKeepsReturningClients(t *testing.T) {
+	b := startBroker(t, func(o *Options) { o.SessionExpiry = 4 * time.Second })
+	for round := range 3 {
+		rc := dialRaw(t, b.MQTTAddr())
+		ack := rc.connect(codec.Connect{ClientID: []byte("back"), KeepAlive: 60})
+		if round > 0 && !ack.SessionPresent {
+			t.Fatalf("round %d: session of a client back within the expiry was discarded", round)
+		}
+		if round == 0 {
+			rc.subscribe(1, codec.Subscription{Filter: []byte("back/#"), QoS: 1})
+		}
+		// Online for 1.5 s: online time never counts towards the expiry.
+		rc.expectNothing(1500 * time.Millisecond)
+		rc.write([]byte{0xe0, 0})
+		rc.expectClosed(5 * time.Second)
+	}
+	if st := b.Stats(); st.SessionsExpired != 0 || st.Subscriptions != 1 {
+		t.Fatalf("expired %d, subscriptions %d; want 0 and 1", st.SessionsExpired, st.Subscriptions)
 	}
 }
