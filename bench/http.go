@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tinymq/tinymq/codec"
 )
@@ -23,6 +25,8 @@ import (
 // POST /publish/bench/http/{conn} in a loop (one request in flight per
 // connection), and one MQTT subscriber on bench/http/+ checks that every
 // accepted request is delivered, once and in order, and how long it took.
+// With MQTTAddr empty there is no subscriber: the run measures the HTTP
+// server alone (as against the plain fasthttp.Server of RunHTTPRef).
 type HTTPConfig struct {
 	HTTPAddr  string
 	MQTTAddr  string
@@ -81,21 +85,27 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 
 	t := &tally{recv: make([]atomic.Int64, cfg.Conns), seen: make([][]uint64, cfg.Conns),
 		maxSeq: make([]int64, cfg.Conns), hist: hdrhistogram.New(1, 60_000_000, 3)}
-	sc, sr, err := dialMQTTAuth(cfg.MQTTAddr, "bench-http-sub", cfg.Token)
-	if err != nil {
-		return res, err
+	var (
+		sc  net.Conn
+		swg sync.WaitGroup
+	)
+	if cfg.MQTTAddr != "" {
+		c, sr, err := dialMQTTAuth(cfg.MQTTAddr, "bench-http-sub", cfg.Token)
+		if err != nil {
+			return res, err
+		}
+		sc = c
+		defer sc.Close()
+		sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("bench/http/+"), QoS: cfg.QoS}}}
+		if _, err := sc.Write(sub.AppendTo(nil, codec.V311)); err != nil {
+			return res, err
+		}
+		if h, _, err := readPacket(sr); err != nil || h.Type != codec.TypeSuback {
+			return res, fmt.Errorf("subscribe: %v %v", h.Type, err)
+		}
+		swg.Add(1)
+		go func() { defer swg.Done(); subscriberLoop(sc, sr, t) }()
 	}
-	defer sc.Close()
-	sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("bench/http/+"), QoS: cfg.QoS}}}
-	if _, err := sc.Write(sub.AppendTo(nil, codec.V311)); err != nil {
-		return res, err
-	}
-	if h, _, err := readPacket(sr); err != nil || h.Type != codec.TypeSuback {
-		return res, fmt.Errorf("subscribe: %v %v", h.Type, err)
-	}
-	var swg sync.WaitGroup
-	swg.Add(1)
-	go func() { defer swg.Done(); subscriberLoop(sc, sr, t) }()
 
 	var cpu0 float64
 	if cfg.BrokerPID > 0 {
@@ -165,7 +175,7 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 	el := time.Since(start)
 	// Drain: every accepted request should be delivered.
 	deadline := time.Now().Add(cfg.Drain)
-	for {
+	for sc != nil {
 		var got int64
 		for p := range t.recv {
 			got += t.recv[p].Load()
@@ -180,13 +190,15 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 			res.BrokerCPU = st.CPUSeconds - cpu0
 		}
 	}
-	sc.Close()
-	swg.Wait()
-	for p := range t.recv {
-		res.Delivered += t.recv[p].Load()
+	if sc != nil {
+		sc.Close()
+		swg.Wait()
+		for p := range t.recv {
+			res.Delivered += t.recv[p].Load()
+		}
+		res.Duplicates, res.OutOfOrder = t.dups, t.reorder
+		res.Lost = res.Accepted - res.Delivered
 	}
-	res.Duplicates, res.OutOfOrder = t.dups, t.reorder
-	res.Lost = res.Accepted - res.Delivered
 	res.Seconds = el.Seconds()
 	res.RequestsPerS = float64(res.Requests) / res.Seconds
 	res.RTTp50us = float64(rtt.ValueAtQuantile(50))
@@ -281,4 +293,37 @@ func readHTTPResponse(r *bufio.Reader) (int, error) {
 	}
 	_, err = io.CopyN(io.Discard, r, int64(n))
 	return status, err
+}
+
+// RunHTTPRef serves what TinyMQ answers to POST /publish/{topic} (202 and
+// the same JSON body) from a plain fasthttp.Server on addr until ctx ends:
+// the reference for the HTTP door's CPU per request, measured from outside
+// with the same client (tinymq-bench http --addr "" --broker-pid PID).
+func RunHTTPRef(ctx context.Context, addr string, ready func(net.Addr)) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s := &fasthttp.Server{
+		Name: "fasthttp",
+		Handler: func(c *fasthttp.RequestCtx) {
+			if !c.IsPost() || !bytes.HasPrefix(c.Path(), []byte("/publish/")) {
+				c.Error(`{"error":"no such endpoint"}`, fasthttp.StatusNotFound)
+				return
+			}
+			c.SetStatusCode(fasthttp.StatusAccepted)
+			c.SetContentType("application/json")
+			_, _ = c.WriteString(`{"status":"accepted","topic":"`)
+			_, _ = c.Write(c.Path()[len("/publish/"):])
+			_, _ = c.WriteString(`"}`)
+		},
+	}
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	go func() {
+		<-ctx.Done()
+		_ = s.Shutdown()
+	}()
+	return s.Serve(ln)
 }

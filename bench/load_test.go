@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -124,6 +125,27 @@ func TestRunHTTPSmoke(t *testing.T) {
 	if _, err := RunHTTP(context.Background(), HTTPConfig{HTTPAddr: b.HTTPAddr(), MQTTAddr: b.MQTTAddr(),
 		Conns: 1, Duration: 200 * time.Millisecond}); err == nil {
 		t.Fatal("run without the API key succeeded")
+	}
+}
+
+// TestRunHTTPRef: the plain fasthttp.Server reference answers the http
+// scenario as TinyMQ does (202 for every request), and the scenario runs
+// without an MQTT subscriber against it.
+func TestRunHTTPRef(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- RunHTTPRef(ctx, "127.0.0.1:0", func(a net.Addr) { addr <- a.String() }) }()
+	res, err := RunHTTP(context.Background(), HTTPConfig{HTTPAddr: <-addr, Conns: 2, Payload: 32, Duration: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Accepted == 0 || res.Errors != 0 || res.FirstError != "" || res.Delivered != 0 || res.Lost != 0 {
+		t.Fatalf("reference run: %+v", res)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("reference server: %v", err)
 	}
 }
 

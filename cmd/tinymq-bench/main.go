@@ -10,6 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -32,6 +33,8 @@ func main() {
 		err = runConn(os.Args[2:])
 	case "fanin", "fanout", "pairs":
 		err = runLoad(os.Args[1], os.Args[2:])
+	case "http-ref":
+		err = runHTTPRef(os.Args[2:])
 	case "http":
 		err = runHTTP(os.Args[2:])
 	case "fleet":
@@ -61,6 +64,7 @@ scenarios:
   fanout   1 publisher -> S subscribers
   pairs    K publisher/subscriber pairs
   http     HTTP publishes (POST /publish/{topic}) delivered to an MQTT subscriber
+  http-ref a plain fasthttp.Server answering POST /publish/{topic} as TinyMQ does (the CPU reference)
   fleet    ESP32 soak test: N devices with esp-mqtt behaviour for a fixed time
   compare  start TinyMQ, Mosquitto and any --broker, run the scenario set against each, print ratios
 
@@ -309,7 +313,7 @@ func runHTTP(args []string) error {
 	fs := flag.NewFlagSet("http", flag.ContinueOnError)
 	var cfg bench.HTTPConfig
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7800", "broker HTTP address")
-	fs.StringVar(&cfg.MQTTAddr, "addr", "127.0.0.1:1883", "broker MQTT address (the subscriber)")
+	fs.StringVar(&cfg.MQTTAddr, "addr", "127.0.0.1:1883", "broker MQTT address (the subscriber); empty: no subscriber, the HTTP server alone")
 	fs.IntVar(&cfg.Conns, "conns", 16, "keep-alive HTTP connections, one request in flight each")
 	qos := fs.Int("qos", 0, "QoS of the publishes (query qos=)")
 	fs.IntVar(&cfg.Payload, "payload", 64, "body bytes (at least 24)")
@@ -345,8 +349,10 @@ func runHTTP(args []string) error {
 	fmt.Printf("broker       %s\n", *label)
 	fmt.Printf("requests     %d (%d accepted, %d errors): %.0f req/s\n", res.Requests, res.Accepted, res.Errors, res.RequestsPerS)
 	fmt.Printf("response µs  p50 %.0f  p99 %.0f  p99.9 %.0f\n", res.RTTp50us, res.RTTp99us, res.RTTp999us)
-	fmt.Printf("delivered    %d: lost %d  duplicates %d  out of order %d\n", res.Delivered, res.Lost, res.Duplicates, res.OutOfOrder)
-	fmt.Printf("HTTP->MQTT µs p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n", res.DelivP50us, res.DelivP99us, res.DelivP999us, res.DelivMaxUs)
+	if cfg.MQTTAddr != "" {
+		fmt.Printf("delivered    %d: lost %d  duplicates %d  out of order %d\n", res.Delivered, res.Lost, res.Duplicates, res.OutOfOrder)
+		fmt.Printf("HTTP->MQTT µs p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n", res.DelivP50us, res.DelivP99us, res.DelivP999us, res.DelivMaxUs)
+	}
 	if res.FirstError != "" {
 		fmt.Printf("first error  %s\n", res.FirstError)
 	}
@@ -354,6 +360,20 @@ func runHTTP(args []string) error {
 		fmt.Printf("broker CPU   %.2f s: %.1f µs per request\n", res.BrokerCPU, res.CPUusPerReq)
 	}
 	return nil
+}
+
+// runHTTPRef serves the plain fasthttp.Server reference until a signal.
+func runHTTPRef(args []string) error {
+	fs := flag.NewFlagSet("http-ref", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:7801", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return bench.RunHTTPRef(ctx, *addr, func(a net.Addr) {
+		fmt.Fprintf(os.Stderr, "http-ref: plain fasthttp.Server on %s, pid %d\n", a, os.Getpid())
+	})
 }
 
 func runCompare(args []string) error {
