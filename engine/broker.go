@@ -206,7 +206,7 @@ func (b *Broker) Stop(ctx context.Context) error {
 // For ":0" each loop would pick its own port, so we reserve a free port with
 // a bound (not listening) SO_REUSEPORT socket, hand gnet that port, and
 // close the reservation once gnet has bound. The returned fd is -1 when no
-// reservation was needed.
+// reservation was needed. Runs in Start, before any loop exists.
 func resolveListenAddr(addr string) (string, int, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -244,7 +244,7 @@ func resolveListenAddr(addr string) (string, int, error) {
 
 // bindSocket binds a TCP socket (not listening) to ip:port with
 // SO_REUSEADDR, and SO_REUSEPORT when reusePort is set. It returns the fd
-// and the bound port.
+// and the bound port. Runs in Start.
 func bindSocket(ip net.IP, port int, reusePort bool) (int, int, error) {
 	var (
 		fd  int
