@@ -34,6 +34,7 @@ type Broker struct {
 	sessMu    sync.Mutex
 	sessions  *sessionIndex // client id -> session (online or persistent)
 	sweepNext int           // next index shard for expireSessions; under sessMu
+	memReturn memoryReturn  // ticker goroutine
 
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop] // copy-on-write registry of loops seen so far
@@ -86,6 +87,7 @@ func New(opts Options) (*Broker, error) {
 	}
 	b.sys = newRouter(b, nil, &b.sysStats)
 	b.now.Store(time.Now().Unix())
+	b.memReturn.init()
 	return b, nil
 }
 
@@ -344,6 +346,9 @@ func (b *Broker) OnTick() (time.Duration, gnet.Action) {
 		return time.Second, gnet.None
 	}
 	b.expireSessions(now.Unix())
+	if b.opts.ReturnIdleMemory {
+		b.memReturn.tick(now)
+	}
 	for _, l := range b.allLoops() {
 		if l.tickPending.CompareAndSwap(false, true) {
 			if err := l.el.Execute(context.Background(), l.tickRun); err != nil {

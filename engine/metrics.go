@@ -47,6 +47,7 @@ type Snapshot struct {
 	HeapBytes       uint64 `json:"go_heap_bytes"`
 	Goroutines      uint64 `json:"go_goroutines"`
 	GCCycles        uint64 `json:"go_gc_cycles"`
+	MemoryReturns   uint64 `json:"memory_returns"` // idle returns of free heap pages to the OS
 	MaxPacketSize   int    `json:"max_packet_size"`
 	MaxConnections  int    `json:"max_connections"`
 	SysIntervalSecs int    `json:"sys_interval_seconds"`
@@ -145,6 +146,7 @@ func (b *Broker) Snapshot() Snapshot {
 		return 0
 	}
 	sn.MemoryBytes, sn.HeapBytes, sn.Goroutines, sn.GCCycles = get(0), get(1), get(2), get(3)
+	sn.MemoryReturns = b.memReturn.runs.Load()
 	return sn
 }
 
@@ -222,6 +224,7 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	w.single("tinymq_go_heap_objects_bytes", "gauge", "Bytes of live and unswept heap objects.", float64(sn.HeapBytes))
 	w.single("tinymq_go_goroutines", "gauge", "Goroutines.", float64(sn.Goroutines))
 	w.single("tinymq_go_gc_cycles_total", "counter", "Completed GC cycles.", float64(sn.GCCycles))
+	w.single("tinymq_memory_returns_total", "counter", "Free heap pages given back to the OS after a burst (--return-idle-memory).", float64(sn.MemoryReturns))
 	return w.b
 }
 

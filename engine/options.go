@@ -59,6 +59,11 @@ type Options struct {
 	// (0: never, as Mosquitto's persistent_client_expiration).
 	SessionExpiry time.Duration
 
+	// ReturnIdleMemory gives the heap's free pages back to the operating
+	// system when a burst of allocation (a connect storm) is over; see
+	// memoryReturn.
+	ReturnIdleMemory bool
+
 	// SysInterval is how often $SYS topics are published (negative: never).
 	SysInterval time.Duration
 
@@ -97,6 +102,7 @@ func DefaultOptions() Options {
 		MaxOutboundBytes:   4 * 1024 * 1024,
 		SlowConsumerAfter:  30 * time.Second,
 		SysInterval:        10 * time.Second,
+		ReturnIdleMemory:   true,
 		Version:            "tinymq dev",
 	}
 }

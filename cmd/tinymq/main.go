@@ -76,6 +76,7 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.IntVar(&o.MaxOutboundBytes, "max-outbound-bytes", d.MaxOutboundBytes, "unsent bytes per connection above which QoS 0 messages are dropped")
 	fs.DurationVar(&o.SlowConsumerAfter, "slow-consumer-timeout", d.SlowConsumerAfter, "disconnect a client whose queue stays full this long")
 	fs.DurationVar(&o.SessionExpiry, "session-expiry", 0, "discard persistent sessions offline this long (0: never)")
+	fs.BoolVar(&o.ReturnIdleMemory, "return-idle-memory", d.ReturnIdleMemory, "give free heap pages back to the OS when a burst of allocation (a connect storm) is over")
 	fs.DurationVar(&o.SysInterval, "sys-interval", d.SysInterval, "how often $SYS topics are published (0 or negative: never)")
 	fs.IntVar(&o.Loops, "loops", d.Loops, "event loops (default: one per CPU)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
