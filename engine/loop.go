@@ -269,9 +269,18 @@ func (w *wheel) remove(c *conn) {
 		m.widx = c.widx
 	}
 	s[last] = nil
+	if last == 0 && cap(s) > wheelKeepCap {
+		// A burst (a connect storm files every connection in the slot of
+		// its connect timeout) leaves a large, now empty array behind:
+		// let it go.
+		s = nil
+	}
 	w.slots[c.wslot] = s[:last]
 	c.wslot = -1
 }
+
+// wheelKeepCap is the capacity an empty slot keeps for reuse.
+const wheelKeepCap = 64
 
 // advance processes every slot up to now, calling expire for connections
 // past their deadline.
@@ -300,6 +309,9 @@ func (w *wheel) advance(now int64, expire func(*conn)) {
 			}
 		}
 		clear(slot[n:])
+		if n == 0 && cap(slot) > wheelKeepCap {
+			slot = nil
+		}
 		w.slots[i] = slot[:n]
 		for _, c := range expired {
 			expire(c)
