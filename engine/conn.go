@@ -18,17 +18,21 @@ type conn struct {
 	will *message
 	hs   *httpState // HTTP, SSE and WebSocket state; nil on the MQTT listener
 
-	lastSeen  int64 // unix second of the last packet
-	openedAt  int64
-	keepAlive int32 // seconds; 0 = none
-	need      int32 // bytes that must be buffered before the next frame can be complete
+	// lastSeen is the unix second of the last read once CONNECT is
+	// accepted; before that, when the socket opened (or was upgraded to
+	// WebSocket), so that the connect timeout counts from there however
+	// slowly bytes trickle in. HTTP connections: the last request.
+	lastSeen uint32
+	need     int32 // bytes that must be buffered before the next frame can be complete
 
 	// Slow-consumer watch (see loop.recheckBlocked): unsent bytes at the
 	// last check, and the unix second since which they have not gone down.
 	lastOutbound int32
 	stuckSince   uint32
 
-	wslot, widx int32 // position in the loop's keep-alive wheel
+	widx      int32  // position in the loop's keep-alive wheel: index in the slot
+	wslot     int16  // ... and the slot (wheelSize fits)
+	keepAlive uint16 // seconds; 0 = none
 
 	open            bool // cleared in OnClose: never write to gc after that
 	version         codec.Version
@@ -38,7 +42,7 @@ type conn struct {
 	closeReason     closeCause // why we closed it, for the log
 }
 
-// The field order above keeps conn at 96 bytes (a size class of its own):
+// The field order above keeps conn at 80 bytes (a size class of its own):
 // it is allocated once per connection, so every byte counts a million
 // times on a large host. TestConnSize guards it.
 
@@ -95,13 +99,13 @@ func (c *conn) deadline() int64 {
 		return c.httpDeadline()
 	}
 	if c.s == nil {
-		return c.openedAt + int64(c.l.b.opts.ConnectTimeout.Seconds()+0.5) + clockLag
+		return int64(c.lastSeen) + int64(c.l.b.opts.ConnectTimeout.Seconds()+0.5) + clockLag
 	}
 	if c.keepAlive == 0 {
 		return 1<<62 - 1
 	}
 	ka := int64(c.keepAlive)
-	return c.lastSeen + ka + (ka+1)/2 + clockLag
+	return int64(c.lastSeen) + ka + (ka+1)/2 + clockLag
 }
 
 // clockLag bounds how far Broker.now trails real time: a floor to the
@@ -131,7 +135,7 @@ func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	b.counters.totalConns.Add(1)
 	l := b.loopFor(gc.EventLoop())
 	now := b.now.Load()
-	c := &conn{gc: gc, l: l, open: true, openedAt: now, lastSeen: now, wslot: -1}
+	c := &conn{gc: gc, l: l, open: true, lastSeen: uint32(now), wslot: -1}
 	if b.httpPort != 0 || b.wsPort != 0 {
 		if a, ok := gc.LocalAddr().(*net.TCPAddr); ok && a.Port != b.mqttPort {
 			// Accepted on the HTTP or the WebSocket listener: HTTP until an
@@ -221,7 +225,9 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := gc.Peek(avail)
-	c.lastSeen = b.now.Load()
+	if c.s != nil { // before CONNECT the connect timeout runs from the open
+		c.lastSeen = uint32(b.now.Load())
+	}
 	consumed, action := c.process(buf)
 	l.stats.bytesIn.Add(uint64(consumed))
 	l.stats.bytesInBy[protoMQTT].Add(uint64(consumed))

@@ -64,7 +64,8 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		}
 		c.will = cloneMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain)
 	}
-	c.keepAlive = int32(p.KeepAlive)
+	c.keepAlive = p.KeepAlive
+	c.lastSeen = uint32(b.now.Load()) // keep-alive counts from the accepted CONNECT
 
 	s, present := b.attach(c, id, p.CleanStart)
 	// Move c's wheel slot from the connect deadline to its keep-alive one.
@@ -138,7 +139,7 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 	}
 	s.outBuffered = 0
 	s.fullSince = 0
-	s.offlineSince = 0
+	s.since = uint32(b.now.Load())
 	s.mu.Unlock()
 	c.s = s
 	b.sessMu.Unlock()
@@ -180,7 +181,7 @@ func (b *Broker) detach(c *conn) {
 		s.clearLocked()
 		b.sessions.Remove(s)
 	} else {
-		s.offlineSince = uint32(b.now.Load())
+		s.since = uint32(b.now.Load())
 	}
 	s.mu.Unlock()
 	b.sessMu.Unlock()
@@ -213,7 +214,7 @@ func (b *Broker) expireSessions(now int64) {
 				continue
 			}
 			s.mu.Lock()
-			if s.c == nil && !s.clean && s.offlineSince != 0 && now-int64(s.offlineSince) >= secs {
+			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) >= secs {
 				s.dead = true // routers holding it skip it from now on
 				s.clearLocked()
 				dead = append(dead, s)

@@ -130,6 +130,34 @@ func TestConnectTimeout(t *testing.T) {
 	}
 }
 
+// TestConnectTimeoutSlowCONNECT: a CONNECT trickling in a byte at a time
+// does not hold the socket past the connect timeout (the clock runs from
+// the open, not from the last byte).
+func TestConnectTimeoutSlowCONNECT(t *testing.T) {
+	b := startBroker(t, func(o *Options) { o.ConnectTimeout = time.Second })
+	rc := dialRaw(t, b.MQTTAddr())
+	p := connectPacket("slow", "", "")
+	raw := p.AppendTo(nil)
+	start := time.Now()
+	for i := 0; i < len(raw)-1; i++ { // never the last byte
+		if _, err := rc.c.Write(raw[i : i+1]); err != nil {
+			break // closed
+		}
+		if b.Stats().ConnectTimeouts == 1 {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	rc.expectClosed(10 * time.Second)
+	if b.Stats().ConnectTimeouts != 1 {
+		t.Fatalf("connect timeouts %d; want 1", b.Stats().ConnectTimeouts)
+	}
+	// 1 s timeout, plus up to clockLag of the coarse clock, plus a tick.
+	if el := time.Since(start); el > 6*time.Second {
+		t.Fatalf("closed after %v: the trickle extended the connect timeout", el)
+	}
+}
+
 // [MQTT-3.1.4-2] A second connection with the same client id closes the
 // first, whose will is published.
 func TestConnectTakeover(t *testing.T) {

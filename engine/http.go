@@ -62,7 +62,7 @@ func (c *conn) httpDeadline() int64 {
 	case c.hs.reqStart != 0:
 		return c.hs.reqStart + int64(o.HTTPReadTimeout.Seconds()+0.5) + clockLag
 	}
-	return c.lastSeen + int64(o.HTTPIdleTimeout.Seconds()+0.5) + clockLag
+	return int64(c.lastSeen) + int64(o.HTTPIdleTimeout.Seconds()+0.5) + clockLag
 }
 
 // httpLoop is a loop's HTTP scratch: one request, the reader over the
@@ -119,7 +119,7 @@ func (b *Broker) httpTraffic(c *conn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := gc.Peek(avail)
-	c.lastSeen = b.now.Load()
+	c.lastSeen = uint32(b.now.Load())
 	if hs.stream {
 		// An event stream only sends; whatever the client sends is dropped.
 		_, _ = gc.Discard(avail)

@@ -302,7 +302,7 @@ func (b *Broker) Clients() []ClientInfo {
 			ci.Connected = true
 			ci.RemoteAddr = c.gc.RemoteAddr().String()
 			ci.Transport = protoNames[c.proto]
-			ci.ConnectedSince = c.openedAt
+			ci.ConnectedSince = int64(s.since)
 		}
 		s.mu.Unlock()
 		out = append(out, ci)

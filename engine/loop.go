@@ -252,7 +252,7 @@ func (w *wheel) init() { w.slots = make([][]*conn, wheelSize) }
 
 func (w *wheel) add(c *conn, deadline int64) {
 	i := int(deadline & (wheelSize - 1))
-	c.wslot = int32(i)
+	c.wslot = int16(i)
 	c.widx = int32(len(w.slots[i]))
 	w.slots[i] = append(w.slots[i], c)
 }

@@ -29,7 +29,7 @@ type session struct {
 	lastID       uint16
 	outBuffered  int32                      // bytes gnet held for c after the last flush
 	fullSince    uint32                     // unix second since which the session drops messages, 0 when not
-	offlineSince uint32                     // unix second a persistent session went offline, 0 while online
+	since        uint32                     // unix second it came online (CONNECT accepted), or went offline
 	c            *conn                      // current connection; nil while offline
 	wbuf         *bytebufferpool.ByteBuffer // encoded packets for c, written by l's flush
 	st           *sessionState              // nil until the session holds a message

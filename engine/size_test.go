@@ -14,7 +14,7 @@ func TestConnSize(t *testing.T) {
 		name      string
 		size, max uintptr
 	}{
-		{"conn", unsafe.Sizeof(conn{}), 96},
+		{"conn", unsafe.Sizeof(conn{}), 80},
 		{"session", unsafe.Sizeof(session{}), 96},
 	} {
 		if c.size > c.max {

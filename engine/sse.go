@@ -45,7 +45,7 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 		h.out = h.out[:0]
 	}
 	now := b.now.Load()
-	s := &session{id: "sse:" + c.gc.RemoteAddr().String(), clean: true, sse: true, version: codec.V311}
+	s := &session{id: "sse:" + c.gc.RemoteAddr().String(), clean: true, sse: true, version: codec.V311, since: uint32(now)}
 	s.c = c
 	s.subs = []subEntry{{filter: filter, qos: 2}}
 	c.s = s

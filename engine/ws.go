@@ -179,7 +179,9 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := gc.Peek(avail)
-	c.lastSeen = b.now.Load()
+	if c.s != nil { // before CONNECT the connect timeout runs from the upgrade
+		c.lastSeen = uint32(b.now.Load())
+	}
 	max := b.opts.MaxPacketSize
 	consumed := 0
 	var ferr error
@@ -359,7 +361,7 @@ func (r *httpReq) upgrade() bool {
 	c.proto = protoWS
 	c.hs.ws = &wsState{}
 	c.need = 0
-	c.openedAt = b.now.Load()
+	c.lastSeen = uint32(b.now.Load()) // the connect timeout runs from here
 	l.wheel.remove(c)
 	l.wheel.add(c, c.deadline())
 	l.stats.wsUpgrades.Add(1)
