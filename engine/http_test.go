@@ -552,6 +552,9 @@ func TestMetricsParseAsPrometheusText(t *testing.T) {
 	if v := value("tinymq_sessions_expired_total", nil); v != 0 {
 		t.Errorf("expired sessions = %v; want 0", v)
 	}
+	if v := value("tinymq_memory_returns_total", nil); v < 0 {
+		t.Errorf("memory returns = %v", v)
+	}
 	if v := value("tinymq_subscriptions", nil); v != 1 {
 		t.Errorf("subscriptions = %v; want 1", v)
 	}
