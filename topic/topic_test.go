@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 func TestValidateName(t *testing.T) {
@@ -142,7 +143,7 @@ func TestSubscribeReplaceUnsubscribe(t *testing.T) {
 
 // [MQTT-3.3.5-1]
 func TestDedup(t *testing.T) {
-	in := []Sub[int]{{Key: 1, QoS: 0}, {Key: 2, QoS: 1}, {Key: 1, QoS: 2}, {Key: 3, Group: "g"}, {Key: 3, QoS: 1}, {Key: 2, QoS: 0}}
+	in := []Sub[int]{{Key: 1, QoS: 0}, {Key: 2, QoS: 1}, {Key: 1, QoS: 2}, {Key: 3, Shared: true}, {Key: 3, QoS: 1}, {Key: 2, QoS: 0}}
 	for _, seen := range []map[int]int{nil, make(map[int]int)} {
 		subs := append([]Sub[int](nil), in...)
 		if seen != nil { // force the map path
@@ -154,7 +155,7 @@ func TestDedup(t *testing.T) {
 		want := map[int]uint8{1: 2, 2: 1, 3: 1}
 		normal := 0
 		for _, s := range out {
-			if s.Key < 100 && s.Group == "" {
+			if s.Key < 100 && !s.Shared {
 				normal++
 				if s.QoS != want[s.Key] {
 					t.Fatalf("key %d QoS %d; want %d", s.Key, s.QoS, want[s.Key])
@@ -329,5 +330,18 @@ func TestConcurrentMatch(t *testing.T) {
 	}
 	if tr.Count() != 101 {
 		t.Fatalf("count %d; want 101", tr.Count())
+	}
+}
+
+// TestSubscriptionSizes guards what every subscription costs: a Sub (16
+// bytes with a pointer key) and, per filter, an entry (32 bytes). A field
+// that pushes either into the next size class costs that much again per
+// subscription on every host.
+func TestSubscriptionSizes(t *testing.T) {
+	if n := unsafe.Sizeof(Sub[*int]{}); n > 16 {
+		t.Errorf("Sub is %d bytes; the budget is 16", n)
+	}
+	if n := unsafe.Sizeof(entry[*int]{}); n > 32 {
+		t.Errorf("entry is %d bytes; the budget is 32", n)
 	}
 }

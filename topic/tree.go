@@ -40,11 +40,16 @@ import (
 
 // Sub is one subscription as stored and as reported by Match.
 type Sub[K comparable] struct {
-	Key   K      // the subscriber
-	QoS   uint8  // granted QoS
-	Opts  uint8  // MQTT 5 subscription option bits, opaque here
-	ID    uint32 // MQTT 5 subscription identifier, 0 = none
-	Group string // shared-subscription group, "" for a normal subscription
+	Key K      // the subscriber
+	ID  uint32 // MQTT 5 subscription identifier, 0 = none
+	QoS uint8  // granted QoS
+	// Opts are the MQTT 5 subscription option bits, opaque here.
+	Opts uint8
+	// Shared marks a member of a shared-subscription group ($share/{group}/
+	// ...): one member of each group gets each message, and Dedup leaves it
+	// alone. The group's name lives in the tree, once, not in every member:
+	// with a pointer key a Sub is 16 bytes, stored once per subscription.
+	Shared bool
 }
 
 // ChildMapThreshold is the fan-out above which a trie node indexes its
@@ -52,10 +57,18 @@ type Sub[K comparable] struct {
 // benchmarks can vary it; set it before building trees.
 var ChildMapThreshold = 16
 
-// entry holds the subscriptions of one filter.
+// entry holds the subscriptions of one filter. Shared-subscription groups
+// are rare, so they sit behind a pointer: an entry is 32 bytes.
 type entry[K comparable] struct {
 	subs   []Sub[K]
-	groups []*group[K]
+	groups *[]*group[K] // nil when the filter has no shared group
+}
+
+func (e *entry[K]) groupList() []*group[K] {
+	if e.groups == nil {
+		return nil
+	}
+	return *e.groups
 }
 
 type group[K comparable] struct {
@@ -64,13 +77,13 @@ type group[K comparable] struct {
 	next    atomic.Uint32
 }
 
-func (e *entry[K]) empty() bool { return len(e.subs) == 0 && len(e.groups) == 0 }
+func (e *entry[K]) empty() bool { return len(e.subs) == 0 && len(e.groupList()) == 0 }
 
 // appendTo appends the entry's subscriptions and one member of each group
 // (round-robin).
 func (e *entry[K]) appendTo(dst []Sub[K]) []Sub[K] {
 	dst = append(dst, e.subs...)
-	for _, g := range e.groups {
+	for _, g := range e.groupList() {
 		if n := len(g.members); n > 0 {
 			i := int(g.next.Add(1)-1) % n
 			dst = append(dst, g.members[i])
@@ -197,9 +210,8 @@ func levels(name []byte, ends *[32]int) (int, bool) {
 // The filter must be valid (ValidateFilter); it is copied.
 func (t *Tree[K]) Subscribe(filter []byte, s Sub[K]) (replaced bool) {
 	groupName, f, shared := SplitShared(filter)
-	s.Group = ""
+	s.Shared = shared
 	if shared {
-		s.Group = string(groupName)
 		filter = f
 	}
 	t.mu.Lock()
@@ -207,15 +219,18 @@ func (t *Tree[K]) Subscribe(filter []byte, s Sub[K]) (replaced bool) {
 	e := t.entryFor(filter, true)
 	if shared {
 		var g *group[K]
-		for _, x := range e.groups {
-			if x.name == s.Group {
+		for _, x := range e.groupList() {
+			if x.name == string(groupName) {
 				g = x
 				break
 			}
 		}
 		if g == nil {
-			g = &group[K]{name: s.Group}
-			e.groups = append(e.groups, g)
+			g = &group[K]{name: string(groupName)}
+			if e.groups == nil {
+				e.groups = new([]*group[K])
+			}
+			*e.groups = append(*e.groups, g)
 		}
 		for i := range g.members {
 			if g.members[i].Key == s.Key {
@@ -292,7 +307,8 @@ func (t *Tree[K]) Unsubscribe(filter []byte, key K) (removed bool) {
 		return false
 	}
 	if shared {
-		for gi, g := range e.groups {
+		gs := e.groupList()
+		for gi, g := range gs {
 			if g.name != string(groupName) {
 				continue
 			}
@@ -304,7 +320,11 @@ func (t *Tree[K]) Unsubscribe(filter []byte, key K) (removed bool) {
 				}
 			}
 			if len(g.members) == 0 {
-				e.groups = append(e.groups[:gi], e.groups[gi+1:]...)
+				if gs = append(gs[:gi], gs[gi+1:]...); len(gs) == 0 {
+					e.groups = nil
+				} else {
+					*e.groups = gs
+				}
 			}
 			break
 		}
@@ -464,9 +484,9 @@ func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 	if len(subs) <= 16 || seen == nil {
 		for _, s := range subs {
 			dup := false
-			if s.Group == "" {
+			if !s.Shared {
 				for j := range out {
-					if out[j].Key == s.Key && out[j].Group == "" {
+					if out[j].Key == s.Key && !out[j].Shared {
 						out[j].QoS = max(out[j].QoS, s.QoS)
 						dup = true
 						break
@@ -482,7 +502,7 @@ func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 	}
 	clear(seen)
 	for _, s := range subs {
-		if s.Group == "" {
+		if !s.Shared {
 			if j, ok := seen[s.Key]; ok {
 				out[j].QoS = max(out[j].QoS, s.QoS)
 				continue
