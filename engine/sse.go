@@ -69,7 +69,7 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 
 	// Granted QoS 2 so that each event reports the message's own QoS;
 	// events are fire-and-forget.
-	b.subs.Subscribe(f, topic.Sub[*session]{Key: s, QoS: 2})
+	b.subs.SubscribeString(filter, topic.Sub[*session]{Key: s, QoS: 2})
 	if withRetained {
 		b.retained.Match(f, func(_ string, m *message) bool {
 			l.r.deliverMessage(s, m, m.qos, true)

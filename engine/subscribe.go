@@ -27,11 +27,14 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 		s.mu.Lock()
 		i := s.subIndex(sub.Filter)
 		full := i < 0 && b.opts.MaxSubsPerConn > 0 && len(s.subs) >= b.opts.MaxSubsPerConn
+		var filter string // one copy, shared by the session and the tree
 		switch {
 		case i >= 0:
 			s.subs[i].qos = granted
+			filter = s.subs[i].filter
 		case !full:
-			s.subs = append(s.subs, subEntry{filter: string(sub.Filter), qos: granted})
+			filter = string(sub.Filter)
+			s.subs = append(s.subs, subEntry{filter: filter, qos: granted})
 		}
 		s.mu.Unlock()
 		if full {
@@ -40,7 +43,7 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 		}
 		// An identical filter replaces the previous subscription
 		// [MQTT-3.8.4-3]; Subscribe copies the filter.
-		b.subs.Subscribe(sub.Filter, topic.Sub[*session]{Key: s, QoS: granted})
+		b.subs.SubscribeString(filter, topic.Sub[*session]{Key: s, QoS: granted})
 		s.mu.Lock()
 		dead := s.dead
 		s.mu.Unlock()

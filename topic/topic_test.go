@@ -345,3 +345,37 @@ func TestSubscriptionSizes(t *testing.T) {
 		t.Errorf("entry is %d bytes; the budget is 32", n)
 	}
 }
+
+// TestSubscribeStringMatchesSubscribe: a tree built from the caller's
+// strings (SubscribeString keeps pieces of them) matches, unsubscribes and
+// dedups exactly as one built from copies.
+func TestSubscribeStringMatchesSubscribe(t *testing.T) {
+	filters := []string{"a/b", "a/+", "a/#", "#", "+/b", "$share/g/a/b", "$share/g/a/+", "x//y", "/", "a/b/c/d", "dev/7/cmd"}
+	names := []string{"a/b", "a/c", "a", "x//y", "/", "a/b/c/d", "dev/7/cmd", "b/b"}
+	copies, kept := NewTree[int](), NewTree[int]()
+	for i, f := range filters {
+		copies.Subscribe([]byte(f), Sub[int]{Key: i, QoS: uint8(i % 3)})
+		kept.SubscribeString(string([]byte(f)), Sub[int]{Key: i, QoS: uint8(i % 3)})
+	}
+	same := func(stage string) {
+		t.Helper()
+		for _, n := range names {
+			a := fmt.Sprint(copies.Match([]byte(n), nil))
+			b := fmt.Sprint(kept.Match([]byte(n), nil))
+			if a != b {
+				t.Fatalf("%s: Match(%q): copies %s, kept strings %s", stage, n, a, b)
+			}
+		}
+		if copies.Count() != kept.Count() {
+			t.Fatalf("%s: counts %d and %d", stage, copies.Count(), kept.Count())
+		}
+	}
+	same("after subscribe")
+	for i, f := range filters {
+		if i%2 == 0 {
+			copies.Unsubscribe([]byte(f), i)
+			kept.Unsubscribe([]byte(f), i)
+		}
+	}
+	same("after unsubscribe")
+}

@@ -36,6 +36,7 @@ package topic
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // Sub is one subscription as stored and as reported by Match.
@@ -114,7 +115,10 @@ func (n *node[K]) child(level []byte) *node[K] {
 	return nil
 }
 
-func (n *node[K]) addChild(level []byte) *node[K] {
+// addChild finds or makes the child for level. keep, when not empty, is
+// a string holding level's bytes that the new node may use as its name
+// instead of a copy.
+func (n *node[K]) addChild(level []byte, keep string) *node[K] {
 	switch string(level) {
 	case "+":
 		if n.plus == nil {
@@ -130,7 +134,11 @@ func (n *node[K]) addChild(level []byte) *node[K] {
 	if c := n.child(level); c != nil {
 		return c
 	}
-	c := &node[K]{name: string(level), parent: n}
+	name := keep
+	if name == "" {
+		name = string(level)
+	}
+	c := &node[K]{name: name, parent: n}
 	if n.childMap != nil {
 		n.childMap[c.name] = c
 		return c
@@ -209,14 +217,31 @@ func levels(name []byte, ends *[32]int) (int, bool) {
 // key to the same filter (including the $share prefix) and reports true.
 // The filter must be valid (ValidateFilter); it is copied.
 func (t *Tree[K]) Subscribe(filter []byte, s Sub[K]) (replaced bool) {
+	return t.subscribe(filter, "", s)
+}
+
+// SubscribeString is Subscribe for a filter the caller keeps as a string
+// anyway (the engine's session holds its filters): the tree keeps pieces
+// of that string instead of copies, one string per subscription instead
+// of two.
+func (t *Tree[K]) SubscribeString(filter string, s Sub[K]) (replaced bool) {
+	// Read only: the bytes are never written through this slice.
+	return t.subscribe(unsafe.Slice(unsafe.StringData(filter), len(filter)), filter, s)
+}
+
+// subscribe adds s; keep, when not empty, holds filter's bytes.
+func (t *Tree[K]) subscribe(filter []byte, keep string, s Sub[K]) (replaced bool) {
 	groupName, f, shared := SplitShared(filter)
 	s.Shared = shared
 	if shared {
 		filter = f
+		if keep != "" {
+			keep = keep[len(keep)-len(f):]
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.entryFor(filter, true)
+	e := t.entryFor(filter, keep, true)
 	if shared {
 		var g *group[K]
 		for _, x := range e.groupList() {
@@ -255,12 +280,16 @@ func (t *Tree[K]) Subscribe(filter []byte, s Sub[K]) (replaced bool) {
 
 // entryFor finds (or with create, makes) the entry of a filter. Caller
 // holds mu (write lock when create).
-func (t *Tree[K]) entryFor(filter []byte, create bool) *entry[K] {
+func (t *Tree[K]) entryFor(filter []byte, keep string, create bool) *entry[K] {
 	if !hasWildcard(filter) {
 		e := t.exact[string(filter)]
 		if e == nil && create {
 			e = &entry[K]{}
-			t.exact[string(filter)] = e
+			if keep != "" {
+				t.exact[keep] = e
+			} else {
+				t.exact[string(filter)] = e
+			}
 		}
 		return e
 	}
@@ -271,10 +300,14 @@ func (t *Tree[K]) entryFor(filter []byte, create bool) *entry[K] {
 			continue
 		}
 		level := filter[start:i]
+		var keepLevel string
+		if keep != "" {
+			keepLevel = keep[start:i]
+		}
 		start = i + 1
 		var next *node[K]
 		if create {
-			next = n.addChild(level)
+			next = n.addChild(level, keepLevel)
 		} else {
 			switch string(level) {
 			case "+":
@@ -302,7 +335,7 @@ func (t *Tree[K]) Unsubscribe(filter []byte, key K) (removed bool) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.entryFor(filter, false)
+	e := t.entryFor(filter, "", false)
 	if e == nil {
 		return false
 	}
