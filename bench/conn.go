@@ -120,7 +120,7 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 		}
 		src := strings.Join(srcs, ",")
 		args := []string{"worker", "conn", "--addr", cfg.Addr, "--conns", strconv.Itoa(n), "--src", src,
-			"--keepalive", strconv.Itoa(cfg.KeepAlive), "--id-prefix", fmt.Sprintf("%s-%d-", cfg.IDPrefix, i),
+			"--keepalive", strconv.Itoa(cfg.KeepAlive), "--id-prefix", workerPrefix(cfg.IDPrefix, i),
 			"--dialers", strconv.Itoa(max(cfg.Dialers, 1))}
 		if cfg.Subscribe {
 			args = append(args, "--subscribe")

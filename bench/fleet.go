@@ -236,7 +236,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig, progress func(elapsed time.D
 	res.Workers = nw
 	// Device i is the (i % PerWorker)-th of worker i / PerWorker.
 	ids := func(i int) string {
-		return fmt.Sprintf("%s-%d-%d", cfg.IDPrefix, i/cfg.PerWorker, i%cfg.PerWorker)
+		return workerPrefix(cfg.IDPrefix, i/cfg.PerWorker) + strconv.Itoa(i%cfg.PerWorker)
 	}
 	backend := newFleetBackend(&cfg, ids)
 	defer backend.close()
@@ -258,7 +258,7 @@ func RunFleet(ctx context.Context, cfg FleetConfig, progress func(elapsed time.D
 			ramp = float64(cfg.Ramp) * float64(n) / float64(cfg.Devices)
 		}
 		args := []string{"worker", "fleet", "--addr", cfg.Addr, "--devices", strconv.Itoa(n),
-			"--src", strings.Join(srcs, ","), "--id-prefix", fmt.Sprintf("%s-%d-", cfg.IDPrefix, i),
+			"--src", strings.Join(srcs, ","), "--id-prefix", workerPrefix(cfg.IDPrefix, i),
 			"--keepalive", strconv.Itoa(cfg.KeepAlive), "--telemetry", cfg.Telemetry.String(),
 			"--jitter", strconv.FormatFloat(cfg.Jitter, 'f', -1, 64), "--qos", strconv.Itoa(int(cfg.QoS)),
 			"--payload", strconv.Itoa(cfg.Payload), "--backoff", cfg.Backoff.String(),
@@ -494,6 +494,10 @@ func FleetWorker(cfg FleetConfig, sources []string, ramp float64, out io.Writer)
 		}
 	}
 }
+
+// workerPrefix is the client-id prefix of worker w's devices; its device i
+// is workerPrefix(prefix, w) + i (FleetWorker).
+func workerPrefix(prefix string, w int) string { return prefix + "-" + strconv.Itoa(w) + "-" }
 
 // stormTime is when device i's connection is cut (zero: never): the
 // storm picks cfg.Storm of each worker's devices, spread over its index

@@ -202,8 +202,10 @@ func (b *Broker) expireSessions(now int64) {
 		return
 	}
 	secs := max(int64(exp/time.Second), 1)
-	period := min(exp/2, 32*time.Second)
-	per := min(max(int((indexShards*tickInterval+period-1)/max(period, 1)), 1), indexShards)
+	// Shards per tick so that a sweep of all of them takes at most
+	// min(exp/2, 32 s): 64 shards at 0.5 s a tick take 32 s at one a tick.
+	sweep := max(min(exp/2, indexShards*tickInterval), tickInterval)
+	per := int((indexShards*tickInterval + sweep - 1) / sweep)
 	var dead []*session
 	b.sessMu.Lock()
 	for range per {

@@ -45,11 +45,7 @@ func (r *httpReq) publish(rawTopic []byte) bool {
 		return r.fail(400, "retain must be true or false")
 	}
 	body := h.req.Body()
-	var owned *message
-	if ct := publishContentType(h.req.Header.ContentType()); retain && len(body) > 0 && ct != nil {
-		// Kept with the retained message for GET /retained.
-		owned = cloneMessageCT(t, body, uint8(qos), true, ct)
-	}
+	owned := retainedWithType(t, body, uint8(qos), retain, h.req.Header.ContentType())
 	l.stats.msgsIn.Add(1)
 	l.stats.msgsInBy[protoHTTP][qos].Add(1)
 	l.r.publish(t, body, uint8(qos), retain, owned)
@@ -61,16 +57,21 @@ func (r *httpReq) publish(rawTopic []byte) bool {
 	return r.close
 }
 
-// publishContentType is the Content-Type of an HTTP publish worth keeping:
-// nil when absent, when it is curl's default for -d
-// (application/x-www-form-urlencoded, which says nothing about an MQTT
-// payload), or when longer than maxContentType.
-func publishContentType(ct []byte) []byte {
+// retainedWithType returns the owned message of a retained HTTP publish
+// that carries a content type worth keeping (for GET /retained), or nil:
+// the message is not retained, deletes the retained one, or its type is
+// absent, curl's default for -d (application/x-www-form-urlencoded, which
+// says nothing about an MQTT payload) or longer than maxContentType.
+// Runs on the request's loop.
+func retainedWithType(topicName, payload []byte, qos uint8, retain bool, ct []byte) *message {
+	if !retain || len(payload) == 0 {
+		return nil
+	}
 	ct = bytes.TrimSpace(ct)
 	if len(ct) == 0 || len(ct) > maxContentType || bytes.EqualFold(ct, []byte("application/x-www-form-urlencoded")) {
 		return nil
 	}
-	return ct
+	return cloneMessageCT(topicName, payload, qos, true, ct)
 }
 
 // batchItem is one message of POST /api/v1/publish.
@@ -131,10 +132,7 @@ func (r *httpReq) publishBatch() bool {
 		if it.QoS != nil {
 			qos = *it.QoS
 		}
-		var owned *message
-		if ct := publishContentType([]byte(it.ContentType)); it.Retain && len(payloads[i]) > 0 && ct != nil {
-			owned = cloneMessageCT([]byte(it.Topic), payloads[i], uint8(qos), true, ct)
-		}
+		owned := retainedWithType([]byte(it.Topic), payloads[i], uint8(qos), it.Retain, []byte(it.ContentType))
 		l.stats.msgsIn.Add(1)
 		l.stats.msgsInBy[protoHTTP][qos].Add(1)
 		l.r.publish([]byte(it.Topic), payloads[i], uint8(qos), it.Retain, owned)

@@ -161,11 +161,7 @@ func (c *conn) write(p []byte) {
 		_, _ = c.gc.Write(p)
 		return
 	}
-	l := c.l
-	hdr := appendWSHeader(l.wsHdr[:0], wsOpBinary, len(p))
-	l.wsVec = append(l.wsVec[:0], hdr, p)
-	_, _ = c.gc.Writev(l.wsVec)
-	l.wsVec[0], l.wsVec[1] = nil, nil
+	c.l.wsWrite(c.gc, wsOpBinary, p)
 }
 
 // wsTraffic reads WebSocket frames, answers control frames and feeds the
@@ -222,9 +218,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 			p := append(l.outBuf[:0], payload...)
 			wsUnmask(p, f.key, 0)
 			l.outBuf = p
-			hdr := appendWSHeader(l.wsHdr[:0], wsOpPong, len(p))
-			l.wsVec = append(l.wsVec[:0], hdr, p)
-			_, _ = gc.Writev(l.wsVec)
+			l.wsWrite(gc, wsOpPong, p)
 		case wsOpPong:
 		case wsOpClose:
 			// Echo the status code and close.
@@ -234,9 +228,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 				p = p[:2]
 			}
 			l.outBuf = p
-			hdr := appendWSHeader(l.wsHdr[:0], wsOpClose, len(p))
-			l.wsVec = append(l.wsVec[:0], hdr, p)
-			_, _ = gc.Writev(l.wsVec)
+			l.wsWrite(gc, wsOpClose, p)
 			closing = true
 			if c.closeReason == closeNone {
 				c.closeReason = closeWSClose
@@ -263,13 +255,11 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 				// The MQTT side ended the connection (DISCONNECT, a refused
 				// CONNECT, a protocol error): say so in WebSocket terms
 				// before the socket closes.
-				code := []byte{0x03, 0xe8} // 1000
+				status := uint16(wsNormalClosure)
 				if !c.cleanDisconnect && c.s != nil {
-					code = []byte{0x03, 0xea} // 1002
+					status = wsProtocolError
 				}
-				hdr := appendWSHeader(l.wsHdr[:0], wsOpClose, 2)
-				l.wsVec = append(l.wsVec[:0], hdr, code)
-				_, _ = gc.Writev(l.wsVec)
+				l.wsClose(gc, status)
 			}
 		}
 	}
@@ -282,14 +272,11 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 		if b.logLimiter.allow(b.now.Load()) {
 			b.log.Warn("closing connection: websocket protocol error", "remote", gc.RemoteAddr().String(), "err", ferr.Error())
 		}
-		// Status 1002 (protocol error), or 1009 (too big).
-		code := []byte{0x03, 0xea}
+		status := uint16(wsProtocolError)
 		if errors.Is(ferr, errWSTooLarge) {
-			code = []byte{0x03, 0xf1}
+			status = wsMessageTooBig
 		}
-		hdr := appendWSHeader(l.wsHdr[:0], wsOpClose, 2)
-		l.wsVec = append(l.wsVec[:0], hdr, code)
-		_, _ = gc.Writev(l.wsVec)
+		l.wsClose(gc, status)
 		action = gnet.Close
 	}
 	if closing {
@@ -303,6 +290,29 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 }
 
 const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// Close status codes (RFC 6455 section 7.4.1).
+const (
+	wsNormalClosure = 1000
+	wsProtocolError = 1002
+	wsMessageTooBig = 1009
+)
+
+// wsWrite sends p as one unfragmented frame, header and payload in one
+// writev. Runs on the connection's loop.
+func (l *loop) wsWrite(gc gnet.Conn, op byte, p []byte) {
+	hdr := appendWSHeader(l.wsHdr[:0], op, len(p))
+	l.wsVec = append(l.wsVec[:0], hdr, p)
+	_, _ = gc.Writev(l.wsVec)
+	l.wsVec[0], l.wsVec[1] = nil, nil // keep no reference to p
+}
+
+// wsClose sends a close frame with a status code. Runs on the
+// connection's loop.
+func (l *loop) wsClose(gc gnet.Conn, status uint16) {
+	l.outBuf = binary.BigEndian.AppendUint16(l.outBuf[:0], status)
+	l.wsWrite(gc, wsOpClose, l.outBuf)
+}
 
 // upgrade answers the WebSocket handshake for MQTT: GET with Upgrade:
 // websocket, version 13, a key, and the subprotocol "mqtt" (or the legacy

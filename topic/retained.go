@@ -47,10 +47,7 @@ func (n *rnode[V]) addChild(c *rnode[V]) {
 	}
 	n.children = append(n.children, c)
 	if len(n.children) > ChildMapThreshold {
-		n.childMap = make(map[string]*rnode[V], len(n.children))
-		for _, x := range n.children {
-			n.childMap[x.name] = x
-		}
+		n.childMap = byName(n.children, func(x *rnode[V]) string { return x.name })
 		n.children = nil
 	}
 }

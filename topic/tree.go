@@ -53,6 +53,17 @@ type Sub[K comparable] struct {
 	Shared bool
 }
 
+// byName indexes a node's children by level name: a node keeps its
+// children in a slice while there are at most ChildMapThreshold of them,
+// then in a map.
+func byName[N any](children []*N, name func(*N) string) map[string]*N {
+	m := make(map[string]*N, len(children))
+	for _, c := range children {
+		m[name(c)] = c
+	}
+	return m
+}
+
 // ChildMapThreshold is the fan-out above which a trie node indexes its
 // children with a map instead of scanning a slice. A variable so that
 // benchmarks can vary it; set it before building trees.
@@ -115,9 +126,8 @@ func (n *node[K]) child(level []byte) *node[K] {
 	return nil
 }
 
-// addChild finds or makes the child for level. keep, when not empty, is
-// a string holding level's bytes that the new node may use as its name
-// instead of a copy.
+// addChild finds or makes the child for level; keep holds level's bytes
+// as a string, which a new node takes as its name.
 func (n *node[K]) addChild(level []byte, keep string) *node[K] {
 	switch string(level) {
 	case "+":
@@ -134,21 +144,14 @@ func (n *node[K]) addChild(level []byte, keep string) *node[K] {
 	if c := n.child(level); c != nil {
 		return c
 	}
-	name := keep
-	if name == "" {
-		name = string(level)
-	}
-	c := &node[K]{name: name, parent: n}
+	c := &node[K]{name: keep, parent: n}
 	if n.childMap != nil {
 		n.childMap[c.name] = c
 		return c
 	}
 	n.children = append(n.children, c)
 	if len(n.children) > ChildMapThreshold {
-		n.childMap = make(map[string]*node[K], len(n.children))
-		for _, x := range n.children {
-			n.childMap[x.name] = x
-		}
+		n.childMap = byName(n.children, func(x *node[K]) string { return x.name })
 		n.children = nil
 	}
 	return c
@@ -215,29 +218,23 @@ func levels(name []byte, ends *[32]int) (int, bool) {
 
 // Subscribe adds s under filter, or replaces the subscription of the same
 // key to the same filter (including the $share prefix) and reports true.
-// The filter must be valid (ValidateFilter); it is copied.
+// The filter must be valid (ValidateFilter); it is copied (once: map key
+// and level names are pieces of one string).
 func (t *Tree[K]) Subscribe(filter []byte, s Sub[K]) (replaced bool) {
-	return t.subscribe(filter, "", s)
+	return t.SubscribeString(string(filter), s)
 }
 
 // SubscribeString is Subscribe for a filter the caller keeps as a string
 // anyway (the engine's session holds its filters): the tree keeps pieces
-// of that string instead of copies, one string per subscription instead
-// of two.
-func (t *Tree[K]) SubscribeString(filter string, s Sub[K]) (replaced bool) {
+// of that string, so a subscription costs one string, not two.
+func (t *Tree[K]) SubscribeString(keep string, s Sub[K]) (replaced bool) {
 	// Read only: the bytes are never written through this slice.
-	return t.subscribe(unsafe.Slice(unsafe.StringData(filter), len(filter)), filter, s)
-}
-
-// subscribe adds s; keep, when not empty, holds filter's bytes.
-func (t *Tree[K]) subscribe(filter []byte, keep string, s Sub[K]) (replaced bool) {
+	filter := unsafe.Slice(unsafe.StringData(keep), len(keep))
 	groupName, f, shared := SplitShared(filter)
 	s.Shared = shared
 	if shared {
 		filter = f
-		if keep != "" {
-			keep = keep[len(keep)-len(f):]
-		}
+		keep = keep[len(keep)-len(f):]
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -278,18 +275,15 @@ func (t *Tree[K]) subscribe(filter []byte, keep string, s Sub[K]) (replaced bool
 	return false
 }
 
-// entryFor finds (or with create, makes) the entry of a filter. Caller
-// holds mu (write lock when create).
+// entryFor finds (or with create, makes) the entry of a filter. With
+// create, keep is filter as a string, whose pieces new map keys and level
+// names take. Caller holds mu (write lock when create).
 func (t *Tree[K]) entryFor(filter []byte, keep string, create bool) *entry[K] {
 	if !hasWildcard(filter) {
 		e := t.exact[string(filter)]
 		if e == nil && create {
 			e = &entry[K]{}
-			if keep != "" {
-				t.exact[keep] = e
-			} else {
-				t.exact[string(filter)] = e
-			}
+			t.exact[keep] = e
 		}
 		return e
 	}
@@ -299,15 +293,11 @@ func (t *Tree[K]) entryFor(filter []byte, keep string, create bool) *entry[K] {
 		if i < len(filter) && filter[i] != '/' {
 			continue
 		}
-		level := filter[start:i]
-		var keepLevel string
-		if keep != "" {
-			keepLevel = keep[start:i]
-		}
+		level, from := filter[start:i], start
 		start = i + 1
 		var next *node[K]
 		if create {
-			next = n.addChild(level, keepLevel)
+			next = n.addChild(level, keep[from:i])
 		} else {
 			switch string(level) {
 			case "+":
