@@ -60,15 +60,9 @@ func (f *fleetBackend) start(ctx context.Context) error {
 		f.mu.Lock()
 		f.conns = append(f.conns, c)
 		f.mu.Unlock()
-		sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("devices/+/telemetry"), QoS: f.cfg.QoS}}}
-		if _, err := c.Write(sub.AppendTo(nil, codec.V311)); err != nil {
-			return err
+		if err := subscribeOne(c, r, "devices/+/telemetry", f.cfg.QoS); err != nil {
+			return fmt.Errorf("fleet backend: %w", err)
 		}
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if h, _, err := readPacket(r); err != nil || h.Type != codec.TypeSuback {
-			return fmt.Errorf("fleet backend: no SUBACK: %v %v", h.Type, err)
-		}
-		_ = c.SetReadDeadline(time.Time{})
 		w := &lockedWriter{c: c}
 		go f.consume(r, w, k == 0)
 		go keepAlive(ctx, w, 30*time.Second)

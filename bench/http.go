@@ -17,8 +17,6 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/valyala/fasthttp"
-
-	"github.com/tinymq/tinymq/codec"
 )
 
 // HTTPConfig is the http scenario: Conns keep-alive HTTP connections each
@@ -96,12 +94,8 @@ func RunHTTP(ctx context.Context, cfg HTTPConfig) (HTTPResult, error) {
 		}
 		sc = c
 		defer sc.Close()
-		sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("bench/http/+"), QoS: cfg.QoS}}}
-		if _, err := sc.Write(sub.AppendTo(nil, codec.V311)); err != nil {
+		if err := subscribeOne(sc, sr, "bench/http/+", cfg.QoS); err != nil {
 			return res, err
-		}
-		if h, _, err := readPacket(sr); err != nil || h.Type != codec.TypeSuback {
-			return res, fmt.Errorf("subscribe: %v %v", h.Type, err)
 		}
 		swg.Add(1)
 		go func() { defer swg.Done(); subscriberLoop(sc, sr, t) }()

@@ -167,12 +167,8 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 			return res, err
 		}
 		conns = append(conns, c)
-		sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte(subFilter(s)), QoS: cfg.QoS}}}
-		if _, err := c.Write(sub.AppendTo(nil, codec.V311)); err != nil {
+		if err := subscribeOne(c, r, subFilter(s), cfg.QoS); err != nil {
 			return res, err
-		}
-		if h, _, err := readPacket(r); err != nil || h.Type != codec.TypeSuback {
-			return res, fmt.Errorf("subscribe: %v %v", h.Type, err)
 		}
 		wg.Add(1)
 		go func() { defer wg.Done(); subscriberLoop(c, r, t) }()
@@ -340,6 +336,21 @@ func dialMQTTAuth(addr, id, key string) (net.Conn, *bufio.Reader, error) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	return c, r, nil
+}
+
+// subscribeOne subscribes c to filter and waits (at most 10 s) for the
+// SUBACK.
+func subscribeOne(c net.Conn, r *bufio.Reader, filter string, qos uint8) error {
+	sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte(filter), QoS: qos}}}
+	if _, err := c.Write(sub.AppendTo(nil, codec.V311)); err != nil {
+		return err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if h, _, err := readPacket(r); err != nil || h.Type != codec.TypeSuback {
+		return fmt.Errorf("subscribe %s: %v %v", filter, h.Type, err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return nil
 }
 
 // readPacket reads one whole packet (the body is a fresh slice).
