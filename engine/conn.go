@@ -16,7 +16,7 @@ type conn struct {
 	l    *loop
 	s    *session // nil until CONNECT is accepted
 	will *message
-	hs   *httpState // HTTP, SSE and WebSocket state; nil on the MQTT listener
+	x    *connExt // per-feature state (HTTP, TLS, identity); nil for a plain anonymous MQTT connection
 
 	// lastSeen is the unix second of the last read once CONNECT is
 	// accepted; before that, when the socket opened (or was upgraded to
@@ -40,6 +40,24 @@ type conn struct {
 	cleanDisconnect bool // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
 	onBlocked       bool
 	closeReason     closeCause // why we closed it, for the log
+}
+
+// connExt is the state only some connections need: allocated for
+// connections accepted on the HTTP or WebSocket listener, over TLS, or
+// authenticated as someone, so that a plain anonymous MQTT connection
+// never pays for it (DESIGN.md section 3). Owned by the connection's loop
+// unless a field says otherwise.
+type connExt struct {
+	httpState      // HTTP, SSE and WebSocket state; valid when http is set
+	http      bool // accepted on the HTTP or WebSocket listener
+}
+
+// ext returns c's extension, allocating it on first use. Runs on c's loop.
+func (c *conn) ext() *connExt {
+	if c.x == nil {
+		c.x = &connExt{}
+	}
+	return c.x
 }
 
 // The field order above keeps conn at 80 bytes (a size class of its own):
@@ -141,7 +159,8 @@ func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 			// Accepted on the HTTP or the WebSocket listener: HTTP until an
 			// upgrade turns it into MQTT over WebSocket.
 			c.proto = protoHTTP
-			c.hs = &httpState{wsOnly: a.Port == b.wsPort}
+			c.x = &connExt{http: true}
+			c.x.wsOnly = a.Port == b.wsPort
 		}
 	}
 	gc.SetContext(c)
@@ -162,8 +181,8 @@ func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
 	l := c.l
 	l.wheel.remove(c)
 	l.stats.connsBy[c.proto].Add(-1)
-	if c.hs != nil {
-		c.hs.release()
+	if c.x != nil {
+		c.x.release()
 	}
 	s := c.s
 	if s == nil {

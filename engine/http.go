@@ -57,10 +57,10 @@ func (h *httpState) release() {
 func (c *conn) httpDeadline() int64 {
 	o := &c.l.b.opts
 	switch {
-	case c.hs.stream:
+	case c.x.stream:
 		return 1<<62 - 1
-	case c.hs.reqStart != 0:
-		return c.hs.reqStart + int64(o.HTTPReadTimeout.Seconds()+0.5) + clockLag
+	case c.x.reqStart != 0:
+		return c.x.reqStart + int64(o.HTTPReadTimeout.Seconds()+0.5) + clockLag
 	}
 	return int64(c.lastSeen) + int64(o.HTTPIdleTimeout.Seconds()+0.5) + clockLag
 }
@@ -113,7 +113,7 @@ var (
 // httpTraffic serves every complete request buffered for c (pipelined
 // requests in order) and writes their responses at once. Runs on c's loop.
 func (b *Broker) httpTraffic(c *conn) gnet.Action {
-	gc, l, hs := c.gc, c.l, c.hs
+	gc, l, hs := c.gc, c.l, c.x
 	avail := gc.InboundBuffered()
 	if avail < int(c.need) {
 		return gnet.None
@@ -166,7 +166,7 @@ func (b *Broker) httpTraffic(c *conn) gnet.Action {
 // responses. Runs on c's loop.
 func (b *Broker) serveHTTP(c *conn, h *httpLoop, in []byte) (int, bool) {
 	o := &b.opts
-	hs := c.hs
+	hs := c.x
 	l := c.l
 	// Empty lines before a request line are ignored (RFC 9112 section 2.2).
 	skip := 0
@@ -251,8 +251,8 @@ func (b *Broker) serveHTTP(c *conn, h *httpLoop, in []byte) (int, bool) {
 // whole (need bytes) within HTTPReadTimeout. Runs on c's loop.
 func (b *Broker) httpWait(c *conn, need int) {
 	c.need = int32(need)
-	if c.hs.reqStart == 0 {
-		c.hs.reqStart = b.now.Load()
+	if c.x.reqStart == 0 {
+		c.x.reqStart = b.now.Load()
 		c.l.wheel.remove(c)
 		c.l.wheel.add(c, c.deadline())
 	}
@@ -261,8 +261,8 @@ func (b *Broker) httpWait(c *conn, need int) {
 // expectContinue answers "Expect: 100-continue" once per request, before
 // the body is sent. Runs on c's loop.
 func (b *Broker) expectContinue(c *conn, h *httpLoop) {
-	if !c.hs.continued && h.req.MayContinue() {
-		c.hs.continued = true
+	if !c.x.continued && h.req.MayContinue() {
+		c.x.continued = true
 		h.out = append(h.out, "HTTP/1.1 100 Continue\r\n\r\n"...)
 	}
 }
@@ -287,7 +287,7 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 	}
 	method := req.Header.Method()
 	r := httpReq{b: b, c: c, h: h, path: path, query: query, method: method, close: closeConn}
-	if c.hs.wsOnly {
+	if c.x.wsOnly {
 		// The dedicated WebSocket listener serves the upgrade on any path.
 		if req.Header.ConnectionUpgrade() {
 			return r.upgrade()

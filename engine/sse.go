@@ -49,8 +49,8 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 	s.c = c
 	s.subs = []subEntry{{filter: filter, qos: 2}}
 	c.s = s
-	c.hs.stream = true
-	c.hs.lastBeat = now
+	c.x.stream = true
+	c.x.lastBeat = now
 	l.wheel.remove(c) // no deadline: heartbeats find dead peers
 	l.streams = append(l.streams, c)
 	l.stats.streamsOpened.Add(1)
@@ -117,10 +117,10 @@ func (l *loop) heartbeat(now int64) {
 		every = 1
 	}
 	for _, c := range l.streams {
-		if !c.open || now-c.hs.lastBeat < every {
+		if !c.open || now-c.x.lastBeat < every {
 			continue
 		}
-		c.hs.lastBeat = now
+		c.x.lastBeat = now
 		s := c.s
 		s.mu.Lock()
 		if !s.blockedLocked(l.b.opts.MaxOutboundBytes) {

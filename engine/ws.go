@@ -169,7 +169,7 @@ func (c *conn) write(p []byte) {
 // a frame may hold several packets [MQTT-6.0.0-2]. Runs on c's loop.
 func (b *Broker) wsTraffic(c *conn) gnet.Action {
 	gc, l := c.gc, c.l
-	w := c.hs.ws
+	w := c.x.ws
 	avail := gc.InboundBuffered()
 	if avail < int(c.need) {
 		return gnet.None
@@ -369,7 +369,7 @@ func (r *httpReq) upgrade() bool {
 	l.stats.connsBy[protoHTTP].Add(-1)
 	l.stats.connsBy[protoWS].Add(1)
 	c.proto = protoWS
-	c.hs.ws = &wsState{}
+	c.x.ws = &wsState{}
 	c.need = 0
 	c.lastSeen = uint32(b.now.Load()) // the connect timeout runs from here
 	l.wheel.remove(c)
