@@ -316,7 +316,7 @@ func (c *conn) fail(err error, h codec.FixedHeader) {
 		if c.s != nil {
 			id = c.s.id
 		}
-		b.log.Warn("closing connection: protocol error", "remote", c.gc.RemoteAddr().String(),
+		b.log.Warn("closing connection: protocol error", "remote", c.remote(),
 			"client", id, "packet", h.Type.String(), "err", err.Error())
 	}
 }
@@ -459,4 +459,11 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 // isSysTopic reports whether t is "$SYS" or below it.
 func isSysTopic(t []byte) bool {
 	return len(t) >= 4 && string(t[:4]) == "$SYS" && (len(t) == 4 || t[4] == '/')
+}
+
+// remote is the client's address for logs, metrics and per-source limits.
+// It is the socket's peer address; behind a PROXY protocol header, the
+// address that header names. Runs on c's loop.
+func (c *conn) remote() string {
+	return c.gc.RemoteAddr().String()
 }

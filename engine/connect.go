@@ -53,7 +53,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 			c.refuse(rc)
 			c.closeReason = closeNotAuthorized
 			if b.logLimiter.allow(b.now.Load()) {
-				b.log.Warn("connection refused: authentication failed", "client", id, "remote", c.gc.RemoteAddr().String())
+				b.log.Warn("connection refused: authentication failed", "client", id, "remote", c.remote())
 			}
 			return errClose
 		}
@@ -83,7 +83,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	s.mu.Unlock()
 	l.r.markDirty(s, l)
 	if b.opts.Verbose {
-		b.log.Info("client connected", "client", id, "remote", c.gc.RemoteAddr().String(),
+		b.log.Info("client connected", "client", id, "remote", c.remote(),
 			"protocol", c.version.String(), "clean", p.CleanStart, "keepalive", p.KeepAlive, "session_present", present)
 	}
 	return nil

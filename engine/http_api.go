@@ -298,7 +298,7 @@ func (b *Broker) Clients() []ClientInfo {
 			// s.c is cleared under s.mu before gnet releases the
 			// connection, so c.gc is valid here.
 			ci.Connected = true
-			ci.RemoteAddr = c.gc.RemoteAddr().String()
+			ci.RemoteAddr = c.remote()
 			ci.Transport = protoNames[c.proto]
 			ci.ConnectedSince = int64(s.since)
 		}

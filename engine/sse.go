@@ -45,7 +45,7 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 		h.out = h.out[:0]
 	}
 	now := b.now.Load()
-	s := &session{id: "sse:" + c.gc.RemoteAddr().String(), clean: true, sse: true, version: codec.V311, since: uint32(now)}
+	s := &session{id: "sse:" + c.remote(), clean: true, sse: true, version: codec.V311, since: uint32(now)}
 	s.c = c
 	s.subs = []subEntry{{filter: filter, qos: 2}}
 	c.s = s
@@ -77,7 +77,7 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 		})
 	}
 	if b.opts.Verbose {
-		b.log.Info("stream opened", "remote", c.gc.RemoteAddr().String(), "filter", filter)
+		b.log.Info("stream opened", "remote", c.remote(), "filter", filter)
 	}
 	return false
 }

@@ -270,7 +270,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 		l.stats.malformed.Add(1)
 		c.closeReason = closeWSProtocolError
 		if b.logLimiter.allow(b.now.Load()) {
-			b.log.Warn("closing connection: websocket protocol error", "remote", gc.RemoteAddr().String(), "err", ferr.Error())
+			b.log.Warn("closing connection: websocket protocol error", "remote", c.remote(), "err", ferr.Error())
 		}
 		status := uint16(wsProtocolError)
 		if errors.Is(ferr, errWSTooLarge) {
