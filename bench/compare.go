@@ -17,9 +17,10 @@ import (
 
 // Broker is a broker process the comparison starts and stops.
 type Broker struct {
-	Label string
-	Addr  string
-	cmd   *exec.Cmd
+	Label      string
+	Addr       string
+	MetricsURL string // TinyMQ's /metrics, when its HTTP door is on
+	cmd        *exec.Cmd
 }
 
 // PID of the running broker.
@@ -52,9 +53,15 @@ func StartTinyMQ(bin string) (*Broker, error) {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr=", "--sys-interval", "0s")
+	return startAndWait("tinymq", addr, execCommand(bin, "--mqtt-addr", addr, "--http-addr=", "--sys-interval", "0s"))
+}
+
+// execCommand is a broker command whose output is dropped and whose
+// errors go to ours.
+func execCommand(bin string, args ...string) *exec.Cmd {
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-	return startAndWait("tinymq", addr, cmd)
+	return cmd
 }
 
 // StartMosquitto runs mosquitto with a configuration equivalent to
@@ -70,11 +77,14 @@ func StartMosquitto(bin, dir string) (*Broker, error) {
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
-	// Raise the soft open-files limit to the hard one, as Go does for
-	// itself (and so for tinymq); exec keeps the PID for /proc sampling.
-	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -c "$1"`, bin, conf)
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-	return startAndWait("mosquitto", "127.0.0.1:"+strconv.Itoa(port), cmd)
+	return startAndWait("mosquitto", "127.0.0.1:"+strconv.Itoa(port), mosquittoCommand(bin, conf))
+}
+
+// mosquittoCommand runs mosquitto -c conf with the soft open-files limit
+// raised to the hard one, as Go does for itself (and so for tinymq); exec
+// keeps the PID for /proc sampling.
+func mosquittoCommand(bin, conf string) *exec.Cmd {
+	return execCommand("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" -c "$1"`, bin, conf)
 }
 
 // StartCommand runs another broker from a shell command line in which
@@ -88,13 +98,17 @@ func StartMosquitto(bin, dir string) (*Broker, error) {
 //	nats-server -a 127.0.0.1 -p 0 --config {dir}/nats.conf
 //	emqx foreground   (a script: its PID is the script's)
 func StartCommand(label, command, dir string) (*Broker, error) {
+	return startCommand(label, command, dir)
+}
+
+// startCommand is StartCommand with more placeholders (old, new pairs).
+func startCommand(label, command, dir string, more ...string) (*Broker, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	line := strings.NewReplacer("{port}", strconv.Itoa(port), "{dir}", dir).Replace(command)
-	cmd := exec.Command("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec `+line)
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	line := strings.NewReplacer(append([]string{"{port}", strconv.Itoa(port), "{dir}", dir}, more...)...).Replace(command)
+	cmd := execCommand("/bin/sh", "-c", `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec `+line)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second // a survivor holding the output pipe must not hang Stop
 	return startAndWait(label, "127.0.0.1:"+strconv.Itoa(port), cmd)
@@ -163,7 +177,15 @@ type CompareOptions struct {
 	Set   []CompareScenario // load scenarios
 	Conns ConnConfig        // idle-connection scenario when Conns.Conns > 0 (Addr and BrokerPID are filled in)
 	Fleet FleetConfig       // fleet soak when Fleet.Devices > 0 (Addr and BrokerPID are filled in)
-	Log   io.Writer
+
+	// TLS is the idle-TLS-connection scenario when TLS.Conns > 0 (TLS.TLS
+	// set; Addr, BrokerPID and MetricsURL are filled in), run against each
+	// of TLSOrder, started by TLSStarters (StartTinyMQTLS,
+	// StartMosquittoTLS, StartCommandTLS), after the other scenarios.
+	TLS         ConnConfig
+	TLSStarters map[string]func() (*Broker, error)
+	TLSOrder    []string
+	Log         io.Writer
 }
 
 // CompareReport is a comparison's outcome.
@@ -171,12 +193,13 @@ type CompareReport struct {
 	Rows  []CompareRow
 	Conn  map[string]ConnResult
 	Fleet map[string]FleetResult
+	TLS   map[string]ConnResult
 }
 
 // Compare runs every scenario against every broker (started one at a
 // time, each fresh for the load set, the conn scenario and the fleet).
 func Compare(ctx context.Context, starters map[string]func() (*Broker, error), order []string, opts CompareOptions) (CompareReport, error) {
-	rep := CompareReport{Rows: make([]CompareRow, len(opts.Set)), Conn: map[string]ConnResult{}, Fleet: map[string]FleetResult{}}
+	rep := CompareReport{Rows: make([]CompareRow, len(opts.Set)), Conn: map[string]ConnResult{}, Fleet: map[string]FleetResult{}, TLS: map[string]ConnResult{}}
 	log := opts.Log
 	if log == nil {
 		log = io.Discard
@@ -234,7 +257,84 @@ func Compare(ctx context.Context, starters map[string]func() (*Broker, error), o
 			rep.Fleet[name] = res
 		}
 	}
+	if opts.TLS.Conns > 0 {
+		for _, name := range opts.TLSOrder {
+			start := opts.TLSStarters[name]
+			if start == nil {
+				return rep, fmt.Errorf("compare: no TLS starter for %s", name)
+			}
+			b, err := start()
+			if err != nil {
+				return rep, fmt.Errorf("%s tls: %w", name, err)
+			}
+			cfg := opts.TLS
+			cfg.Addr, cfg.BrokerPID, cfg.MetricsURL = b.Addr, b.PID(), b.MetricsURL
+			fmt.Fprintf(log, "%s: conn %d idle TLS connections ...\n", name, cfg.Conns)
+			res, err := RunConn(ctx, cfg, nil)
+			b.Stop()
+			if err != nil {
+				return rep, fmt.Errorf("%s tls: %w", name, err)
+			}
+			rep.TLS[name] = res
+		}
+	}
 	return rep, nil
+}
+
+// WriteCompareTLS prints the idle-TLS-connection figures, a row per broker
+// of order that has them, then the ratio of the first such broker to each
+// other one. what describes the run (e.g. "TLS 1.3, X25519").
+func WriteCompareTLS(w io.Writer, rep CompareReport, order []string, what string) {
+	var names []string
+	for _, b := range order {
+		if _, ok := rep.TLS[b]; ok {
+			names = append(names, b)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	heap := false
+	for _, b := range names {
+		heap = heap || rep.TLS[b].HeapAfter > 0
+	}
+	fmt.Fprintf(w, "\n| idle TLS connections (%s) | connected (failed) | broker RSS per idle TLS connection | handshakes/s | broker CPU µs per handshake |", what)
+	if heap {
+		fmt.Fprint(w, " broker Go heap per connection |")
+	}
+	fmt.Fprint(w, "\n| --- | --- | --- | --- | --- |")
+	if heap {
+		fmt.Fprint(w, " --- |")
+	}
+	fmt.Fprintln(w)
+	for _, b := range names {
+		r := rep.TLS[b]
+		fmt.Fprintf(w, "| %s | %d (%d) | %.0f B | %.0f | %.0f |", b, r.Connected, r.Failed, r.RSSPerConn, r.HandshakesPerSec, r.CPUusPerHandshake)
+		if heap {
+			if r.HeapAfter > 0 {
+				fmt.Fprintf(w, " %.0f B |", r.HeapPerConn)
+			} else {
+				fmt.Fprint(w, " — |")
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	ratio := func(a, b float64) string {
+		if b <= 0 || a <= 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	ref := rep.TLS[names[0]]
+	for _, b := range names[1:] {
+		r := rep.TLS[b]
+		fmt.Fprintf(w, "| %s/%s | | %s | %s | %s |", names[0], b, ratio(ref.RSSPerConn, r.RSSPerConn),
+			ratio(ref.HandshakesPerSec, r.HandshakesPerSec), ratio(ref.CPUusPerHandshake, r.CPUusPerHandshake))
+		if heap {
+			fmt.Fprint(w, " |")
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 // WriteCompareExtras prints the conn and fleet figures per broker.

@@ -3,12 +3,14 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -33,7 +35,9 @@ type ConnConfig struct {
 	Timeout    time.Duration // bound on the whole run
 	BrokerPID  int           // when > 0, broker RSS and CPU are read from /proc
 	IDPrefix   string
-	Executable string // worker binary (default: this process's)
+	Executable string     // worker binary (default: this process's)
+	TLS        *TLSClient // when set, every connection completes a TLS handshake before CONNECT
+	MetricsURL string     // TinyMQ's /metrics: when set, its Go heap is read before and after
 }
 
 // ConnResult is the outcome of a conn run.
@@ -49,14 +53,35 @@ type ConnResult struct {
 	RSSPerConn      float64 `json:"broker_rss_per_conn,omitempty"`
 	BrokerCPUPerK   float64 `json:"broker_cpu_ms_per_1k_connects,omitempty"`
 	FirstError      string  `json:"first_error,omitempty"`
+
+	// With TLS: handshakes completed (resumed ones among them) and their
+	// rate over the connect phase, the mean client-side handshake time
+	// (TCP connect to handshake done, queueing at the broker included),
+	// and the broker's CPU time over the connect phase divided by the
+	// handshakes.
+	Handshakes        int     `json:"tls_handshakes,omitempty"`
+	Resumed           int     `json:"tls_resumed,omitempty"`
+	HandshakesPerSec  float64 `json:"tls_handshakes_per_sec,omitempty"`
+	HandshakeMeanMs   float64 `json:"tls_handshake_mean_ms,omitempty"`
+	BrokerCPUConnect  float64 `json:"broker_cpu_connect_seconds,omitempty"`
+	CPUusPerHandshake float64 `json:"broker_cpu_us_per_handshake,omitempty"`
+
+	// With MetricsURL: TinyMQ's Go heap objects (tinymq_go_heap_objects_bytes)
+	// before the run and after the hold, and the growth per connection.
+	HeapBefore  int64   `json:"broker_heap_before,omitempty"`
+	HeapAfter   int64   `json:"broker_heap_after,omitempty"`
+	HeapPerConn float64 `json:"broker_heap_per_conn,omitempty"`
 }
 
 // workerReport is one JSON line a worker prints.
 type workerReport struct {
-	Connected int    `json:"connected"`
-	Failed    int    `json:"failed"`
-	Done      bool   `json:"done"`
-	Err       string `json:"err,omitempty"`
+	Connected      int    `json:"connected"`
+	Failed         int    `json:"failed"`
+	Handshakes     int    `json:"handshakes,omitempty"`
+	Resumed        int    `json:"resumed,omitempty"`
+	HandshakeNanos int64  `json:"handshake_ns,omitempty"` // sum over the handshakes
+	Done           bool   `json:"done"`
+	Err            string `json:"err,omitempty"`
 }
 
 // RunConn runs the conn scenario: it starts workers, waits until every
@@ -82,21 +107,32 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 			return ConnResult{}, err
 		}
 	}
+	var tlsArgs []string
+	if cfg.TLS != nil {
+		t := *cfg.TLS
+		if _, err := t.Config(cfg.Addr); err != nil { // fail here, not in every worker
+			return ConnResult{}, err
+		}
+		tlsArgs = t.workerArgs()
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 
 	var res ConnResult
+	var cpuBefore float64
 	if cfg.BrokerPID > 0 {
 		st, err := ReadProc(cfg.BrokerPID)
 		if err != nil {
 			return res, err
 		}
-		res.BrokerRSSBefore = st.RSSBytes
+		res.BrokerRSSBefore, cpuBefore = st.RSSBytes, st.CPUSeconds
 	}
-	var cpuBefore float64
-	if cfg.BrokerPID > 0 {
-		st, _ := ReadProc(cfg.BrokerPID)
-		cpuBefore = st.CPUSeconds
+	if cfg.MetricsURL != "" {
+		h, err := metricsGauge(ctx, cfg.MetricsURL, "tinymq_go_heap_objects_bytes")
+		if err != nil {
+			return res, err
+		}
+		res.HeapBefore = int64(h)
 	}
 
 	nw := (cfg.Conns + cfg.PerWorker - 1) / cfg.PerWorker
@@ -125,6 +161,7 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 		if cfg.Subscribe {
 			args = append(args, "--subscribe")
 		}
+		args = append(args, tlsArgs...)
 		cmd := exec.CommandContext(ctx, exe, args...)
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()
@@ -184,12 +221,19 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 			w.last = rep.r
 		case <-tick.C:
 		}
-		c, f := 0, 0
+		c, f, h, r := 0, 0, 0, 0
+		var hns int64
 		for _, w := range workers {
 			c += w.last.Connected
 			f += w.last.Failed
+			h += w.last.Handshakes
+			r += w.last.Resumed
+			hns += w.last.HandshakeNanos
 		}
-		res.Connected, res.Failed = c, f
+		res.Connected, res.Failed, res.Handshakes, res.Resumed = c, f, h, r
+		if h > 0 {
+			res.HandshakeMeanMs = float64(hns) / float64(h) / 1e6
+		}
 		if progress != nil {
 			progress(c, f)
 		}
@@ -197,6 +241,16 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 	res.ConnectSeconds = time.Since(start).Seconds()
 	if res.ConnectSeconds > 0 {
 		res.ConnectsPerSec = float64(res.Connected) / res.ConnectSeconds
+		res.HandshakesPerSec = float64(res.Handshakes) / res.ConnectSeconds
+	}
+	if cfg.BrokerPID > 0 {
+		// The connect phase is over: its CPU is the handshakes' (and the CONNECTs').
+		if st, err := ReadProc(cfg.BrokerPID); err == nil {
+			res.BrokerCPUConnect = st.CPUSeconds - cpuBefore
+			if res.Handshakes > 0 {
+				res.CPUusPerHandshake = res.BrokerCPUConnect / float64(res.Handshakes) * 1e6
+			}
+		}
 	}
 	if cfg.BrokerPID > 0 {
 		// Let the broker settle (its GC returns transient garbage) before sampling.
@@ -222,7 +276,46 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 		case <-ctx.Done():
 		}
 	}
+	if cfg.MetricsURL != "" {
+		h, err := metricsGauge(ctx, cfg.MetricsURL, "tinymq_go_heap_objects_bytes")
+		if err != nil {
+			return res, err
+		}
+		res.HeapAfter = int64(h)
+		if res.Connected > 0 {
+			res.HeapPerConn = float64(res.HeapAfter-res.HeapBefore) / float64(res.Connected)
+		}
+	}
 	return res, nil
+}
+
+// metricsGauge reads one unlabelled sample from a Prometheus text page.
+func metricsGauge(ctx context.Context, url, name string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("bench: metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("bench: metrics %s: %s", url, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("bench: metrics: %w", err)
+	}
+	return 0, fmt.Errorf("bench: metrics %s: no %s", url, name)
 }
 
 // WorkerMain runs a worker from its command line ("conn --addr ..."), as
@@ -243,18 +336,41 @@ func WorkerMain(args []string, in io.Reader, out io.Writer) error {
 	dialers := fs.Int("dialers", 32, "")
 	sub := fs.Bool("subscribe", false, "")
 	prefix := fs.String("id-prefix", "w-", "")
+	useTLS := fs.Bool("tls", false, "")
+	var t TLSClient
+	fs.StringVar(&t.Version, "tls-version", "1.3", "")
+	fs.StringVar(&t.CAFile, "tls-ca", "", "")
+	fs.StringVar(&t.CertFile, "tls-cert", "", "")
+	fs.StringVar(&t.KeyFile, "tls-key", "", "")
+	fs.StringVar(&t.Curve, "tls-curve", "x25519", "")
+	fs.StringVar(&t.ServerName, "tls-server-name", "", "")
+	fs.BoolVar(&t.Resume, "tls-resume", false, "")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	return ConnWorker(*addr, *src, *n, *ka, *dialers, *sub, *prefix, in, out)
+	var tc *tls.Config
+	if *useTLS {
+		var err error
+		if tc, err = t.Config(*addr); err != nil {
+			return err
+		}
+	}
+	return ConnWorker(*addr, *src, *n, *ka, *dialers, *sub, *prefix, tc, in, out)
 }
 
 // ConnWorker is the worker side of the conn scenario: it opens n
-// connections from the comma-separated source addresses src, in turn, reports progress as JSON lines on out, and holds
-// them until in is closed.
-func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idPrefix string, in io.Reader, out io.Writer) error {
+// connections from the comma-separated source addresses src, in turn,
+// over TLS when tc is not nil (one configuration, and so one session
+// cache, for all), reports progress as JSON lines on out, and holds them
+// until in is closed. A held connection costs its socket and, with TLS,
+// its tls.Conn: no goroutine and no buffer of ours.
+func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idPrefix string, tc *tls.Config, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
-	var connected, failed atomic.Int64
+	var connected, failed, handshakes, resumed, handshakeNanos atomic.Int64
+	report := func() workerReport {
+		return workerReport{Connected: int(connected.Load()), Failed: int(failed.Load()),
+			Handshakes: int(handshakes.Load()), Resumed: int(resumed.Load()), HandshakeNanos: handshakeNanos.Load()}
+	}
 	var firstErr atomic.Value
 	conns := make([]net.Conn, n)
 	var next atomic.Int64
@@ -272,7 +388,7 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 			case <-stopReports:
 				return
 			case <-t.C:
-				_ = enc.Encode(workerReport{Connected: int(connected.Load()), Failed: int(failed.Load())})
+				_ = enc.Encode(report())
 			}
 		}
 	}()
@@ -287,7 +403,11 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 				if i >= n {
 					return
 				}
-				c, err := dialDevice(&dialerList[i%len(dialerList)], addr, idPrefix+strconv.Itoa(i), keepAlive, subscribe, buf, rd)
+				var hs *handshakeStats
+				if tc != nil {
+					hs = &handshakeStats{&handshakes, &resumed, &handshakeNanos}
+				}
+				c, err := dialDevice(&dialerList[i%len(dialerList)], addr, tc, hs, idPrefix+strconv.Itoa(i), keepAlive, subscribe, buf, rd)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -300,7 +420,8 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 	}
 	wg.Wait()
 	close(stopReports)
-	rep := workerReport{Connected: int(connected.Load()), Failed: int(failed.Load()), Done: true}
+	rep := report()
+	rep.Done = true
 	if e, ok := firstErr.Load().(string); ok {
 		rep.Err = e
 	}
@@ -336,11 +457,32 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 	}
 }
 
-// dialDevice opens one connection and completes CONNECT (and SUBSCRIBE).
-func dialDevice(d *net.Dialer, addr, id string, keepAlive int, subscribe bool, buf, rd []byte) (net.Conn, error) {
+// handshakeStats are a worker's TLS counters.
+type handshakeStats struct{ done, resumed, nanos *atomic.Int64 }
+
+// dialDevice opens one connection, completes the TLS handshake when tc is
+// not nil (counted in hs), then CONNECT (and SUBSCRIBE).
+func dialDevice(d *net.Dialer, addr string, tc *tls.Config, hs *handshakeStats, id string, keepAlive int, subscribe bool, buf, rd []byte) (net.Conn, error) {
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if tc != nil {
+		t0 := time.Now()
+		tl := tls.Client(c, tc)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := tl.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("TLS handshake: %w", err)
+		}
+		hs.nanos.Add(int64(time.Since(t0)))
+		hs.done.Add(1)
+		if tl.ConnectionState().DidResume {
+			hs.resumed.Add(1)
+		}
+		c = tl
 	}
 	p := codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true,
 		KeepAlive: uint16(keepAlive), ClientID: []byte(id)}

@@ -41,6 +41,8 @@ func main() {
 		err = runFleet(os.Args[2:])
 	case "compare":
 		err = runCompare(os.Args[2:])
+	case "certs":
+		err = runCerts(os.Args[2:])
 	case "worker":
 		err = runWorker(os.Args[2:])
 	case "-h", "--help", "help":
@@ -59,7 +61,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage: tinymq-bench <scenario> [flags]
 
 scenarios:
-  conn     N idle MQTT connections; with --broker-pid, broker RSS and CPU per connection
+  conn     N idle MQTT connections (--tls: over TLS); with --broker-pid, broker RSS and CPU per connection
   fanin    P publishers -> 1 subscriber on a wildcard
   fanout   1 publisher -> S subscribers
   pairs    K publisher/subscriber pairs
@@ -67,6 +69,7 @@ scenarios:
   http-ref a plain fasthttp.Server answering POST /publish/{topic} as TinyMQ does (the CPU reference)
   fleet    ESP32 soak test: N devices with esp-mqtt behaviour for a fixed time
   compare  start TinyMQ, Mosquitto and any --broker, run the scenario set against each, print ratios
+  certs    write a throwaway CA, server and client certificate (ECDSA P-256) for conn --tls and brokers
 
 run "tinymq-bench <scenario> -h" for its flags`)
 }
@@ -88,8 +91,19 @@ func runConn(args []string) error {
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
 	version := fs.String("broker-version", "", "broker version for the report (default: read $SYS/broker/version)")
 	quiet := fs.Bool("quiet", false, "no progress line")
+	useTLS := fs.Bool("tls", false, "every connection completes a TLS handshake before CONNECT")
+	var t bench.TLSClient
+	tlsFlags(fs, &t)
+	fs.StringVar(&t.CAFile, "tls-ca", filepath.Join(bench.DefaultCertDir, "ca.pem"), "CA certificate (PEM) to verify the broker with (tinymq-bench certs writes one); empty: the system's roots")
+	fs.StringVar(&t.CertFile, "tls-cert", "", "client certificate (PEM) for mTLS")
+	fs.StringVar(&t.KeyFile, "tls-key", "", "client key (PEM) for mTLS")
+	fs.StringVar(&t.ServerName, "tls-server-name", "", "name to verify the broker's certificate against (default: the host of --addr)")
+	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "TinyMQ's /metrics URL, to report its Go heap per connection")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *useTLS {
+		cfg.TLS = &t
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -112,11 +126,45 @@ func runConn(args []string) error {
 	if res.FirstError != "" {
 		fmt.Printf("first error         %s\n", res.FirstError)
 	}
+	if cfg.TLS != nil {
+		fmt.Printf("TLS                 %s, curve %s, resumption %v, client certificate %v\n", t.Version, t.Curve, t.Resume, t.CertFile != "")
+		fmt.Printf("handshakes          %d (%d resumed): %.0f/s, mean %.1f ms\n", res.Handshakes, res.Resumed, res.HandshakesPerSec, res.HandshakeMeanMs)
+	}
 	if cfg.BrokerPID > 0 {
 		fmt.Printf("broker RSS          %.1f MiB -> %.1f MiB\n", float64(res.BrokerRSSBefore)/(1<<20), float64(res.BrokerRSSAfter)/(1<<20))
 		fmt.Printf("RSS per connection  %.0f bytes\n", res.RSSPerConn)
 		fmt.Printf("broker CPU          %.2f ms per 1000 connects\n", res.BrokerCPUPerK)
+		if cfg.TLS != nil {
+			fmt.Printf("broker CPU          %.0f µs per handshake (%.2f s over the connect phase)\n", res.CPUusPerHandshake, res.BrokerCPUConnect)
+		}
 	}
+	if cfg.MetricsURL != "" {
+		fmt.Printf("broker Go heap      %.1f MiB -> %.1f MiB: %.0f bytes per connection\n",
+			float64(res.HeapBefore)/(1<<20), float64(res.HeapAfter)/(1<<20), res.HeapPerConn)
+	}
+	return nil
+}
+
+// tlsFlags adds the TLS choices conn and compare share.
+func tlsFlags(fs *flag.FlagSet, t *bench.TLSClient) {
+	fs.StringVar(&t.Version, "tls-version", "1.3", "TLS version the client offers: 1.2 or 1.3")
+	fs.StringVar(&t.Curve, "tls-curve", "x25519", "key exchange: x25519 (an ESP32's mbedTLS offers no post-quantum share) or default (Go's, X25519MLKEM768 first)")
+	fs.BoolVar(&t.Resume, "tls-resume", false, "resume TLS sessions across a worker's connections")
+}
+
+// runCerts writes the benchmark CA and certificates.
+func runCerts(args []string) error {
+	fs := flag.NewFlagSet("certs", flag.ContinueOnError)
+	dir := fs.String("dir", bench.DefaultCertDir, "directory to write ca.pem, server.pem, server.key, client.pem, client.key into")
+	hosts := fs.String("hosts", "127.0.0.1,localhost", "comma-separated IP addresses and DNS names of the server certificate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	f, err := bench.WriteCerts(*dir, strings.Split(*hosts, ",")...)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("CA                  %s\nserver              %s %s\nclient              %s %s\n", f.CA, f.ServerCert, f.ServerKey, f.ClientCert, f.ClientKey)
 	return nil
 }
 
@@ -378,7 +426,7 @@ func runHTTPRef(args []string) error {
 
 func runCompare(args []string) error {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
-	tinymqBin := fs.String("tinymq", "bin/tinymq", "tinymq binary")
+	tinymqBin := fs.String("tinymq", "bin/tinymq", "tinymq binary; empty: leave TinyMQ out")
 	mosqBin := fs.String("mosquitto", "/usr/sbin/mosquitto", "mosquitto binary (Debian package mosquitto); empty: leave Mosquitto out")
 	type other struct{ label, command string }
 	var others []other
@@ -395,6 +443,25 @@ func runCompare(args []string) error {
 		others = append(others, other{label, command})
 		return nil
 	})
+	var tlsOthers []other
+	fs.Func("broker-tls", "another broker's TLS listener, as label=command with {port} for its MQTT-over-TLS port, {cert} and {key} for the server certificate and key (PEM), {ca} for the CA (mTLS) and {dir} for a scratch directory (repeatable; used with --tls-conns)", func(v string) error {
+		label, command, err := bench.ParseBrokerFlag(v)
+		if err != nil {
+			return fmt.Errorf("--broker-tls: %w", err)
+		}
+		for _, o := range tlsOthers {
+			if o.label == label {
+				return fmt.Errorf("--broker-tls label %q given twice", label)
+			}
+		}
+		tlsOthers = append(tlsOthers, other{label, command})
+		return nil
+	})
+	tlsConns := fs.Int("tls-conns", 0, "also hold this many idle TLS connections per broker and report RSS per connection, handshakes/s and CPU per handshake (0: skip)")
+	var tc bench.TLSClient
+	tlsFlags(fs, &tc)
+	tlsClientCerts := fs.Bool("tls-client-certs", false, "with --tls-conns: brokers require client certificates (mTLS) and every connection presents one")
+	load := fs.Bool("load", true, "run the load scenario set (false: only --conns, --fleet and --tls-conns)")
 	d := fs.Duration("duration", 5*time.Second, "publishing time per scenario")
 	conns := fs.Int("conns", 0, "also hold this many idle connections per broker and report RSS per connection (0: skip)")
 	fleet := fs.Int("fleet", 0, "also run a fleet of this many devices per broker (0: skip)")
@@ -410,11 +477,14 @@ func runCompare(args []string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	starters := map[string]func() (*bench.Broker, error){
-		"tinymq": func() (*bench.Broker, error) { return bench.StartTinyMQ(*tinymqBin) },
+	starters := map[string]func() (*bench.Broker, error){}
+	var order []string
+	versions := map[string]string{}
+	if *tinymqBin != "" {
+		starters["tinymq"] = func() (*bench.Broker, error) { return bench.StartTinyMQ(*tinymqBin) }
+		order = append(order, "tinymq")
+		versions["tinymq"] = "tinymq " + gitVersion()
 	}
-	order := []string{"tinymq"}
-	versions := map[string]string{"tinymq": "tinymq " + gitVersion()}
 	if *mosqBin != "" {
 		starters["mosquitto"] = func() (*bench.Broker, error) { return bench.StartMosquitto(*mosqBin, dir) }
 		order = append(order, "mosquitto")
@@ -425,7 +495,45 @@ func runCompare(args []string) error {
 		order = append(order, o.label)
 		versions[o.label] = o.command
 	}
-	opts := bench.CompareOptions{Set: bench.DefaultCompareSet(*d), Log: os.Stderr}
+	opts := bench.CompareOptions{Log: os.Stderr}
+	if *load {
+		opts.Set = bench.DefaultCompareSet(*d)
+	}
+	if *tlsConns > 0 {
+		if err := tc.Normalize(); err != nil {
+			return err
+		}
+		files, err := bench.WriteCerts(filepath.Join(dir, "tls"))
+		if err != nil {
+			return err
+		}
+		// Mosquitto drops root: it must reach the files through dir.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+		srv := bench.TLSServer{Files: files, Version: tc.Version, ClientCerts: *tlsClientCerts}
+		tc.CAFile = files.CA
+		if *tlsClientCerts {
+			tc.CertFile, tc.KeyFile = files.ClientCert, files.ClientKey
+		}
+		opts.TLS = bench.ConnConfig{Conns: *tlsConns, PerWorker: 5000, Sources: 4, KeepAlive: 120, Dialers: 32, Hold: 5 * time.Second, TLS: &tc}
+		opts.TLSStarters = map[string]func() (*bench.Broker, error){}
+		if *tinymqBin != "" {
+			opts.TLSStarters["tinymq"] = func() (*bench.Broker, error) { return bench.StartTinyMQTLS(*tinymqBin, srv) }
+			opts.TLSOrder = append(opts.TLSOrder, "tinymq")
+		}
+		if *mosqBin != "" {
+			opts.TLSStarters["mosquitto"] = func() (*bench.Broker, error) { return bench.StartMosquittoTLS(*mosqBin, dir, srv) }
+			opts.TLSOrder = append(opts.TLSOrder, "mosquitto")
+		}
+		for _, o := range tlsOthers {
+			opts.TLSStarters[o.label] = func() (*bench.Broker, error) { return bench.StartCommandTLS(o.label, o.command, dir, srv) }
+			opts.TLSOrder = append(opts.TLSOrder, o.label)
+			if _, ok := versions[o.label]; !ok {
+				versions[o.label] = o.command
+			}
+		}
+	}
 	if *conns > 0 {
 		opts.Conns = bench.ConnConfig{Conns: *conns, PerWorker: 5000, Sources: 4, KeepAlive: 120, Dialers: 32, Hold: 5 * time.Second}
 	}
@@ -440,10 +548,12 @@ func runCompare(args []string) error {
 		return err
 	}
 	var images []string
-	if *plots != "" {
+	if *plots != "" && len(rep.Rows) > 0 && len(order) > 0 {
 		if images, err = bench.PlotCompare(*plots, rep.Rows, order); err != nil {
 			return err
 		}
+	}
+	if *plots != "" {
 		if len(rep.Fleet) > 0 {
 			f := filepath.Join(*plots, "fleet.svg")
 			var runs []bench.FleetRun
@@ -473,20 +583,40 @@ func runCompare(args []string) error {
 				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "fleet", Broker: b, BrokerVersion: versions[b], Params: opts.Fleet, Result: f})
 			}
 		}
+		for _, b := range opts.TLSOrder {
+			if c, ok := rep.TLS[b]; ok {
+				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "conn-tls", Broker: b, BrokerVersion: versions[b], Params: opts.TLS, Result: c})
+			}
+		}
 		return nil
 	}
 	var out strings.Builder
-	bench.WriteCompareTable(&out, rep.Rows, order)
+	if len(rep.Rows) > 0 && len(order) > 0 {
+		bench.WriteCompareTable(&out, rep.Rows, order)
+	}
 	bench.WriteCompareExtras(&out, rep, order)
+	what := "TLS " + tc.Version + ", " + map[string]string{"x25519": "X25519", "default": "Go's default key shares"}[tc.Curve]
+	if tc.Resume {
+		what += ", resumption"
+	}
+	if *tlsClientCerts {
+		what += ", client certificates"
+	}
+	bench.WriteCompareTLS(&out, rep, opts.TLSOrder, what)
 	fmt.Print(out.String())
 	if *doc != "" {
 		var brokers []string
-		brokers = append(brokers, fmt.Sprintf("TinyMQ (git %s, `%s`)", gitVersion(), *tinymqBin))
+		if *tinymqBin != "" {
+			brokers = append(brokers, fmt.Sprintf("TinyMQ (git %s, `%s`)", gitVersion(), *tinymqBin))
+		}
 		if *mosqBin != "" {
 			brokers = append(brokers, fmt.Sprintf("%s (`%s`, persistence off, anonymous, no connection limit)", versions["mosquitto"], *mosqBin))
 		}
 		for _, o := range others {
 			brokers = append(brokers, fmt.Sprintf("%s (`%s`)", o.label, o.command))
+		}
+		for _, o := range tlsOthers {
+			brokers = append(brokers, fmt.Sprintf("%s over TLS (`%s`)", o.label, o.command))
 		}
 		return updateDoc(*doc, out.String(), images, strings.Join(brokers, ", "), "tinymq-bench "+strings.Join(os.Args[1:], " "))
 	}
