@@ -44,13 +44,17 @@ bench-peers: build
 ## bench-report: the full side-by-side run recorded in docs/benchmarks.md:
 ## the scenario set, REPORT_CONNS idle connections and a REPORT_FLEET-device
 ## fleet per broker; rewrites the generated section and docs/img/*.svg.
+## REPORT_TLS_CONNS > 0 adds that many idle TLS 1.3 connections per broker
+## (RSS per connection, handshakes/s, CPU per handshake; 0: off).
 REPORT_CONNS ?= 19000
 REPORT_FLEET ?= 5000
 REPORT_FLEET_DURATION ?= 60s
+REPORT_TLS_CONNS ?= 0
 bench-report: build
 	@[ -x "$(MOSQUITTO)" ] || { echo "bench-report needs mosquitto: apt-get install mosquitto"; exit 1; }
 	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $(MOSQUITTO) --duration $(PEER_DURATION) \
 		--conns $(REPORT_CONNS) --fleet $(REPORT_FLEET) --fleet-duration $(REPORT_FLEET_DURATION) \
+		$(if $(filter-out 0,$(REPORT_TLS_CONNS)),--tls-conns $(REPORT_TLS_CONNS)) \
 		--plots docs/img --update-doc docs/benchmarks.md
 
 ## interop-deps: the npm "mqtt" package (MQTT.js) for the WebSocket interop
