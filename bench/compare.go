@@ -114,18 +114,18 @@ func startCommand(label, command, dir string, more ...string) (*Broker, error) {
 	return startAndWait(label, "127.0.0.1:"+strconv.Itoa(port), cmd)
 }
 
-// ParseBrokerFlag splits a --broker value "label=command".
+// ParseBrokerFlag splits a --broker (or --broker-tls) value "label=command".
 func ParseBrokerFlag(v string) (label, command string, err error) {
 	label, command, ok := strings.Cut(v, "=")
 	label, command = strings.TrimSpace(label), strings.TrimSpace(command)
 	if !ok || label == "" || command == "" {
-		return "", "", fmt.Errorf("--broker %q: want label=command (with {port} where the broker's MQTT port goes)", v)
+		return "", "", fmt.Errorf("%q: want label=command (with {port} where the broker's MQTT port goes)", v)
 	}
 	if label == "tinymq" || label == "mosquitto" {
-		return "", "", fmt.Errorf("--broker %q: label %q is taken", v, label)
+		return "", "", fmt.Errorf("%q: label %q is taken", v, label)
 	}
 	if !strings.Contains(command, "{port}") {
-		return "", "", fmt.Errorf("--broker %q: the command must contain {port}", v)
+		return "", "", fmt.Errorf("%q: the command must contain {port}", v)
 	}
 	return label, command, nil
 }
@@ -294,15 +294,22 @@ func WriteCompareTLS(w io.Writer, rep CompareReport, order []string, what string
 	if len(names) == 0 {
 		return
 	}
-	heap := false
+	heap, resumed := false, false
 	for _, b := range names {
 		heap = heap || rep.TLS[b].HeapAfter > 0
+		resumed = resumed || rep.TLS[b].Resumed > 0
 	}
 	fmt.Fprintf(w, "\n| idle TLS connections (%s) | connected (failed) | broker RSS per idle TLS connection | handshakes/s | broker CPU µs per handshake |", what)
+	if resumed {
+		fmt.Fprint(w, " resumed handshakes |")
+	}
 	if heap {
 		fmt.Fprint(w, " broker Go heap per connection |")
 	}
 	fmt.Fprint(w, "\n| --- | --- | --- | --- | --- |")
+	if resumed {
+		fmt.Fprint(w, " --- |")
+	}
 	if heap {
 		fmt.Fprint(w, " --- |")
 	}
@@ -310,6 +317,9 @@ func WriteCompareTLS(w io.Writer, rep CompareReport, order []string, what string
 	for _, b := range names {
 		r := rep.TLS[b]
 		fmt.Fprintf(w, "| %s | %d (%d) | %.0f B | %.0f | %.0f |", b, r.Connected, r.Failed, r.RSSPerConn, r.HandshakesPerSec, r.CPUusPerHandshake)
+		if resumed {
+			fmt.Fprintf(w, " %d |", r.Resumed)
+		}
 		if heap {
 			if r.HeapAfter > 0 {
 				fmt.Fprintf(w, " %.0f B |", r.HeapPerConn)
@@ -330,6 +340,9 @@ func WriteCompareTLS(w io.Writer, rep CompareReport, order []string, what string
 		r := rep.TLS[b]
 		fmt.Fprintf(w, "| %s/%s | | %s | %s | %s |", names[0], b, ratio(ref.RSSPerConn, r.RSSPerConn),
 			ratio(ref.HandshakesPerSec, r.HandshakesPerSec), ratio(ref.CPUusPerHandshake, r.CPUusPerHandshake))
+		if resumed {
+			fmt.Fprint(w, " |")
+		}
 		if heap {
 			fmt.Fprint(w, " |")
 		}

@@ -395,3 +395,29 @@ func fakeTinyMQ(args []string) error {
 	serve(ln)
 	return nil
 }
+
+// TestWriteCompareTLS: a row per broker that has figures, in order, then
+// the first one's ratio to each other one.
+func TestWriteCompareTLS(t *testing.T) {
+	rep := CompareReport{TLS: map[string]ConnResult{
+		"tinymq":    {Connected: 10, RSSPerConn: 5000, HandshakesPerSec: 2000, CPUusPerHandshake: 100, Resumed: 9, HeapAfter: 1, HeapPerConn: 4000},
+		"mosquitto": {Connected: 10, Failed: 1, RSSPerConn: 10000, HandshakesPerSec: 1000, CPUusPerHandshake: 400},
+	}}
+	var out strings.Builder
+	WriteCompareTLS(&out, rep, []string{"tinymq", "absent", "mosquitto"}, "TLS 1.3, X25519")
+	want := `
+| idle TLS connections (TLS 1.3, X25519) | connected (failed) | broker RSS per idle TLS connection | handshakes/s | broker CPU µs per handshake | resumed handshakes | broker Go heap per connection |
+| --- | --- | --- | --- | --- | --- | --- |
+| tinymq | 10 (0) | 5000 B | 2000 | 100 | 9 | 4000 B |
+| mosquitto | 10 (1) | 10000 B | 1000 | 400 | 0 | — |
+| tinymq/mosquitto | | 0.50 | 2.00 | 0.25 | | |
+`
+	if out.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", out.String(), want)
+	}
+	out.Reset()
+	WriteCompareTLS(&out, CompareReport{}, []string{"tinymq"}, "")
+	if out.Len() != 0 {
+		t.Fatalf("no TLS figures, yet a table:\n%s", out.String())
+	}
+}

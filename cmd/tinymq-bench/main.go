@@ -117,7 +117,11 @@ func runConn(args []string) error {
 		return err
 	}
 	if *asJSON {
-		return record("conn", *label, *version, cfg.Addr, cfg, res)
+		scenario := "conn"
+		if cfg.TLS != nil {
+			scenario = "conn-tls"
+		}
+		return record(scenario, *label, *version, cfg.Addr, cfg, res)
 	}
 	fmt.Printf("scenario            conn\n")
 	fmt.Printf("broker              %s\n", *label)
@@ -447,7 +451,7 @@ func runCompare(args []string) error {
 	fs.Func("broker-tls", "another broker's TLS listener, as label=command with {port} for its MQTT-over-TLS port, {cert} and {key} for the server certificate and key (PEM), {ca} for the CA (mTLS) and {dir} for a scratch directory (repeatable; used with --tls-conns)", func(v string) error {
 		label, command, err := bench.ParseBrokerFlag(v)
 		if err != nil {
-			return fmt.Errorf("--broker-tls: %w", err)
+			return err
 		}
 		for _, o := range tlsOthers {
 			if o.label == label {
@@ -516,7 +520,7 @@ func runCompare(args []string) error {
 		if *tlsClientCerts {
 			tc.CertFile, tc.KeyFile = files.ClientCert, files.ClientKey
 		}
-		opts.TLS = bench.ConnConfig{Conns: *tlsConns, PerWorker: 5000, Sources: 4, KeepAlive: 120, Dialers: 32, Hold: 5 * time.Second, TLS: &tc}
+		opts.TLS = bench.ConnConfig{Conns: *tlsConns, PerWorker: 5000, Sources: 4, KeepAlive: 120, Dialers: 64, Hold: 5 * time.Second, TLS: &tc}
 		opts.TLSStarters = map[string]func() (*bench.Broker, error){}
 		if *tinymqBin != "" {
 			opts.TLSStarters["tinymq"] = func() (*bench.Broker, error) { return bench.StartTinyMQTLS(*tinymqBin, srv) }
