@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,7 +44,8 @@ func isExec(p string) bool {
 
 // Readable makes dir and everything in it readable by other users:
 // Mosquitto started as root drops privileges to user mosquitto before it
-// reads its password and ACL files, and t.TempDir() is 0700.
+// reads its password and ACL files, and t.TempDir() is 0700. Directories
+// between os.TempDir() and dir get o+rx too.
 func Readable(t testing.TB, dir string) {
 	t.Helper()
 	err := filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
@@ -57,6 +59,13 @@ func Readable(t testing.TB, dir string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// t.TempDir() nests dir in a per-test directory that is 0700 as well.
+	tmp := filepath.Clean(os.TempDir())
+	for p := filepath.Dir(filepath.Clean(dir)); strings.HasPrefix(p, tmp+string(filepath.Separator)); p = filepath.Dir(p) {
+		if st, err := os.Stat(p); err == nil {
+			_ = os.Chmod(p, st.Mode().Perm()|0o055)
+		}
 	}
 }
 
