@@ -300,12 +300,30 @@ func TestGrantsCacheBounded(t *testing.T) {
 	if !g.CanRead([]byte(long)) || g.CanRead([]byte("b/"+long)) {
 		t.Fatal("long topic")
 	}
+	c := g.cache.Load()
 	n := 0
-	for i := range g.cache.Load().shards {
-		n += len(g.cache.Load().shards[i].m)
+	for i := range c.slots {
+		if c.slots[i].Load() != nil {
+			n++
+		}
 	}
-	if n > sharedShards*cacheShardEntries || n == 0 {
-		t.Fatalf("%d cached decisions; bound %d", n, sharedShards*cacheShardEntries)
+	if len(c.slots) != sharedSlots || n == 0 {
+		t.Fatalf("%d slots, %d cached decisions; want %d slots", len(c.slots), n, sharedSlots)
+	}
+	// A client's own Grants (a %c pattern) get the small table.
+	b := mustParse(t, "pattern read d/%c/#\n")
+	gc := b.For("u", true, "x")
+	for i := range 500 {
+		gc.CanRead(fmt.Appendf(nil, "d/x/%d", i))
+	}
+	if l := len(gc.cache.Load().slots); l != clientSlots {
+		t.Fatalf("per-client cache of %d slots; want %d", l, clientSlots)
+	}
+	// Read and write decisions of one topic share an entry.
+	g.CanRead([]byte("a/rw"))
+	g.CanWrite([]byte("a/rw"))
+	if !g.CanRead([]byte("a/rw")) || g.CanWrite([]byte("a/rw")) {
+		t.Fatal("read/write bits of one entry mixed up")
 	}
 }
 
