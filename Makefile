@@ -27,7 +27,7 @@ race:
 ## fuzz: each fuzz target for FUZZTIME (go test -fuzz takes one target at a
 ## time); fails on a crasher, not on Go 1.26's fuzz deadline race.
 fuzz:
-	GO=$(GO) FUZZTIME=$(FUZZTIME) bash .ci/fuzz ./codec ./topic
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash .ci/fuzz ./codec ./topic ./engine/auth
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) $(PKGS)
@@ -83,6 +83,8 @@ deps:
 	  ours=$$($(GO) list -f '{{join .Imports "\n"}}' ./$$p | grep '^github.com/tinymq/tinymq/' || true); \
 	  if [ -n "$$ours" ]; then echo "$$p must not import other TinyMQ packages: $$ours"; exit 1; fi; \
 	done; \
+	bad=$$($(GO) list -deps ./engine/auth | grep '^[a-z0-9.-]*\.[a-z]*/' | grep -v '^github.com/tinymq/tinymq/\(engine/auth\|topic\)$$' || true); \
+	if [ -n "$$bad" ]; then echo "engine/auth must import only the standard library and topic, found:"; echo "$$bad"; exit 1; fi; \
 	echo "deps: ok"
 
 ## conformance: the spec-tagged protocol tests plus the interop clients.

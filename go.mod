@@ -9,6 +9,7 @@ require (
 	github.com/prometheus/common v0.66.1
 	github.com/valyala/bytebufferpool v1.0.0
 	github.com/valyala/fasthttp v1.65.0
+	golang.org/x/term v0.34.0
 	gonum.org/v1/plot v0.15.2
 )
 

@@ -30,6 +30,9 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "passwd" {
+		os.Exit(passwdMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	if err := run(os.Args[1:], os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "tinymq:", err)
 		os.Exit(1)
