@@ -39,6 +39,17 @@ type Broker struct {
 	loopsMu sync.Mutex
 	loops   atomic.Pointer[[]*loop] // copy-on-write registry of loops seen so far
 
+	// Authentication and authorization (auth.go, authpool.go, reload.go).
+	apiKey         []byte // nil: none
+	allowAnonymous bool
+	authn          atomic.Pointer[authnRef] // nil: no Authenticator
+	authz          atomic.Pointer[authzRef] // nil: everything allowed
+	authPool       *authPool                // nil when the Authenticator is inline (or none)
+	authCache      authCache
+	fails          failTable
+	reloadMu       sync.Mutex // one Reload at a time
+	files          authFiles  // the file-based Authenticator and Authorizer, when configured
+
 	sys        *router // $SYS publisher's router (not a loop)
 	sysStats   counters
 	counters   globalCounters
@@ -87,6 +98,9 @@ func New(opts Options) (*Broker, error) {
 	}
 	b.sys = newRouter(b, nil, &b.sysStats)
 	b.now.Store(time.Now().Unix())
+	if err := b.setupAuth(); err != nil {
+		return nil, err
+	}
 	b.memReturn.init()
 	return b, nil
 }
@@ -186,6 +200,9 @@ func (b *Broker) Stop(ctx context.Context) error {
 	close(b.stopSys)
 	<-b.sysDone
 	err := b.eng.Stop(ctx)
+	if b.authPool != nil {
+		b.authPool.stop()
+	}
 	select {
 	case <-b.runErr:
 	case <-ctx.Done():

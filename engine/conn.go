@@ -39,6 +39,7 @@ type conn struct {
 	proto           proto
 	cleanDisconnect bool // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
 	onBlocked       bool
+	authWait        bool       // CONNECT (or an HTTP request) waits for its authentication verdict: read nothing more
 	closeReason     closeCause // why we closed it, for the log
 }
 
@@ -50,6 +51,10 @@ type conn struct {
 type connExt struct {
 	httpState      // HTTP, SSE and WebSocket state; valid when http is set
 	http      bool // accepted on the HTTP or WebSocket listener
+
+	id       identity // who the client is, once accepted (or per HTTP request)
+	pend     *authJob // the verdict this connection waits for (authWait)
+	basicBad [32]byte // HTTP: cache key of Basic credentials the pool refused
 }
 
 // ext returns c's extension, allocating it on first use. Runs on c's loop.
@@ -238,6 +243,15 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 	}
 	l := c.l
 	avail := gc.InboundBuffered()
+	if c.authWait {
+		// Waiting for an authentication verdict: keep the bytes for later,
+		// but not without bound.
+		if avail > b.opts.MaxPacketSize {
+			c.closeReason = closeProtocolError
+			return gnet.Close
+		}
+		return gnet.None
+	}
 	if avail < int(c.need) {
 		// The frame in progress is still incomplete: do not Peek, which
 		// would copy the whole partial frame again on every read.
@@ -263,7 +277,7 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 func (c *conn) process(buf []byte) (int, gnet.Action) {
 	max := c.l.b.opts.MaxPacketSize
 	consumed, action := 0, gnet.None
-	for consumed < len(buf) && c.open {
+	for consumed < len(buf) && c.open && !c.authWait {
 		h, n, err := codec.ReadFrame(buf[consumed:], max)
 		if err != nil {
 			c.fail(err, h)
@@ -290,7 +304,7 @@ func (c *conn) process(buf []byte) (int, gnet.Action) {
 		}
 		consumed += n
 	}
-	if consumed == len(buf) {
+	if consumed == len(buf) || c.authWait {
 		c.need = 0
 	}
 	return consumed, action
@@ -418,9 +432,17 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 	if err := l.b.validName(p.Topic); err != nil {
 		return errTopicName // [MQTT-3.3.2-2]
 	}
-	// Clients cannot publish into $SYS: the message is acknowledged and
-	// dropped, as Mosquitto does.
+	// Clients cannot publish into $SYS, nor where the ACL denies it: the
+	// message is acknowledged (QoS 1/2) and dropped, as Mosquitto does for
+	// 3.1.1.
 	routable := !isSysTopic(p.Topic)
+	if perms := c.permissions(); routable && perms != nil && !perms.CanWrite(p.Topic) {
+		routable = false
+		l.stats.aclDenied[aclPublish].Add(1)
+		if l.b.opts.Verbose {
+			l.b.log.Info("publish denied", "client", c.s.id, "user", c.username(), "topic", string(p.Topic), "qos", p.QoS)
+		}
+	}
 	l.stats.msgsIn.Add(1)
 	l.stats.msgsInBy[c.proto][p.QoS].Add(1)
 	switch p.QoS {

@@ -4,11 +4,29 @@ import (
 	"errors"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"github.com/tinymq/tinymq/codec"
 	"github.com/tinymq/tinymq/topic"
 )
 
-// onConnect handles the first packet of a connection. Runs on c's loop.
+// pendingConnect is what accepting a CONNECT needs once its credentials
+// are decided: owned copies, since the verdict may come after the read
+// buffer is gone.
+type pendingConnect struct {
+	id        string
+	user      string
+	hasUser   bool
+	version   codec.Version
+	clean     bool
+	keepAlive uint16
+	will      *message
+}
+
+// onConnect handles the first packet of a connection: it checks the
+// CONNECT, decides who the client is (inline, or on the authentication
+// pool for a slow Authenticator) and accepts or refuses it. Runs on c's
+// loop.
 func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	l := c.l
 	b := l.b
@@ -33,41 +51,178 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	}
 	c.version = p.Version
 
-	id := string(p.ClientID)
-	if id == "" {
+	pc := pendingConnect{id: string(p.ClientID), version: p.Version, clean: p.CleanStart, keepAlive: p.KeepAlive}
+	if pc.id == "" {
 		if !p.CleanStart {
 			c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-8]
 			c.closeReason = closeEmptyClientID
 			return errClose
 		}
-		id = b.nextClientID() // [MQTT-3.1.3-6]
+		pc.id = b.nextClientID() // [MQTT-3.1.3-6]
 	}
-	if len(id) > b.opts.MaxClientIDLen {
+	if len(pc.id) > b.opts.MaxClientIDLen {
 		c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-9]
 		c.closeReason = closeClientIDTooLong
 		return errClose
-	}
-	if a := b.opts.Auth; a != nil {
-		if rc := a.Authenticate(p.ClientID, p.Username, p.Password, p.PasswordFlag); rc != codec.Success {
-			l.stats.authFailures.Add(1)
-			c.refuse(rc)
-			c.closeReason = closeNotAuthorized
-			if b.logLimiter.allow(b.now.Load()) {
-				b.log.Warn("connection refused: authentication failed", "client", id, "remote", c.remote())
-			}
-			return errClose
-		}
 	}
 	if p.WillFlag {
 		if err := b.validName(p.WillTopic); err != nil || isSysTopic(p.WillTopic) {
 			return errWillTopic // [MQTT-3.1.2-9]
 		}
-		c.will = cloneMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain)
+		pc.will = cloneMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain)
 	}
-	c.keepAlive = p.KeepAlive
+	pc.user, pc.hasUser = string(p.Username), p.UsernameFlag
+
+	// Who is it? A verified client certificate names the user outright
+	// (--tls-cert-as-username, as Mosquitto's use_identity_as_username);
+	// the API key is checked inline; an anonymous client needs
+	// --allow-anonymous; everything else asks the Authenticator, through
+	// the success cache first and the worker pool on a miss.
+	rc := codec.Success
+	switch cn, ok := c.certUsername(); {
+	case ok:
+		pc.user, pc.hasUser = cn, true
+	case b.apiKeyMatches(p.PasswordFlag, p.Password):
+		c.ext().id.apiKey = true
+	case !p.UsernameFlag && !p.PasswordFlag:
+		if !b.allowAnonymous {
+			rc = codec.NotAuthorized
+		}
+	default:
+		ar := b.authn.Load()
+		if ar == nil {
+			// No authenticator: a username is taken as given, as Mosquitto
+			// does without a password file, unless anonymous access is off
+			// (then nobody can prove who they are).
+			if !b.allowAnonymous {
+				rc = codec.NotAuthorized
+			}
+			break
+		}
+		key := b.authCache.keyOf(pc.user, p.Password)
+		if b.authCache.ok(key, b.now.Load()) {
+			break
+		}
+		j := &authJob{c: c, pc: pc, key: key, cr: Credentials{
+			ClientID: pc.id, Username: pc.user, HasUsername: pc.hasUser,
+			Password: append([]byte(nil), p.Password...), HasPassword: p.PasswordFlag,
+			Remote: c.remote(), Transport: protoNames[c.proto],
+		}}
+		if ar.inline {
+			if rc = ar.a.Authenticate(&j.cr); rc == codec.Success {
+				b.authCache.add(key)
+			}
+			break
+		}
+		if !b.authPool.submit(j) {
+			l.stats.authOverload.Add(1)
+			c.refuse(codec.ServerUnavailable)
+			c.closeReason = closeNotAuthorized
+			return errClose
+		}
+		c.ext().pend = j
+		c.authWait = true // later packets wait in gnet's buffer for the verdict
+		return nil
+	}
+	if rc != codec.Success {
+		b.refuseLogin(c, rc, pc.id, pc.user)
+		if c.authWait {
+			return nil // held: refused by the loop's tick
+		}
+		return errClose
+	}
+	if !c.accept(&pc) {
+		return errClose
+	}
+	return nil
+}
+
+// refuseLogin answers failed credentials with CONNACK "not authorized"
+// and closes the connection: at once for the first failures from an
+// address, after a growing delay (held on the loop's refusal list, read
+// paused) once it keeps failing. Other clients and good logins are never
+// delayed. Runs on c's loop.
+func (b *Broker) refuseLogin(c *conn, rc codec.ReasonCode, id, user string) {
+	l := c.l
+	l.stats.authFailures.Add(1)
+	c.closeReason = closeNotAuthorized
+	now := time.Now()
+	delay := b.fails.fail(c.remote(), now.Unix(), b.opts.AuthFailDelayMax)
+	if b.logLimiter.allow(b.now.Load()) {
+		b.log.Warn("connection refused: authentication failed", "client", id, "user", user,
+			"remote", c.remote(), "delay", delay.String())
+	}
+	if delay > 0 {
+		l.stats.authDelayed.Add(1)
+		c.authWait = true
+		l.refusals = append(l.refusals, refusal{c: c, rc: rc, due: now.Add(delay).UnixMilli()})
+		return
+	}
+	c.refuse(rc)
+	if !c.authWait {
+		return // onConnect returns errClose
+	}
+	_ = c.gc.Close()
+}
+
+// refusal is a failed login whose CONNACK is held (refuseLogin).
+type refusal struct {
+	c   *conn
+	rc  codec.ReasonCode
+	due int64 // unix milliseconds
+}
+
+// sendRefusals answers the held failed logins that are due. Runs on l
+// (from its tick).
+func (l *loop) sendRefusals(nowMs int64) {
+	keep := l.refusals[:0]
+	for _, r := range l.refusals {
+		switch {
+		case !r.c.open:
+		case r.due <= nowMs:
+			r.c.refuse(r.rc)
+			_ = r.c.gc.Close()
+		default:
+			keep = append(keep, r)
+			continue
+		}
+	}
+	clear(l.refusals[len(keep):])
+	l.refusals = keep
+}
+
+// accept finishes an accepted CONNECT: permissions, the will's ACL check,
+// the session, CONNACK and what the session held. It reports false when
+// the connection was refused after all (and must be closed). Runs on c's
+// loop.
+func (c *conn) accept(pc *pendingConnect) bool {
+	l := c.l
+	b := l.b
+	if pc.hasUser {
+		c.ext().id.user, c.x.id.hasUser = pc.user, true
+	}
+	var perms Permissions
+	if az := b.authz.Load(); az != nil && (c.x == nil || !c.x.id.apiKey) {
+		perms = az.a.For(Identity{Username: pc.user, HasUsername: pc.hasUser, ClientID: pc.id})
+		c.ext().id.perms.Store(&permsRef{perms})
+	}
+	if pc.will != nil && perms != nil && !perms.CanWrite(pc.will.topic) {
+		// Mosquitto checks the will topic against the ACL at CONNECT and
+		// refuses the connection.
+		l.stats.aclDenied[aclPublish].Add(1)
+		c.refuse(codec.NotAuthorized)
+		c.closeReason = closeNotAuthorized
+		if b.logLimiter.allow(b.now.Load()) {
+			b.log.Warn("connection refused: will topic not authorized", "client", pc.id, "user", pc.user,
+				"topic", string(pc.will.topic))
+		}
+		return false
+	}
+	c.will = pc.will
+	c.keepAlive = pc.keepAlive
 	c.lastSeen = uint32(b.now.Load()) // keep-alive counts from the accepted CONNECT
 
-	s, present := b.attach(c, id, p.CleanStart)
+	s, present := b.attach(c, pc.id, pc.clean)
 	// Move c's wheel slot from the connect deadline to its keep-alive one.
 	l.wheel.remove(c)
 	l.wheel.add(c, c.deadline())
@@ -83,10 +238,20 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	s.mu.Unlock()
 	l.r.markDirty(s, l)
 	if b.opts.Verbose {
-		b.log.Info("client connected", "client", id, "remote", c.remote(),
-			"protocol", c.version.String(), "clean", p.CleanStart, "keepalive", p.KeepAlive, "session_present", present)
+		b.log.Info("client connected", "client", pc.id, "user", pc.user, "remote", c.remote(),
+			"protocol", c.version.String(), "clean", pc.clean, "keepalive", pc.keepAlive, "session_present", present)
 	}
-	return nil
+	return true
+}
+
+// resume handles what a connection buffered while its CONNECT (or HTTP
+// request) waited for a verdict: no new read event will come for bytes
+// that already arrived. Runs on c's loop.
+func (c *conn) resume() {
+	c.need = 0
+	if c.l.b.OnTraffic(c.gc) == gnet.Close {
+		_ = c.gc.Close()
+	}
 }
 
 // refuse writes a CONNACK with a refusal straight to the socket (there is

@@ -33,8 +33,9 @@ type loop struct {
 	dirty        []*session // sessions of this loop written to in the current batch
 	pendingWills []*message // wills of connections closed while routing
 	wheel        wheel
-	blocked      []*conn // connections over their outbound cap or with a waiting queue
-	streams      []*conn // SSE streams, for heartbeats
+	blocked      []*conn   // connections over their outbound cap or with a waiting queue
+	streams      []*conn   // SSE streams, for heartbeats
+	refusals     []refusal // failed logins whose CONNACK is held (refuseLogin)
 
 	h     *httpLoop // HTTP scratch, made on first request
 	wsHdr [14]byte  // WebSocket frame header scratch
@@ -156,6 +157,9 @@ func (l *loop) tick() {
 	l.recheckBlocked(now)
 	if len(l.streams) > 0 {
 		l.heartbeat(now)
+	}
+	if len(l.refusals) > 0 {
+		l.sendRefusals(time.Now().UnixMilli())
 	}
 	l.r.finish()
 }

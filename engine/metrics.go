@@ -43,6 +43,17 @@ type Snapshot struct {
 
 	LoopBusySeconds []float64 `json:"event_loop_busy_seconds"`
 
+	// Authentication and authorization.
+	AuthFailures  uint64            `json:"auth_failures"`   // refused credentials (MQTT and HTTP)
+	AuthDelayed   uint64            `json:"auth_delayed"`    // refusals held back after repeated failures
+	AuthOverload  uint64            `json:"auth_overload"`   // refused: verification queue full
+	AuthCacheHits uint64            `json:"auth_cache_hits"` // verifications answered from the cache
+	AuthPending   int64             `json:"auth_pending"`    // verifications queued or running
+	ACLDenied     map[string]uint64 `json:"acl_denied"`      // by publish, subscribe, deliver
+	AuthConfig    string            `json:"auth,omitempty"`  // what decides credentials
+	ACLConfig     string            `json:"acl,omitempty"`   // what decides topic access
+	Anonymous     bool              `json:"anonymous_allowed"`
+
 	MemoryBytes     uint64 `json:"go_memory_bytes"`
 	HeapBytes       uint64 `json:"go_heap_bytes"`
 	Goroutines      uint64 `json:"go_goroutines"`
@@ -107,7 +118,20 @@ func (b *Broker) Snapshot() Snapshot {
 		sn.HTTPErrors += c.httpErrors.Load()
 		sn.StreamsOpened += c.streamsOpened.Load()
 		sn.WebSocketUpgrades += c.wsUpgrades.Load()
+		sn.AuthFailures += c.authFailures.Load()
+		sn.AuthDelayed += c.authDelayed.Load()
+		sn.AuthOverload += c.authOverload.Load()
+		for i := range numACLActs {
+			sn.ACLDenied[aclActNames[i]] += c.aclDenied[i].Load()
+		}
 	}
+	sn.ACLDenied = map[string]uint64{}
+	sn.AuthCacheHits = b.authCache.hits.Load()
+	if b.authPool != nil {
+		sn.AuthPending = b.authPool.busy.Load()
+	}
+	sn.AuthConfig, sn.ACLConfig = b.authDescription()
+	sn.Anonymous = b.allowAnonymous
 	add(&b.sysStats)
 	for _, l := range b.allLoops() {
 		add(&l.stats)
@@ -167,6 +191,14 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	w.family("tinymq_connections_rejected_total", "counter", "Connections or requests refused, by reason.")
 	for _, k := range []string{"max_connections", "not_authorized"} {
 		w.sample("tinymq_connections_rejected_total", `reason="`+k+`"`, float64(sn.Rejected[k]))
+	}
+	w.single("tinymq_auth_delayed_total", "counter", "Login refusals held back after repeated failures from one address.", float64(sn.AuthDelayed))
+	w.single("tinymq_auth_overload_total", "counter", "Logins refused because the verification queue was full.", float64(sn.AuthOverload))
+	w.single("tinymq_auth_cache_hits_total", "counter", "Password verifications answered from the success cache.", float64(sn.AuthCacheHits))
+	w.single("tinymq_auth_pending", "gauge", "Password verifications queued or running on the worker pool.", float64(sn.AuthPending))
+	w.family("tinymq_acl_denied_total", "counter", "ACL denials: publishes dropped, subscriptions refused, deliveries withheld.")
+	for i := range numACLActs {
+		w.sample("tinymq_acl_denied_total", `action="`+aclActNames[i]+`"`, float64(sn.ACLDenied[aclActNames[i]]))
 	}
 	w.family("tinymq_connections_closed_total", "counter", "Connections closed by the broker, by reason.")
 	for _, k := range []string{"malformed", "oversize", "connect_timeout", "keepalive_timeout", "slow_consumer"} {

@@ -67,8 +67,29 @@ type Options struct {
 	// SysInterval is how often $SYS topics are published (negative: never).
 	SysInterval time.Duration
 
-	// Auth decides CONNECT credentials. Nil accepts everyone; see APIKeyAuth.
+	// Auth decides credentials that are not the API key (CONNECT username
+	// and password, HTTP Basic). Nil: the password file when PasswordFile
+	// is set; otherwise a username is taken as given.
 	Auth Authenticator
+	// ACL decides what each identity may publish, receive and subscribe
+	// to. Nil: the ACL file when ACLFile is set; otherwise everything
+	// (except publishing under $SYS).
+	ACL Authorizer
+	// PasswordFile is a Mosquitto password file (mosquitto_passwd or
+	// `tinymq passwd`); ACLFile a Mosquitto ACL file. Reload re-reads both.
+	PasswordFile string
+	ACLFile      string
+	// AllowAnonymous admits clients that send no username and no password.
+	// Nil: true unless an API key, a password file or an Authenticator is
+	// configured (Mosquitto 2.0's rule).
+	AllowAnonymous *bool
+	// AuthWorkers is the number of goroutines that verify passwords off the
+	// event loops (default: 2 × CPUs, at least 2).
+	AuthWorkers int
+	// AuthFailDelayMax caps the delay before a refusal to an address whose
+	// logins keep failing: the first 3 failures in a row are answered at
+	// once, then 1 s, 2 s, 4 s ... up to this (negative: never delay).
+	AuthFailDelayMax time.Duration
 
 	// Logger receives the broker's log lines (default: slog.Default()).
 	Logger *slog.Logger
@@ -103,6 +124,7 @@ func DefaultOptions() Options {
 		SlowConsumerAfter:  30 * time.Second,
 		SysInterval:        10 * time.Second,
 		ReturnIdleMemory:   true,
+		AuthFailDelayMax:   8 * time.Second,
 		Version:            "tinymq dev",
 	}
 }
@@ -164,8 +186,11 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SSEHeartbeat <= 0 {
 		o.SSEHeartbeat = d.SSEHeartbeat
 	}
-	if o.Auth == nil && o.APIKey != "" {
-		o.Auth = APIKeyAuth{Key: []byte(o.APIKey)}
+	if o.AuthWorkers <= 0 {
+		o.AuthWorkers = max(2, 2*runtime.NumCPU())
+	}
+	if o.AuthFailDelayMax == 0 {
+		o.AuthFailDelayMax = d.AuthFailDelayMax
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -181,6 +181,16 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 		return
 	}
 	online := s.c != nil
+	if online {
+		// Every delivery is checked against the reader's grants: a
+		// subscription broader than them delivers only what they allow
+		// (offline sessions are checked when their queue drains).
+		if perms := s.c.permissions(); perms != nil && !perms.CanRead(r.cur.topic) {
+			s.mu.Unlock()
+			r.stats.aclDenied[aclDeliver].Add(1)
+			return
+		}
+	}
 	wrote := false
 	switch {
 	case s.sse:
@@ -328,6 +338,9 @@ type counters struct {
 	keepAliveTimeouts   atomic.Uint64
 	slowConsumers       atomic.Uint64
 	authFailures        atomic.Uint64
+	authOverload        atomic.Uint64             // CONNECTs refused because the auth queue was full
+	authDelayed         atomic.Uint64             // refusals held back (repeated failures from one address)
+	aclDenied           [numACLActs]atomic.Uint64 // by aclPublish, aclSubscribe, aclDeliver
 
 	msgsInBy   [numProtos][3]atomic.Uint64 // by transport and QoS
 	msgsOutBy  [numProtos][3]atomic.Uint64
@@ -343,6 +356,16 @@ type counters struct {
 	streams       atomic.Int64            // open SSE streams (gauge)
 	_             [64]byte                // keep loops' counters on separate cache lines
 }
+
+// ACL decisions that are counted when they deny.
+const (
+	aclPublish = iota
+	aclSubscribe
+	aclDeliver
+	numACLActs
+)
+
+var aclActNames = [numACLActs]string{aclPublish: "publish", aclSubscribe: "subscribe", aclDeliver: "deliver"}
 
 // globalCounters are broker-wide gauges and totals.
 type globalCounters struct {

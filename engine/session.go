@@ -186,8 +186,16 @@ func (s *session) drainLocked(b *Broker) bool {
 	limit := b.opts.MaxOutboundBytes
 	wrote := false
 	if st := s.st; st != nil {
+		perms := s.c.permissions()
 		for len(st.q) > 0 && !s.blockedLocked(limit) {
 			e := st.q[0]
+			if perms != nil && !perms.CanRead(e.m.topic) {
+				// Queued while offline; the returning identity may not read it.
+				st.q[0] = queued{}
+				st.q = st.q[1:]
+				st.qBytes -= len(e.m.payload)
+				continue
+			}
 			if e.qos > 0 && len(st.inflight) >= b.opts.MaxInflight {
 				break
 			}

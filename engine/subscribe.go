@@ -16,11 +16,21 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 		return err
 	}
 	s := c.s
+	perms := c.permissions()
 	codes := l.codes[:0]
 	for i := range p.Subs {
 		sub := &p.Subs[i]
 		if err := topic.ValidateFilter(sub.Filter, b.limits); err != nil {
 			codes = append(codes, codec.ReasonCode(codec.SubackFailure))
+			continue
+		}
+		if perms != nil && !perms.CanSubscribe(sub.Filter) {
+			// Nothing the identity may read can come through this filter.
+			l.stats.aclDenied[aclSubscribe].Add(1)
+			codes = append(codes, codec.ReasonCode(codec.SubackFailure))
+			if b.opts.Verbose {
+				b.log.Info("subscribe denied", "client", s.id, "user", c.username(), "filter", string(sub.Filter))
+			}
 			continue
 		}
 		granted := min(sub.QoS, 2) // [MQTT-3.8.4-6]
