@@ -3,12 +3,14 @@ package engine
 import (
 	"bufio"
 	"bytes"
-	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"strconv"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
+
+	"github.com/tinymq/tinymq/codec"
 )
 
 // The HTTP door: fasthttp parses requests on the event loops (DESIGN.md
@@ -75,6 +77,7 @@ type httpLoop struct {
 	path []byte // percent-decoded path
 	arg  []byte // percent-decoded query value
 	body []byte // response body scratch
+	cred []byte // decoded Basic credentials
 }
 
 func (l *loop) http() *httpLoop {
@@ -114,6 +117,9 @@ var (
 // requests in order) and writes their responses at once. Runs on c's loop.
 func (b *Broker) httpTraffic(c *conn) gnet.Action {
 	gc, l, hs := c.gc, c.l, c.x
+	if c.authWait {
+		return gnet.None // a request waits for its credentials' verdict
+	}
 	avail := gc.InboundBuffered()
 	if avail < int(c.need) {
 		return gnet.None
@@ -244,6 +250,12 @@ func (b *Broker) serveHTTP(c *conn, h *httpLoop, in []byte) (int, bool) {
 	if b.route(c, h, closeConn) {
 		closeConn = true
 	}
+	if c.authWait {
+		// Its credentials are being verified: the request stays buffered
+		// and is served again with the verdict (authJob.Run).
+		l.stats.httpRequests.Add(^uint64(0))
+		return 0, false
+	}
 	return n, closeConn
 }
 
@@ -304,6 +316,7 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 	if !r.authorized() {
 		// The request was read whole: the connection stays usable, as the
 		// response said (no "Connection: close" unless the client asked).
+		// Or it waits for its verdict (c.authWait) and is served again.
 		return r.close
 	}
 	switch {
@@ -313,6 +326,9 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 		return r.stream(path[len("/stream/"):])
 	case len(p) > len("/retained/") && p[:len("/retained/")] == "/retained/":
 		return r.retained(path[len("/retained/"):])
+	case (p == "/metrics" || p == "/api/v1/stats" || p == "/api/v1/clients" ||
+		len(p) > len("/api/v1/clients/") && p[:len("/api/v1/clients/")] == "/api/v1/clients/") && !r.admitted():
+		return r.close
 	case p == "/metrics":
 		return r.metrics()
 	case p == "/readyz":
@@ -340,29 +356,148 @@ type httpReq struct {
 	query  []byte
 	method []byte
 	close  bool
+
+	// Who is asking (authorized).
+	admin   bool   // the API key
+	user    string // Basic username, "" when anonymous
+	hasUser bool
+	perms   Permissions // nil: everything
 }
 
-// authorized checks the API key, when one is set: "Authorization: Bearer
-// <key>" or ?token=<key>, compared in constant time. It answers 401 itself.
+// authorized decides who the caller is and whether it may go on, and
+// answers 401 itself. "Authorization: Bearer <key>" (or ?token=<key>)
+// with the API key is the administrator; "Authorization: Basic" is a user
+// of the password file (or of the Authenticator), checked through the
+// success cache, inline or, on a miss with a slow Authenticator, on the
+// worker pool: then the request stays in gnet's buffer (c.authWait) and is
+// served again when the verdict is in. No credentials: anonymous, when
+// anonymous access is allowed. It sets r.perms (nil: everything) and
+// r.admin. Runs on c's loop.
 func (r *httpReq) authorized() bool {
-	key := r.b.opts.APIKey
-	if key == "" {
-		return true
-	}
-	auth := r.h.req.Header.Peek("Authorization")
-	var got []byte
-	if len(auth) > 7 && bytes.EqualFold(auth[:7], []byte("Bearer ")) {
-		got = bytes.TrimSpace(auth[7:])
+	b, c := r.b, r.c
+	h := r.h.req.Header.Peek("Authorization")
+	var bearer []byte
+	if len(h) > 7 && bytes.EqualFold(h[:7], []byte("Bearer ")) {
+		bearer = bytes.TrimSpace(h[7:])
 	} else if tok, ok := r.arg("token"); ok {
-		got = tok
+		bearer = tok
 	}
-	if got != nil && subtle.ConstantTimeCompare(got, []byte(key)) == 1 {
+	switch {
+	case bearer != nil && b.apiKey != nil: // without an API key, a bearer token means nothing
+		if b.apiKeyMatches(true, bearer) {
+			r.admin = true
+			return true
+		}
+		return r.unauthorized("missing or wrong API key")
+	case len(h) > 6 && bytes.EqualFold(h[:6], []byte("Basic ")):
+		user, pass, ok := r.basic(bytes.TrimSpace(h[6:]))
+		if !ok {
+			return r.unauthorized("malformed Basic credentials")
+		}
+		ar := b.authn.Load()
+		if ar == nil {
+			if !b.allowAnonymous {
+				return r.unauthorized("wrong username or password")
+			}
+			break // no password file: the username is taken as given
+		}
+		key := b.authCache.keyOf(string(user), pass)
+		if key == c.x.basicBad {
+			c.x.basicBad = [32]byte{}
+			return r.unauthorized("wrong username or password")
+		}
+		if !b.authCache.ok(key, b.now.Load()) {
+			cr := Credentials{Username: string(user), HasUsername: true, Password: append([]byte(nil), pass...),
+				HasPassword: true, Remote: c.remote(), Transport: "http"}
+			if !ar.inline {
+				j := &authJob{c: c, cr: cr, http: true, key: key}
+				if !b.authPool.submit(j) {
+					c.l.stats.authOverload.Add(1)
+					return r.failAuth(503, "authentication overloaded")
+				}
+				c.x.pend, c.authWait = j, true
+				return false
+			}
+			if ar.a.Authenticate(&cr) != codec.Success {
+				return r.unauthorized("wrong username or password")
+			}
+			b.authCache.add(key)
+		}
+		r.user, r.hasUser = string(user), true
+	case !b.allowAnonymous:
+		if b.apiKey != nil {
+			return r.unauthorized("missing or wrong API key")
+		}
+		return r.unauthorized("credentials required")
+	}
+	if az := b.authz.Load(); az != nil {
+		r.perms = az.a.For(Identity{Username: r.user, HasUsername: r.hasUser})
+	}
+	return true
+}
+
+// basic decodes Basic credentials into the loop's scratch. The slices
+// live until the next request.
+func (r *httpReq) basic(enc []byte) (user, pass []byte, ok bool) {
+	h := r.h
+	n := base64.StdEncoding.DecodedLen(len(enc))
+	if cap(h.cred) < n {
+		h.cred = make([]byte, n)
+	}
+	n, err := base64.StdEncoding.Decode(h.cred[:n], enc)
+	if err != nil {
+		return nil, nil, false
+	}
+	user, pass, ok = bytes.Cut(h.cred[:n], []byte{':'})
+	return user, pass, ok
+}
+
+// unauthorized answers 401 and counts an authentication failure.
+func (r *httpReq) unauthorized(msg string) bool {
+	r.c.l.stats.authFailures.Add(1)
+	extra := "WWW-Authenticate: Bearer\r\n"
+	if r.b.authn.Load() != nil {
+		extra = "WWW-Authenticate: Basic realm=\"tinymq\"\r\n"
+	}
+	r.c.l.stats.httpErrors.Add(1)
+	out := append(r.h.body[:0], `{"error":`...)
+	out = appendJSONString(out, []byte(msg))
+	out = append(out, '}')
+	r.h.body = out
+	r.h.respond(r.b, 401, ctJSON, out, r.close, extra)
+	return false
+}
+
+// failAuth answers an error status from authorized: the request is
+// finished, not served.
+func (r *httpReq) failAuth(status int, msg string) bool {
+	r.fail(status, msg)
+	return false
+}
+
+// admitted reports whether the caller may use a management endpoint
+// (metrics, statistics, the client list and kicks): with an API key set,
+// only its holder may. It answers 403 itself.
+func (r *httpReq) admitted() bool {
+	if r.admin || r.b.apiKey == nil {
 		return true
 	}
-	r.c.l.stats.authFailures.Add(1)
-	r.c.l.stats.httpErrors.Add(1)
-	r.h.respond(r.b, 401, ctJSON, []byte(`{"error":"missing or wrong API key"}`), r.close, "WWW-Authenticate: Bearer\r\n")
+	r.fail(403, "this endpoint needs the API key")
 	return false
+}
+
+// canWrite and canRead apply the caller's ACL to a topic; denials are
+// counted.
+func (r *httpReq) canWrite(t []byte) bool {
+	if r.perms == nil || r.perms.CanWrite(t) {
+		return true
+	}
+	r.c.l.stats.aclDenied[aclPublish].Add(1)
+	return false
+}
+
+func (r *httpReq) canRead(t []byte) bool {
+	return r.perms == nil || r.perms.CanRead(t)
 }
 
 // arg returns the percent-decoded value of a query parameter. The value

@@ -36,6 +36,9 @@ func (r *httpReq) publish(rawTopic []byte) bool {
 	if isSysTopic(t) {
 		return r.fail(403, "publishing to $SYS is not allowed")
 	}
+	if !r.canWrite(t) {
+		return r.fail(403, "not authorized to publish to this topic")
+	}
 	qos, ok := r.intArg("qos", 0)
 	if !ok || qos > 2 {
 		return r.fail(400, "qos must be 0, 1 or 2")
@@ -110,6 +113,9 @@ func (r *httpReq) publishBatch() bool {
 		if isSysTopic([]byte(it.Topic)) {
 			return r.fail(403, "message "+strconv.Itoa(i)+": publishing to $SYS is not allowed")
 		}
+		if !r.canWrite([]byte(it.Topic)) {
+			return r.fail(403, "message "+strconv.Itoa(i)+": not authorized to publish to this topic")
+		}
 		if it.QoS != nil && (*it.QoS < 0 || *it.QoS > 2) {
 			return bad("qos must be 0, 1 or 2")
 		}
@@ -159,6 +165,10 @@ func (r *httpReq) retained(rawTopic []byte) bool {
 	}
 	if err := b.validName(t); err != nil {
 		return r.fail(400, "invalid topic name: "+err.Error())
+	}
+	if !r.canRead(t) {
+		r.c.l.stats.aclDenied[aclDeliver].Add(1)
+		return r.fail(403, "not authorized to read this topic")
 	}
 	m, found := b.retained.Get(t)
 	if !found {
@@ -211,6 +221,9 @@ func (r *httpReq) retainedList() bool {
 	}
 	var items []item
 	b.retained.Match(filter, func(t string, m *message) bool {
+		if !r.canRead(m.topic) {
+			return true // not listed to a caller who may not read it
+		}
 		items = append(items, item{Topic: t, QoS: m.qos, Size: len(m.payload), ContentType: string(m.contentType())})
 		return true
 	})
@@ -262,6 +275,7 @@ func (r *httpReq) stats() bool {
 // ClientInfo describes one session for GET /api/v1/clients.
 type ClientInfo struct {
 	ClientID       string `json:"client_id"`
+	Username       string `json:"username,omitempty"`
 	Connected      bool   `json:"connected"`
 	RemoteAddr     string `json:"remote_addr,omitempty"`
 	Protocol       string `json:"protocol"`
@@ -299,6 +313,9 @@ func (b *Broker) Clients() []ClientInfo {
 			// connection, so c.gc is valid here.
 			ci.Connected = true
 			ci.RemoteAddr = c.remote()
+			if c.x != nil {
+				ci.Username = c.x.id.user // written at CONNECT, before the session knew c
+			}
 			ci.Transport = protoNames[c.proto]
 			ci.ConnectedSince = int64(s.since)
 		}

@@ -33,6 +33,10 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 	if _, _, shared := topic.SplitShared(f); shared {
 		return r.fail(400, "shared subscriptions are not available to streams")
 	}
+	if r.perms != nil && !r.perms.CanSubscribe(f) {
+		l.stats.aclDenied[aclSubscribe].Add(1)
+		return r.fail(403, "not authorized to subscribe to this filter")
+	}
 	withRetained, ok := r.boolArg("retained", false)
 	if !ok {
 		return r.fail(400, "retained must be true or false")
@@ -51,6 +55,10 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 	c.s = s
 	c.x.stream = true
 	c.x.lastBeat = now
+	c.x.id.user, c.x.id.hasUser = r.user, r.hasUser
+	if r.perms != nil {
+		c.x.id.perms.Store(&permsRef{r.perms}) // every event is checked with CanRead
+	}
 	l.wheel.remove(c) // no deadline: heartbeats find dead peers
 	l.streams = append(l.streams, c)
 	l.stats.streamsOpened.Add(1)
