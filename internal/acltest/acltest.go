@@ -42,6 +42,10 @@ type Probe struct {
 	ClientID string
 	Topic    string
 	Write    bool
+	// Filter, for a read probe, is what the prober subscribes to (default:
+	// Topic itself): a broader filter such as "#" asks whether each
+	// delivery is checked, not only the SUBSCRIBE.
+	Filter string
 }
 
 func (p Probe) String() string {
@@ -52,6 +56,9 @@ func (p Probe) String() string {
 	op := "read"
 	if p.Write {
 		op = "write"
+	}
+	if p.Filter != "" {
+		op += " through " + p.Filter
 	}
 	return fmt.Sprintf("%s (client %q) %s %q", who, p.ClientID, op, p.Topic)
 }
@@ -189,7 +196,11 @@ func probeRead(addr string, priv *client, p Probe) (bool, error) {
 		return false, err
 	}
 	defer pr.c.Disconnect(0)
-	if err := pr.subscribe(p.Topic, Sentinel); err != nil {
+	filter := p.Topic
+	if p.Filter != "" {
+		filter = p.Filter
+	}
+	if err := pr.subscribe(filter, Sentinel); err != nil {
 		return false, fmt.Errorf("prober subscribe: %w", err)
 	}
 	payload := fmt.Sprintf("probe-%d", nonce.Add(1))

@@ -117,4 +117,17 @@ var FixtureCases = []Case{
 	user("carol", "carol-2", "devices/carol-2/state", w, true, "own list silent: pattern grants"),
 	user("da+ve", "dv", "own/thing", r, true, "own grants apply to a wildcard user name"),
 	user("da+ve", "dv", "clients/dv/x", r, false, "wildcard in the user name: no pattern grants"),
+	// A subscription broader than the grants delivers only what read allows.
+	through("#", user("alice", "alice-1", "a/b", r, true, "# delivers what read a/# allows")),
+	through("#", user("alice", "alice-1", "b/x/leaf", r, false, "# delivers nothing else")),
+	through("#", user("alice", "alice-1", "alice/private", r, false, "# does not bypass a deny")),
+	through("a/#", user("alice", "alice-1", "a/x", r, true, "a matching filter")),
+	through("+/b", user("dave", "dev1", "users/b", r, false, "+/b overlaps nothing of dave's read grants but users/dave/#")),
+	through("#", anon("anon-1", "public/secret", r, false, "anonymous # does not bypass a deny")),
+}
+
+// through makes a read probe subscribe to filter rather than the topic.
+func through(filter string, c Case) Case {
+	c.Filter = filter
+	return c
 }
