@@ -81,6 +81,11 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.DurationVar(&o.SessionExpiry, "session-expiry", 0, "discard persistent sessions offline this long (0: never)")
 	fs.BoolVar(&o.ReturnIdleMemory, "return-idle-memory", d.ReturnIdleMemory, "give free heap pages back to the OS when a burst of allocation (a connect storm) is over")
 	fs.DurationVar(&o.SysInterval, "sys-interval", d.SysInterval, "how often $SYS topics are published (0 or negative: never)")
+	fs.StringVar(&o.PasswordFile, "password-file", "", "Mosquitto password file (mosquitto_passwd or `tinymq passwd`): users and their hashed passwords")
+	fs.StringVar(&o.ACLFile, "acl-file", "", "Mosquitto ACL file: what each user may publish and receive")
+	allowAnon := fs.Bool("allow-anonymous", true, "admit clients without username and password (default: true unless an API key or a password file is set)")
+	fs.IntVar(&o.AuthWorkers, "auth-workers", 0, "goroutines verifying passwords off the event loops (default: 2 per CPU)")
+	fs.DurationVar(&o.AuthFailDelayMax, "auth-fail-delay-max", d.AuthFailDelayMax, "longest delay before refusing an address whose logins keep failing (negative: never delay)")
 	fs.IntVar(&o.Loops, "loops", d.Loops, "event loops (default: one per CPU)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a pprof CPU profile of the run to this file at shutdown")
@@ -138,6 +143,9 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	}
 	if o.SysInterval <= 0 {
 		o.SysInterval = -1 // documented: 0 or negative disables $SYS
+	}
+	if set["allow-anonymous"] {
+		o.AllowAnonymous = allowAnon
 	}
 	if key := getenv("TINYMQ_API_KEY"); key != "" {
 		o.APIKey = key // MQTT password and HTTP bearer token
@@ -226,6 +234,9 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
@@ -257,10 +268,23 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 		}
 	}
 	log.Info("tinymq started", "version", version, "pid", os.Getpid())
-	select {
-	case s := <-sigs:
-		log.Info("shutting down", "signal", s.String())
-	case <-stop:
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			log.Info("shutting down", "signal", s.String())
+			break wait
+		case <-hup:
+			// Password file, ACL file and TLS certificates; a broken file
+			// keeps the old one in force (Reload logs which and why).
+			if b != nil {
+				if err := b.Reload(); err == nil {
+					log.Info("reloaded", "signal", "SIGHUP")
+				}
+			}
+		case <-stop:
+			break wait
+		}
 	}
 	go func() {
 		<-sigs
