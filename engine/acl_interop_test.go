@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -165,5 +167,60 @@ func TestReloadAuthFiles(t *testing.T) {
 	pub.publish("x/3", "kept", 0, false, 0)
 	if p := sub.expectPublish(5 * time.Second); string(p.Payload) != "kept" {
 		t.Fatalf("after a failed reload alice got %q; the previous rules must stay in force", p.Payload)
+	}
+}
+
+// A Mosquitto user keeps their files and clients: a password file made by
+// the real mosquitto_passwd and an ACL file, used by mosquitto_pub and
+// mosquitto_sub (username and password) and by Python paho-mqtt, through
+// TinyMQ; a wrong password is refused with "not authorised".
+func TestInteropMosquittoPasswdClients(t *testing.T) {
+	passwd := requireInterop(t, "mosquitto_passwd")
+	sub := requireInterop(t, "mosquitto_sub")
+	pub := requireInterop(t, "mosquitto_pub")
+	dir := t.TempDir()
+	pw, acl := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run(t, ctx, passwd, "-c", "-b", pw, "sensor", "s3nsor")
+	run(t, ctx, passwd, "-b", pw, "reader", "r3ader")
+	if err := os.WriteFile(acl, []byte("user sensor\ntopic write sensor/#\nuser reader\ntopic read sensor/#\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startBroker(t, func(o *Options) { o.PasswordFile, o.ACLFile = pw, acl })
+	host, port := hostPort(t, b.MQTTAddr())
+	wait := startCmd(t, ctx, sub, "-h", host, "-p", port, "-u", "reader", "-P", "r3ader", "-t", "sensor/#", "-C", "1", "-v", "-q", "1")
+	waitFor(t, 5*time.Second, "mosquitto_sub subscribed", func() bool { return b.Stats().Subscriptions == 1 })
+	// The reader may not publish (dropped, acknowledged); the sensor may.
+	run(t, ctx, pub, "-h", host, "-p", port, "-u", "reader", "-P", "r3ader", "-t", "sensor/forged", "-m", "x", "-q", "1")
+	run(t, ctx, pub, "-h", host, "-p", port, "-u", "sensor", "-P", "s3nsor", "-t", "sensor/temp", "-m", "24.5", "-q", "1")
+	if out, err := wait(); err != nil || strings.TrimSpace(out) != "sensor/temp 24.5" {
+		t.Fatalf("mosquitto_sub: %q %v", out, err)
+	}
+	out, err := exec.CommandContext(ctx, pub, "-h", host, "-p", port, "-u", "sensor", "-P", "wrong", "-t", "sensor/temp", "-m", "x").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not authorised") {
+		t.Fatalf("wrong password: %v %q; want a refusal saying not authorised", err, out)
+	}
+
+	py := requireInterop(t, "/usr/bin/python3")
+	script := `
+import sys, paho.mqtt.client as mqtt
+host, port = sys.argv[1], int(sys.argv[2])
+got = []
+def on_connect(c, u, f, rc):
+    if rc != 0:
+        print("connect rc", rc); sys.exit(2)
+    c.subscribe("sensor/#", 1)
+def on_subscribe(c, u, mid, granted):
+    p = mqtt.Client("py-pub"); p.username_pw_set("sensor", "s3nsor"); p.connect(host, port)
+    p.loop_start(); p.publish("sensor/py", "from-python", qos=1).wait_for_publish(); p.disconnect(); p.loop_stop()
+def on_message(c, u, m):
+    print(m.topic, m.payload.decode()); c.disconnect()
+c = mqtt.Client("py-sub"); c.username_pw_set("reader", "r3ader")
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect(host, port); c.loop_forever()
+`
+	if out := run(t, ctx, py, "-c", script, host, port); strings.TrimSpace(out) != "sensor/py from-python" {
+		t.Fatalf("paho-mqtt: %q", out)
 	}
 }
