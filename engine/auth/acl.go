@@ -333,20 +333,22 @@ type Grants struct {
 }
 
 // The decision cache: per Grants, keyed by topic, a 4-way set-associative
-// table of atomic pointers to immutable entries. A lookup hashes the
-// topic, loads the set's four slots (one 32-byte run) and compares their
-// topics: no lock, so loops deciding at once never wait on each other, and
-// no allocation. A miss evaluates the rules and stores a new entry in an
-// empty slot of the set, else over a random one: one allocation of the
-// entry and one of the topic's copy. (A 2-way table was measured first:
-// with a random hash seed, three of a benchmark's 64 topics landing in one
-// pair made them evict each other on every access in about one run in
-// six.) The table is bounded by
-// construction: sharedSlots entries for Grants that many clients share,
-// clientSlots for a client's own Grants (an ACL with %c patterns), so
-// that such a connection pays at most clientSlots*8 bytes plus the entries
-// it caches. Topics longer than maxCachedTopic bytes are evaluated every
-// time.
+// table of atomic pointers to immutable entries. A lookup hashes the topic,
+// loads the set's four adjacent slots and compares their topics: no lock,
+// so loops deciding at once never wait on each other, and no allocation.
+// A miss evaluates the rules and stores a new entry in an empty slot of
+// the set, else over a random one: one allocation of the entry and one of
+// the topic's copy. Two loops missing the same topic at once may both
+// insert it; the duplicate costs a slot, never a wrong answer, since both
+// entries hold the same rules' verdict.
+//
+// The table is bounded by construction: sharedSlots entries for Grants
+// that many clients share, clientSlots for a client's own Grants (an ACL
+// with %c patterns), so that such a connection pays at most clientSlots*8
+// bytes plus the entries it caches. Topics longer than maxCachedTopic
+// bytes are evaluated every time. (A 2-way table was measured first: with
+// a random hash seed, three of a benchmark's 64 topics landing in one pair
+// evicted each other on every access in about one run in six.)
 const (
 	sharedSlots    = 1024 // powers of two, multiples of cacheWays
 	clientSlots    = 64

@@ -97,7 +97,8 @@ var (
 		hasUser bool
 		cid     string
 	}{{"", false, "c1"}, {"", false, "c#"}, {"u1", true, "c1"}, {"u2", true, "a"}, {"a+b", true, "c1"}, {"x", true, "c1"}, {"u1", true, "b+"}}
-	fuzzNames = []string{"a", "a/b", "a/c", "c1/x", "u1/y", "$SYS/x", "a/c1", "x/u1/c1", "b", "u1", "a/a", "q/w/c1", "$share/g/a", "a+b/z", "x/a+b/c1"}
+	fuzzFilters = []string{"#", "+", "a/#", "a/+", "+/b", "a/b", "$SYS/#", "+/+", "c1/#", "+/u1/+", "a/c1", "$share/g/a/#", "u1", "x/#"}
+	fuzzNames   = []string{"a", "a/b", "a/c", "c1/x", "u1/y", "$SYS/x", "a/c1", "x/u1/c1", "b", "u1", "a/a", "q/w/c1", "$share/g/a", "a+b/z", "x/a+b/c1"}
 )
 
 // FuzzACLDecisions builds an ACL file from fuzz bytes over a small
@@ -137,6 +138,22 @@ func FuzzACLDecisions(f *testing.F) {
 		}
 		for _, id := range fuzzIdentities {
 			g := a.For(id.user, id.hasUser, id.cid)
+			// CanSubscribe never refuses a filter through which some
+			// readable name could be delivered.
+			for _, f := range fuzzFilters {
+				if g.CanSubscribe([]byte(f)) {
+					continue
+				}
+				nf := f
+				if rest, ok := strings.CutPrefix(f, "$share/g/"); ok {
+					nf = rest // a shared subscription receives what its filter matches
+				}
+				for _, n := range fuzzNames {
+					if naiveMatch(nf, n) && naiveDecide(rules, id.user, id.hasUser, id.cid, n, false) {
+						t.Fatalf("user %q (has %v) cid %q: CanSubscribe(%q) false, yet %q is readable\n%s", id.user, id.hasUser, id.cid, f, n, text.String())
+					}
+				}
+			}
 			for _, n := range fuzzNames {
 				for _, write := range []bool{false, true} {
 					want := naiveDecide(rules, id.user, id.hasUser, id.cid, n, write)
