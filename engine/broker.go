@@ -171,6 +171,10 @@ func (b *Broker) Start() error {
 	for _, x := range ls {
 		b.log.Info("listening", "listener", x.name, "addr", *x.dst)
 	}
+	if authn, authz := b.authDescription(); authn != "" || authz != "" || !b.allowAnonymous {
+		b.log.Info("access control", "authentication", authn, "acl", authz, "anonymous", b.allowAnonymous,
+			"users", b.files.users())
+	}
 	b.ready.Store(true)
 	if b.opts.SysInterval > 0 {
 		go b.runSys()
