@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -97,9 +99,25 @@ func publishBatch(topicName string, qos uint8, payload, n int) []byte {
 // allocations per routed message, over loopback, with subscribers spread
 // across both event loops.
 func BenchmarkPublishQoS0(b *testing.B) {
-	for _, subs := range []int{1, 1000} {
-		b.Run(fmt.Sprintf("subs=%d/payload=64B", subs), func(b *testing.B) {
-			br := startBroker(b, func(o *Options) { o.MaxOutboundBytes = 64 << 20 })
+	// acl=file: an ACL file whose anonymous section grants the bench
+	// topics (and a few other rules), so that every PUBLISH is checked for
+	// write and every delivery for read.
+	aclPath := filepath.Join(b.TempDir(), "acl")
+	if err := os.WriteFile(aclPath, []byte("topic deny bench/secret\ntopic read other/#\ntopic write up/+\ntopic readwrite bench/#\npattern read clients/%c/#\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		subs int
+		acl  string
+	}{{1, "none"}, {1, "file"}, {1000, "none"}, {1000, "file"}} {
+		subs := c.subs
+		b.Run(fmt.Sprintf("subs=%d/payload=64B/acl=%s", subs, c.acl), func(b *testing.B) {
+			br := startBroker(b, func(o *Options) {
+				o.MaxOutboundBytes = 64 << 20
+				if c.acl == "file" {
+					o.ACLFile = aclPath
+				}
+			})
 			addr := br.MQTTAddr()
 			ss := make([]*benchSubscriber, subs)
 			for i := range ss {

@@ -6,6 +6,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/engine/auth"
 	"github.com/tinymq/tinymq/topic"
 )
 
@@ -81,6 +82,13 @@ type router struct {
 	// for finish instead of re-entering the router.
 	inRoute   int
 	finishing bool
+
+	// The read decision for the current PUBLISH of the last ACL grants
+	// asked: a fan-out to many clients of one user (who share one
+	// *auth.Grants) asks once, not once per subscriber.
+	readOf *auth.Grants
+	readOK bool
+
 	cur       struct {
 		topic, payload []byte
 		qos            uint8
@@ -115,6 +123,7 @@ func (r *router) encoded(qos uint8, retain bool) ([]byte, int) {
 // capacity for the next one.
 func (r *router) resetEncodings() {
 	r.valid = 0
+	r.readOf = nil
 	r.sseValid = false
 	r.msg = nil
 	r.cur.topic, r.cur.payload = nil, nil
@@ -185,7 +194,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 		// Every delivery is checked against the reader's grants: a
 		// subscription broader than them delivers only what they allow
 		// (offline sessions are checked when their queue drains).
-		if perms := s.c.permissions(); perms != nil && !perms.CanRead(r.cur.topic) {
+		if perms := s.c.permissions(); perms != nil && !r.canRead(perms) {
 			s.mu.Unlock()
 			r.stats.aclDenied[aclDeliver].Add(1)
 			return
@@ -260,6 +269,20 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			l.flush(s)
 		}
 	}
+}
+
+// canRead applies a reader's permissions to the current PUBLISH, reusing
+// the last answer when the reader shares the previous one's ACL grants.
+// Runs on r's loop.
+func (r *router) canRead(p Permissions) bool {
+	g, ok := p.(*auth.Grants)
+	if !ok {
+		return p.CanRead(r.cur.topic)
+	}
+	if g != r.readOf {
+		r.readOf, r.readOK = g, g.CanRead(r.cur.topic)
+	}
+	return r.readOK
 }
 
 // earlyFlushBytes is the pending size at which a session on the
