@@ -48,6 +48,7 @@ type Broker struct {
 	idSeq      atomic.Uint64
 	closing    atomic.Bool
 	logLimiter rateLimiter
+	rate       *connRate // per-source connection-rate limit; nil when off
 
 	eng      gnet.Engine
 	engReady chan struct{}
@@ -86,6 +87,7 @@ func New(opts Options) (*Broker, error) {
 		sysDone:  make(chan struct{}),
 	}
 	b.sys = newRouter(b, nil, &b.sysStats)
+	b.rate = newConnRate(o)
 	b.now.Store(time.Now().Unix())
 	b.memReturn.init()
 	return b, nil

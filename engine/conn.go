@@ -39,6 +39,7 @@ type conn struct {
 	proto           proto
 	cleanDisconnect bool // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
 	onBlocked       bool
+	parked          bool       // deferred by the connection-rate limit: CONNECT not processed yet (connrate.go)
 	closeReason     closeCause // why we closed it, for the log
 }
 
@@ -85,6 +86,7 @@ const (
 	closeSlowConsumer
 	closeWSClose
 	closeWSProtocolError
+	closeConnRate
 )
 
 var closeCauseText = [...]string{
@@ -103,6 +105,7 @@ var closeCauseText = [...]string{
 	closeSlowConsumer:       "slow consumer",
 	closeWSClose:            "websocket close",
 	closeWSProtocolError:    "websocket protocol error",
+	closeConnRate:           "connection rate limit",
 }
 
 func (c closeCause) String() string { return closeCauseText[c] }
@@ -166,6 +169,9 @@ func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	gc.SetContext(c)
 	l.stats.connsBy[c.proto].Add(1)
 	l.wheel.add(c, c.deadline())
+	if b.rate != nil && c.proto == protoMQTT {
+		return nil, l.admitRate(c) // may park c until its token is due
+	}
 	return nil, gnet.None
 }
 
@@ -230,6 +236,9 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 	c := gc.Context().(*conn)
 	t0 := time.Now()
 	defer c.l.addBusy(t0)
+	if c.parked {
+		return c.l.parkedTraffic(c)
+	}
 	switch c.proto {
 	case protoHTTP:
 		return b.httpTraffic(c)

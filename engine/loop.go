@@ -36,6 +36,8 @@ type loop struct {
 	blocked      []*conn // connections over their outbound cap or with a waiting queue
 	streams      []*conn // SSE streams, for heartbeats
 
+	parked []parkedConn // connections deferred by the connection-rate limit (connrate.go)
+
 	h     *httpLoop // HTTP scratch, made on first request
 	wsHdr [14]byte  // WebSocket frame header scratch
 	wsVec [][]byte  // Writev scratch
@@ -154,6 +156,7 @@ func (l *loop) tick() {
 	now := l.b.now.Load()
 	l.wheel.advance(now, l.expire)
 	l.recheckBlocked(now)
+	l.releaseParked()
 	if len(l.streams) > 0 {
 		l.heartbeat(now)
 	}
