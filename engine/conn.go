@@ -393,8 +393,15 @@ const maxInboundQoS2 = 1024
 func (c *conn) send(raw []byte) {
 	s := c.s
 	s.mu.Lock()
-	s.appendLocked(raw)
+	over := s.blockedLocked(2 * c.l.b.opts.MaxOutboundBytes)
+	if !over {
+		s.appendLocked(raw)
+	}
 	s.mu.Unlock()
+	if over {
+		c.controlOverflow()
+		return
+	}
 	c.l.r.markDirty(s, c.l)
 }
 
