@@ -218,9 +218,11 @@ func TestHostileCorpus(t *testing.T) {
 		rc := connected(t, mqttAddr, fmt.Sprintf("good-sub-%d", i), true)
 		rc.subscribe(1, codec.Subscription{Filter: []byte("good/#"), QoS: uint8(1 - i/2)})
 		subs[i] = &goodSub{c: rc.c, seen: map[int]bool{}}
+		_ = rc.c.SetReadDeadline(time.Time{}) // rawClient's reads left one
 		go subs[i].readLoop()
 	}
 	pub := connected(t, mqttAddr, "good-pub", true)
+	_ = pub.c.SetReadDeadline(time.Time{})
 	var pubAcks atomic.Int64
 	var pubErr atomic.Pointer[error]
 	go func() {
