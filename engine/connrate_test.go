@@ -304,6 +304,7 @@ func TestConnRateRefusedAndParkedLimits(t *testing.T) {
 	if st := b.Stats(); st.RateRefused != 1 {
 		t.Fatalf("refused %d; want 1", st.RateRefused)
 	}
+	waitFor(t, 2*time.Second, "the refused connection to be uncounted", func() bool { return b.Stats().Connected == 2 })
 	ack := parked.connect(codec.Connect{ClientID: []byte("parked"), CleanStart: true})
 	if ack.ReturnCode != 0 {
 		t.Fatalf("parked CONNACK %d", ack.ReturnCode)
