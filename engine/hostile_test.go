@@ -487,8 +487,10 @@ func TestHostileCorpus(t *testing.T) {
 	protoErrs := (st.Malformed + st.Oversize) - (st0.Malformed + st0.Oversize)
 	timeouts := st.ConnectTimeouts - st0.ConnectTimeouts
 	slow := st.SlowConsumerDisconnects - st0.SlowConsumerDisconnects
-	t.Logf("%d attacks in %v (%v); published %d; malformed+oversize +%d, connect timeouts +%d, slow consumers +%d; heap %d -> %d (flood connected) KiB",
-		len(attacks), elapsed.Round(time.Millisecond), expected, last, protoErrs, timeouts, slow, heap0>>10, heapMid>>10)
+	t.Logf("%d attacks in %v (protocol %d, timeout %d, either %d, refused %d, slow %d, client-close %d); published %d; "+
+		"malformed+oversize +%d, connect timeouts +%d, slow consumers +%d; heap %d -> %d KiB (flood connected)",
+		len(attacks), elapsed.Round(time.Millisecond), expected[kindProtocol], expected[kindTimeout], expected[kindEither],
+		expected[kindClosed], expected[kindSlow], expected[kindClientClose], last, protoErrs, timeouts, slow, heap0>>10, heapMid>>10)
 	if protoErrs < uint64(expected[kindProtocol]) {
 		t.Errorf("malformed+oversize grew by %d; want at least %d", protoErrs, expected[kindProtocol])
 	}
