@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -240,4 +241,45 @@ func TestLimitsConnectTimeoutAndMaxConnsMetrics(t *testing.T) {
 	waitFor(t, 2*time.Second, "connect timeout counter", func() bool { return b.Stats().ConnectTimeouts == 1 })
 	promLine(t, b, `tinymq_connections_closed_total{reason="connect_timeout"} 1`)
 	promLine(t, b, `tinymq_connections_rejected_total{reason="max_connections"} 1`)
+}
+
+// A QoS 1 subscriber that reads but never acknowledges fills its in-flight
+// window, then its queue; it is disconnected after SlowConsumerAfter even
+// though its socket never blocks. (Each message here arrives in a batch of
+// its own, so no write to the subscriber ever sees its queue non-empty:
+// the queue itself must put it under watch.)
+func TestLimitsNonAckingSubscriberDisconnected(t *testing.T) {
+	b := startBroker(t, func(o *Options) {
+		o.MaxInflight = 2
+		o.MaxQueuedMsgs = 3
+		o.SlowConsumerAfter = time.Second
+	})
+	sub := connected(t, b.MQTTAddr(), "noack", true)
+	sub.subscribe(1, codec.Subscription{Filter: []byte("n"), QoS: 1})
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	for i := 1; i <= 2; i++ {
+		pub.publish("n", fmt.Sprint(i), 1, false, uint16(i))
+		pub.expect(codec.TypePuback, 5*time.Second)
+		sub.expectPublish(5 * time.Second) // read, never acknowledged
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for i := 3; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("a subscriber dropping messages for 8 s (timeout 1 s) was not disconnected; stats %+v", b.Stats())
+		}
+		pub.publish("n", fmt.Sprint(i), 1, false, uint16(i%60000+1))
+		pub.expect(codec.TypePuback, 5*time.Second) // one batch per message
+		// The window is full: nothing more comes, until the close.
+		h, _, err := sub.readPacket(20 * time.Millisecond)
+		if err == nil {
+			t.Fatalf("got %v past a full in-flight window", h.Type)
+		}
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			break // closed
+		}
+	}
+	waitFor(t, 2*time.Second, "the slow-consumer counter", func() bool { return b.Stats().SlowConsumerDisconnects == 1 })
+	if d := b.Stats().DroppedQueueFull; d == 0 {
+		t.Fatal("no queue_full drops counted")
+	}
 }

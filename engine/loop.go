@@ -116,6 +116,12 @@ func (l *loop) flush(s *session) {
 	s.wbuf = nil
 	s.mu.Unlock()
 	if buf == nil {
+		if !c.onBlocked {
+			// A queue may be waiting with nothing to write (the in-flight
+			// window is full): without the watch, a client that reads but
+			// never acknowledges would never be found slow.
+			l.afterWrite(c)
+		}
 		return
 	}
 	n := len(buf.B)
