@@ -288,7 +288,7 @@ func drainAcks(c net.Conn) {
 // slowest of them, below --max-outbound-bytes, so none of their messages
 // may be dropped), their rate is within a factor of 2 of a baseline run
 // without the stuck subscriber, and the stuck subscriber's drops are
-// counted. Here (2 cores) the whole test takes about 20-30 s.
+// counted. Here (2 cores) 1 GiB takes 4-8 s, the whole test under 10 s.
 func TestStuckSubscriberQoS0(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1 GiB through a broker subprocess")
