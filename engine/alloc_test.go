@@ -3,7 +3,6 @@
 package engine
 
 import (
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -12,41 +11,6 @@ import (
 
 	"github.com/tinymq/tinymq/codec"
 )
-
-// fakeLoop is a gnet.EventLoop whose Execute runs nothing (the alloc test
-// keeps every connection on one loop, so no mail crosses loops).
-type fakeLoop struct{ gnet.EventLoop }
-
-func (fakeLoop) Execute(context.Context, gnet.Runnable) error { return nil }
-
-// fakeConn is the part of gnet.Conn the engine uses, over in-memory
-// buffers, so that OnTraffic can be driven without sockets.
-type fakeConn struct {
-	gnet.Conn
-	el      gnet.EventLoop
-	ctx     any
-	in      []byte
-	written int
-	local   net.Addr
-}
-
-func (f *fakeConn) LocalAddr() net.Addr {
-	if f.local == nil {
-		return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1883}
-	}
-	return f.local
-}
-
-func (f *fakeConn) Context() any                { return f.ctx }
-func (f *fakeConn) SetContext(c any)            { f.ctx = c }
-func (f *fakeConn) EventLoop() gnet.EventLoop   { return f.el }
-func (f *fakeConn) InboundBuffered() int        { return len(f.in) }
-func (f *fakeConn) OutboundBuffered() int       { return 0 }
-func (f *fakeConn) RemoteAddr() net.Addr        { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
-func (f *fakeConn) Close() error                { return nil }
-func (f *fakeConn) Write(p []byte) (int, error) { f.written += len(p); return len(p), nil }
-func (f *fakeConn) Peek(n int) ([]byte, error)  { return f.in[:n], nil }
-func (f *fakeConn) Discard(n int) (int, error)  { f.in = f.in[n:]; return n, nil }
 
 func feed(t *testing.T, b *Broker, c *fakeConn, raw []byte) {
 	t.Helper()

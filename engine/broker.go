@@ -59,6 +59,7 @@ type Broker struct {
 	idSeq      atomic.Uint64
 	closing    atomic.Bool
 	logLimiter rateLimiter
+	rate       *connRate // per-source connection-rate limit; nil when off
 
 	eng      gnet.Engine
 	engReady chan struct{}
@@ -97,6 +98,7 @@ func New(opts Options) (*Broker, error) {
 		sysDone:  make(chan struct{}),
 	}
 	b.sys = newRouter(b, nil, &b.sysStats)
+	b.rate = newConnRate(o)
 	b.now.Store(time.Now().Unix())
 	if err := b.setupAuth(); err != nil {
 		return nil, err

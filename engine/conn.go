@@ -40,6 +40,7 @@ type conn struct {
 	cleanDisconnect bool // DISCONNECT received: the will is discarded [MQTT-3.14.4-3]
 	onBlocked       bool
 	authWait        bool       // CONNECT (or an HTTP request) waits for its authentication verdict: read nothing more
+	parked          bool       // deferred by the connection-rate limit: CONNECT not processed yet (connrate.go)
 	closeReason     closeCause // why we closed it, for the log
 }
 
@@ -90,6 +91,7 @@ const (
 	closeSlowConsumer
 	closeWSClose
 	closeWSProtocolError
+	closeConnRate
 )
 
 var closeCauseText = [...]string{
@@ -108,6 +110,7 @@ var closeCauseText = [...]string{
 	closeSlowConsumer:       "slow consumer",
 	closeWSClose:            "websocket close",
 	closeWSProtocolError:    "websocket protocol error",
+	closeConnRate:           "connection rate limit",
 }
 
 func (c closeCause) String() string { return closeCauseText[c] }
@@ -171,6 +174,9 @@ func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	gc.SetContext(c)
 	l.stats.connsBy[c.proto].Add(1)
 	l.wheel.add(c, c.deadline())
+	if b.rate != nil && c.proto == protoMQTT {
+		return nil, l.admitRate(c) // may park c until its token is due
+	}
 	return nil, gnet.None
 }
 
@@ -235,6 +241,9 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 	c := gc.Context().(*conn)
 	t0 := time.Now()
 	defer c.l.addBusy(t0)
+	if c.parked {
+		return c.l.parkedTraffic(c)
+	}
 	switch c.proto {
 	case protoHTTP:
 		return b.httpTraffic(c)
@@ -398,8 +407,15 @@ const maxInboundQoS2 = 1024
 func (c *conn) send(raw []byte) {
 	s := c.s
 	s.mu.Lock()
-	s.appendLocked(raw)
+	over := s.blockedLocked(2 * c.l.b.opts.MaxOutboundBytes)
+	if !over {
+		s.appendLocked(raw)
+	}
 	s.mu.Unlock()
+	if over {
+		c.controlOverflow()
+		return
+	}
 	c.l.r.markDirty(s, c.l)
 }
 

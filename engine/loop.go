@@ -37,6 +37,8 @@ type loop struct {
 	streams      []*conn   // SSE streams, for heartbeats
 	refusals     []refusal // failed logins whose CONNACK is held (refuseLogin)
 
+	parked []parkedConn // connections deferred by the connection-rate limit (connrate.go)
+
 	h     *httpLoop // HTTP scratch, made on first request
 	wsHdr [14]byte  // WebSocket frame header scratch
 	wsVec [][]byte  // Writev scratch
@@ -115,6 +117,12 @@ func (l *loop) flush(s *session) {
 	s.wbuf = nil
 	s.mu.Unlock()
 	if buf == nil {
+		if !c.onBlocked {
+			// A queue may be waiting with nothing to write (the in-flight
+			// window is full): without the watch, a client that reads but
+			// never acknowledges would never be found slow.
+			l.afterWrite(c)
+		}
 		return
 	}
 	n := len(buf.B)
@@ -155,6 +163,7 @@ func (l *loop) tick() {
 	now := l.b.now.Load()
 	l.wheel.advance(now, l.expire)
 	l.recheckBlocked(now)
+	l.releaseParked()
 	if len(l.streams) > 0 {
 		l.heartbeat(now)
 	}

@@ -20,6 +20,8 @@ type Snapshot struct {
 	ConnectionsTotal       uint64            `json:"connections_total"`
 	Rejected               map[string]uint64 `json:"connections_rejected"` // by reason
 	Closed                 map[string]uint64 `json:"connections_closed"`   // by broker-side reason
+	// ConnectionsRateLimited counts connections deferred by --max-conn-rate.
+	ConnectionsRateLimited uint64 `json:"connections_rate_limited"`
 
 	MessagesReceived map[string][3]uint64 `json:"messages_received"` // transport -> per QoS
 	MessagesSent     map[string][3]uint64 `json:"messages_sent"`
@@ -74,9 +76,11 @@ func (b *Broker) Snapshot() Snapshot {
 		ConnectionsByTransport: map[string]int64{},
 		ConnectionsMax:         st.MaxConnected,
 		ConnectionsTotal:       st.TotalConnections,
+		ConnectionsRateLimited: st.RateDeferred,
 		Rejected: map[string]uint64{
 			"max_connections": st.Rejected,
 			"not_authorized":  st.AuthFailures,
+			"conn_rate":       st.RateRefused,
 		},
 		Closed: map[string]uint64{
 			"malformed":         st.Malformed,
@@ -189,7 +193,7 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	w.single("tinymq_connections_max", "gauge", "Most connections open at once since start.", float64(sn.ConnectionsMax))
 	w.single("tinymq_connections_accepted_total", "counter", "Connections accepted since start.", float64(sn.ConnectionsTotal))
 	w.family("tinymq_connections_rejected_total", "counter", "Connections or requests refused, by reason.")
-	for _, k := range []string{"max_connections", "not_authorized"} {
+	for _, k := range []string{"max_connections", "not_authorized", "conn_rate"} {
 		w.sample("tinymq_connections_rejected_total", `reason="`+k+`"`, float64(sn.Rejected[k]))
 	}
 	w.single("tinymq_auth_delayed_total", "counter", "Login refusals held back after repeated failures from one address.", float64(sn.AuthDelayed))
@@ -200,6 +204,7 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	for i := range numACLActs {
 		w.sample("tinymq_acl_denied_total", `action="`+aclActNames[i]+`"`, float64(sn.ACLDenied[aclActNames[i]]))
 	}
+	w.single("tinymq_connections_rate_limited_total", "counter", "Connections whose CONNECT was deferred by the per-source connection-rate limit.", float64(sn.ConnectionsRateLimited))
 	w.family("tinymq_connections_closed_total", "counter", "Connections closed by the broker, by reason.")
 	for _, k := range []string{"malformed", "oversize", "connect_timeout", "keepalive_timeout", "slow_consumer"} {
 		w.sample("tinymq_connections_closed_total", `reason="`+k+`"`, float64(sn.Closed[k]))

@@ -43,6 +43,12 @@ type Options struct {
 	MaxConnections int
 	// ConnectTimeout closes a socket that sends no CONNECT in time.
 	ConnectTimeout time.Duration
+	// MaxConnRate bounds new MQTT connections per second per source
+	// address (IPv6: per /64), with bursts of MaxConnBurst (default: one
+	// second's worth). Over it a connection is deferred, not refused: its
+	// CONNECT waits until its token is due (connrate.go). 0: off.
+	MaxConnRate  float64
+	MaxConnBurst int
 
 	MaxClientIDLen    int // bytes; longer ids are refused (CONNACK 2)
 	MaxTopicLen       int // bytes of a topic name or filter
@@ -140,6 +146,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = d.ConnectTimeout
+	}
+	if o.MaxConnRate < 0 || o.MaxConnBurst < 0 {
+		return o, errors.New("engine: negative MaxConnRate or MaxConnBurst")
 	}
 	if o.MaxClientIDLen <= 0 {
 		o.MaxClientIDLen = d.MaxClientIDLen

@@ -252,9 +252,14 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			r.stats.msgsOut.Add(1)
 			r.stats.msgsOutBy[s.c.proto][qos].Add(1)
 			wrote = true
-		} else if !s.enqueueLocked(b, r.owned(), qos, retainFlag) {
-			r.stats.dropped.Add(1)
-			r.stats.droppedQueueFull.Add(1)
+		} else {
+			if !s.enqueueLocked(b, r.owned(), qos, retainFlag) {
+				r.stats.dropped.Add(1)
+				r.stats.droppedQueueFull.Add(1)
+			}
+			// Nothing to write, but the flush on its loop puts a waiting
+			// queue under the slow-consumer watch (loop.flush).
+			wrote = true
 		}
 	}
 	l := s.loopLocked()

@@ -25,6 +25,8 @@ type Stats struct {
 	SlowConsumerDisconnects uint64
 	AuthFailures            uint64
 	SessionsExpired         uint64
+	RateDeferred            uint64 // connections deferred by --max-conn-rate
+	RateRefused             uint64 // connections refused by it (no token within the connect timeout)
 }
 
 // Stats sums the per-loop counters. Any goroutine.
@@ -37,6 +39,9 @@ func (b *Broker) Stats() Stats {
 		SessionsExpired:  b.counters.expired.Load(),
 		Subscriptions:    b.subs.Count(),
 		Retained:         b.retained.Count(),
+	}
+	if b.rate != nil {
+		st.RateDeferred, st.RateRefused = b.rate.deferred.Load(), b.rate.refused.Load()
 	}
 	b.sessMu.Lock()
 	st.Sessions = b.sessions.Len()

@@ -215,6 +215,13 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 		case wsOpText:
 			ferr = errWSText // [MQTT-6.0.0-1]
 		case wsOpPing:
+			if gc.OutboundBuffered() >= max {
+				// The peer does not read its pongs: answer only once it
+				// has caught up (RFC 6455 section 5.5.3 lets an endpoint
+				// skip all but the latest), so a ping flood cannot grow
+				// the outbound buffer.
+				break
+			}
 			p := append(l.outBuf[:0], payload...)
 			wsUnmask(p, f.key, 0)
 			l.outBuf = p

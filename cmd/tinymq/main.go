@@ -67,6 +67,8 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.DurationVar(&o.SSEHeartbeat, "sse-heartbeat", d.SSEHeartbeat, "comment line sent on idle SSE streams this often")
 	fs.IntVar(&o.MaxPacketSize, "max-packet-size", d.MaxPacketSize, "largest MQTT packet accepted, in bytes, headers included")
 	fs.IntVar(&o.MaxConnections, "max-connections", 0, "maximum concurrent connections (0: unlimited)")
+	fs.Float64Var(&o.MaxConnRate, "max-conn-rate", 0, "new MQTT connections per second per source address (IPv6: per /64); over it CONNECT is deferred (0: off)")
+	fs.IntVar(&o.MaxConnBurst, "max-conn-burst", 0, "connections a source may open at once before --max-conn-rate applies (0: one second's worth)")
 	fs.DurationVar(&o.ConnectTimeout, "connect-timeout", d.ConnectTimeout, "close sockets that send no CONNECT within this time")
 	fs.IntVar(&o.MaxClientIDLen, "max-client-id-len", d.MaxClientIDLen, "longest client identifier accepted, in bytes")
 	fs.IntVar(&o.MaxTopicLen, "max-topic-len", d.MaxTopicLen, "longest topic name or filter, in bytes")
