@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,11 +13,13 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/bytebufferpool"
@@ -577,6 +580,7 @@ func (b *Broker) tlsDone(h *tlsHandshake, err error) {
 		_ = c.gc.Close()
 		return
 	}
+	trimTLSInput(st.tc) // the ClientHello's size (1.8 KB post-quantum) need not stay
 	if len(left) > 0 {
 		st.tr.pend = left
 	}
@@ -636,6 +640,9 @@ func (b *Broker) tlsRead(c *conn) gnet.Action {
 		l.tls.plain = dst
 	}
 	c.tlsFlush() // replies to post-handshake messages (key updates)
+	if rerr == nil {
+		trimTLSInput(st.tc)
+	}
 
 	action := gnet.None
 	if len(dst) > 0 && c.open {
@@ -956,4 +963,47 @@ func (b *Broker) initTLS() error {
 	}
 	b.tb.srv = srv
 	return nil
+}
+
+// crypto/tls keeps its record input buffer (rawInput) and its handshake
+// message buffer (hand) at the largest size they ever held (golang/go#43563):
+// a post-quantum ClientHello leaves ~1.8 KB behind and one 16 KB record
+// 16 KB, per connection, for good. tlsInput locates them (checked by
+// type, once) so trimTLSInput can let an empty one go. If a Go release
+// renames or retypes them, trimming is off and nothing else changes.
+var tlsInput = func() (x struct {
+	off [2]uintptr
+	ok  bool
+}) {
+	t := reflect.TypeFor[tls.Conn]()
+	for i, name := range [2]string{"rawInput", "hand"} {
+		f, found := t.FieldByName(name)
+		if !found || f.Type != reflect.TypeFor[bytes.Buffer]() {
+			return x
+		}
+		x.off[i] = f.Offset
+	}
+	x.ok = true
+	return x
+}()
+
+// tlsKeepInput is the capacity an empty input buffer keeps. Zero: an idle
+// connection keeps none (~0.8 KB less per connection than keeping 1 KB),
+// at the price of one allocation of about a record's size per read on a
+// busy one, which the AES-GCM work of that read dwarfs.
+const tlsKeepInput = 0
+
+// trimTLSInput drops tc's empty input buffers larger than tlsKeepInput.
+// Only when tc is not in a call (on its loop, between reads): an empty
+// bytes.Buffer's zero value is what crypto/tls starts with.
+func trimTLSInput(tc *tls.Conn) {
+	if !tlsInput.ok {
+		return
+	}
+	for _, off := range tlsInput.off {
+		buf := (*bytes.Buffer)(unsafe.Add(unsafe.Pointer(tc), off))
+		if buf.Len() == 0 && buf.Cap() > tlsKeepInput {
+			*buf = bytes.Buffer{}
+		}
+	}
 }

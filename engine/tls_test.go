@@ -445,7 +445,7 @@ func TestTLSHandshakeStalledOnWorker(t *testing.T) {
 		o.ConnectTimeout = time.Second
 		o.TLSHandshakeWorkers = 1
 	})
-	base := runtime.NumGoroutine()
+	base := settledGoroutines(t, b, ca)
 	hello := clientHelloBytes(t)
 	var conns []*rawClient
 	for range 4 {
@@ -456,7 +456,7 @@ func TestTLSHandshakeStalledOnWorker(t *testing.T) {
 	for _, rc := range conns {
 		rc.expectClosed(5 * time.Second)
 	}
-	waitFor(t, 5*time.Second, "handshake goroutines gone", func() bool { return runtime.NumGoroutine() <= base+1 })
+	waitForGoroutines(t, base)
 	waitFor(t, 5*time.Second, "failures counted", func() bool { return b.Snapshot().TLS.HandshakeFailures >= 1 })
 	rc := dialTLSRaw(t, b.TLSAddr(), clientTLS(ca))
 	if ack := rc.connect(connectPacket("after", "", "")); ack.ReturnCode != 0 {
@@ -469,8 +469,7 @@ func TestTLSHandshakeStalledOnWorker(t *testing.T) {
 func TestTLSNoGoroutinePerConnection(t *testing.T) {
 	ca := newTestCA(t, "test-ca")
 	b := startTLSBroker(t, ca, nil)
-	runtime.GC()
-	base := runtime.NumGoroutine()
+	base := settledGoroutines(t, b, ca)
 	const n = 200
 	conns := make([]*tls.Conn, 0, n)
 	for i := range n {
@@ -494,9 +493,7 @@ func TestTLSNoGoroutinePerConnection(t *testing.T) {
 	}
 	// The clients' own tls.Conns run no goroutine either (Go clients do not
 	// read unless asked), so the count is the broker's.
-	waitFor(t, 5*time.Second, "goroutines back to the baseline", func() bool {
-		return runtime.NumGoroutine() <= base+2
-	})
+	waitForGoroutines(t, base)
 }
 
 // Certificates reload: a bad file keeps the old ones and says which file;
@@ -590,4 +587,37 @@ func writeFile(t *testing.T, p string, b []byte) []byte {
 func connectBytes(id, user, pass string) []byte {
 	p := connectPacket(id, user, pass)
 	return p.AppendTo(nil)
+}
+
+// waitForGoroutines waits until no handshake goroutine is left and at most
+// n goroutines run, and dumps them if that does not happen.
+func waitForGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		pool := strings.Count(string(buf), "engine.(*tlsPool).work")
+		if pool == 0 && runtime.NumGoroutine() <= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines (%d handshake workers) after 5 s; want at most %d and no worker:\n%s", runtime.NumGoroutine(), pool, n, buf)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// settledGoroutines is the goroutine count of a started broker once one
+// TLS client has come and gone (every lazily started goroutine runs).
+func settledGoroutines(t *testing.T, b *Broker, ca *testCA) int {
+	t.Helper()
+	c, err := tlsDial(b.TLSAddr(), clientTLS(ca))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitFor(t, 5*time.Second, "the warm-up client gone", func() bool { return b.Stats().Connected == 0 })
+	waitForGoroutines(t, 1<<30)
+	return runtime.NumGoroutine()
 }
