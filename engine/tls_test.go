@@ -319,6 +319,27 @@ func TestHTTPSAndWSS(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// An SSE stream over HTTPS.
+	resp, err = hc.Get("https://" + b.HTTPSAddr() + "/stream/sse/x")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /stream over HTTPS: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	waitFor(t, 5*time.Second, "the stream subscribed", func() bool { return b.Snapshot().Streams == 1 })
+	plain.Publish("sse/x", 0, false, "streamed").WaitTimeout(5 * time.Second)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			if !strings.Contains(sc.Text(), `"payload":"streamed"`) {
+				t.Fatalf("SSE over HTTPS: %s", sc.Text())
+			}
+			break
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+
 	ws := pahoTLS(t, "wss://"+b.HTTPSAddr()+"/mqtt", "wss-client", clientTLS(ca))
 	toWS := pahoSubscribe(t, ws, "wss/in", 1)
 	ws.Publish("https/from-wss", 1, false, "over wss").WaitTimeout(5 * time.Second)
@@ -343,9 +364,11 @@ func TestProtocolMismatch(t *testing.T) {
 	var logs *logCapture
 	b := startTLSBroker(t, ca, func(o *Options) {
 		o.HTTPAddr = "127.0.0.1:0"
+		o.HTTPSAddr = "127.0.0.1:0"
 		logs = capture(o)
 	})
 	hello := clientHelloBytes(t)
+	_, httpsPort, _ := net.SplitHostPort(b.HTTPSAddr())
 	_, mqttPort, _ := net.SplitHostPort(b.MQTTAddr())
 	_, tlsPort, _ := net.SplitHostPort(b.TLSAddr())
 	_, httpPort, _ := net.SplitHostPort(b.HTTPAddr())
@@ -360,6 +383,7 @@ func TestProtocolMismatch(t *testing.T) {
 		{b.MQTTAddr(), []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "http_on_mqtt", "closing connection: HTTP request on the MQTT port " + mqttPort},
 		{b.HTTPAddr(), hello, "tls_on_plain", "closing connection: TLS handshake on the plain HTTP port " + httpPort},
 		{b.HTTPAddr(), connectBytes("x", "", ""), "mqtt_on_http", "closing connection: MQTT CONNECT on the HTTP port " + httpPort},
+		{b.HTTPSAddr(), []byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), "plain_on_tls", "closing connection: plain HTTP on the HTTPS port " + httpsPort + "; use https:// here or http:// on the HTTP port (--http-addr)"},
 	} {
 		before := b.Snapshot().TLS.ProtocolMismatches[tc.kind]
 		rc := dialRaw(t, tc.addr)
