@@ -861,13 +861,11 @@ func (b *Broker) mismatchOf(c *conn, first byte, p []byte) (mismatchKind, bool) 
 }
 
 // mismatch closes c, which spoke the wrong protocol for its port, with one
-// log line saying what to do instead. Runs on c's loop.
+// log line saying what to do instead; an HTTP client also gets it as a 400
+// response. Runs on c's loop.
 func (b *Broker) mismatch(c *conn, k mismatchKind) gnet.Action {
 	b.tb.stats.mismatch[k].Add(1)
 	c.closeReason = closeProtocolError
-	if !b.logLimiter.allow(b.now.Load()) {
-		return gnet.Close
-	}
 	port := 0
 	if a, ok := c.gc.LocalAddr().(*net.TCPAddr); ok {
 		port = a.Port
@@ -875,6 +873,7 @@ func (b *Broker) mismatch(c *conn, k mismatchKind) gnet.Action {
 	p := strconv.Itoa(port)
 	tlsConn := c.x != nil && c.x.tls != nil
 	var msg string
+	httpClient := false
 	switch {
 	case k == mismatchTLSOnPlain && c.proto == protoHTTP:
 		msg = "TLS handshake on the plain HTTP port " + p + "; use http:// here or https:// on the HTTPS port (--https-addr)"
@@ -882,16 +881,31 @@ func (b *Broker) mismatch(c *conn, k mismatchKind) gnet.Action {
 		msg = "TLS handshake on the plain MQTT port " + p + "; use the TLS port (--tls-addr) or connect without TLS"
 	case k == mismatchPlainOnTLS && c.proto == protoHTTP:
 		msg = "plain HTTP on the HTTPS port " + p + "; use https:// here or http:// on the HTTP port (--http-addr)"
+		httpClient = true
 	case k == mismatchPlainOnTLS:
 		msg = "plain MQTT on the TLS port " + p + "; connect with TLS or use the plain MQTT port (--mqtt-addr)"
 	case k == mismatchHTTPOnMQTT && tlsConn:
 		msg = "HTTP request on the MQTT TLS port " + p + "; use the HTTPS port (--https-addr)"
+		httpClient = true
 	case k == mismatchHTTPOnMQTT:
 		msg = "HTTP request on the MQTT port " + p + "; use the HTTP port (--http-addr), or MQTT over WebSocket at /mqtt there"
+		httpClient = true
 	default:
 		msg = "MQTT CONNECT on the HTTP port " + p + "; use the MQTT port (--mqtt-addr), or MQTT over WebSocket at /mqtt"
 	}
-	b.log.Warn("closing connection: "+msg, "remote", c.remote())
+	if httpClient {
+		body := "tinymq: " + msg + "\n"
+		resp := "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: " +
+			strconv.Itoa(len(body)) + "\r\n\r\n" + body
+		if k == mismatchPlainOnTLS {
+			_, _ = c.gc.Write([]byte(resp)) // not over TLS: that is the point
+		} else {
+			c.writeRaw([]byte(resp))
+		}
+	}
+	if b.logLimiter.allow(b.now.Load()) {
+		b.log.Warn("closing connection: "+msg, "remote", c.remote())
+	}
 	return gnet.Close
 }
 

@@ -388,6 +388,13 @@ func TestProtocolMismatch(t *testing.T) {
 		before := b.Snapshot().TLS.ProtocolMismatches[tc.kind]
 		rc := dialRaw(t, tc.addr)
 		rc.write(tc.send)
+		if tc.send[0] == 'G' { // an HTTP client is told in a 400 response
+			_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			line, err := rc.r.ReadString('\n')
+			if err != nil || line != "HTTP/1.1 400 Bad Request\r\n" {
+				t.Fatalf("%s: got %q %v; want a 400 response", tc.kind, line, err)
+			}
+		}
 		rc.expectClosed(5 * time.Second)
 		waitFor(t, 5*time.Second, "the "+tc.kind+" counter", func() bool {
 			return b.Snapshot().TLS.ProtocolMismatches[tc.kind] == before+1
