@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -64,11 +65,22 @@ func measureTLSIdle(b *testing.B, n int, curve string) (idle, big float64) {
 		runtime.ReadMemStats(&ms)
 		return ms.HeapAlloc
 	}
+	rss := func() int64 { // after giving free pages back, as --return-idle-memory does
+		debug.FreeOSMemory()
+		b, _ := os.ReadFile("/proc/self/statm")
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			return 0
+		}
+		pages, _ := strconv.ParseInt(f[1], 10, 64)
+		return pages * int64(os.Getpagesize())
+	}
 	// Warm up the pools and the loops with a few connections first.
 	fleet := startFleet(b, br.TLSAddr(), ca.File, 8, curve)
 	fleet.stop()
 	waitFor(b, 10*time.Second, "warm-up clients gone", func() bool { return br.Snapshot().TLS.Connections == 0 })
 	before := heap()
+	rss0 := rss()
 	t0 := time.Now()
 	fleet = startFleet(b, br.TLSAddr(), ca.File, n, curve)
 	defer fleet.stop()
@@ -76,6 +88,7 @@ func measureTLSIdle(b *testing.B, n int, curve string) (idle, big float64) {
 	elapsed := time.Since(t0)
 	after := heap()
 	idle = float64(int64(after)-int64(before)) / float64(n)
+	rssIdle := float64(rss()-rss0) / float64(n)
 	if prefix := os.Getenv("TINYMQ_TLS_HEAP_PROFILE"); prefix != "" {
 		f, err := os.Create(prefix + "-" + curve + ".pprof")
 		if err == nil {
@@ -87,8 +100,8 @@ func measureTLSIdle(b *testing.B, n int, curve string) (idle, big float64) {
 	after16 := heap()
 	big = float64(int64(after16)-int64(before)) / float64(n)
 	sn := br.Snapshot().TLS
-	b.Logf("%d idle TLS 1.3 connections (client curves %s) in %v: %.0f B heap per connection idle, %.0f B after a 16 KB PUBLISH each; %.0f µs of handshake wall time each",
-		n, curve, elapsed.Round(time.Millisecond), idle, big, sn.HandshakeSeconds/float64(sn.Handshakes)*1e6)
+	b.Logf("%d idle TLS 1.3 connections (client curves %s) in %v: %.0f B heap per connection idle (RSS %.0f B), %.0f B after a 16 KB PUBLISH each; %.0f µs of handshake wall time each",
+		n, curve, elapsed.Round(time.Millisecond), idle, rssIdle, big, sn.HandshakeSeconds/float64(sn.Handshakes)*1e6)
 	return idle, big
 }
 
