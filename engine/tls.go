@@ -897,10 +897,10 @@ func (b *Broker) mismatch(c *conn, k mismatchKind) gnet.Action {
 		body := "tinymq: " + msg + "\n"
 		resp := "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: " +
 			strconv.Itoa(len(body)) + "\r\n\r\n" + body
-		if k == mismatchPlainOnTLS {
-			_, _ = c.gc.Write([]byte(resp)) // not over TLS: that is the point
-		} else {
+		if tlsConn && c.x.tls.established {
 			c.writeRaw([]byte(resp))
+		} else {
+			_, _ = c.gc.Write([]byte(resp)) // the client did not speak TLS
 		}
 	}
 	if b.logLimiter.allow(b.now.Load()) {
