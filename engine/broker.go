@@ -70,6 +70,7 @@ type Broker struct {
 	mqttPort int
 	httpPort int
 	wsPort   int
+	tb       tlsBroker              // TLS listeners, handshake pool, PROXY protocol (tls.go)
 	ready    atomic.Bool            // listeners up (GET /readyz)
 	date     atomic.Pointer[[]byte] // HTTP Date header value, refreshed every tick
 	stopSys  chan struct{}
@@ -96,6 +97,9 @@ func New(opts Options) (*Broker, error) {
 		runErr:   make(chan error, 1),
 		stopSys:  make(chan struct{}),
 		sysDone:  make(chan struct{}),
+	}
+	if err := b.initTLS(); err != nil {
+		return nil, err
 	}
 	b.sys = newRouter(b, nil, &b.sysStats)
 	b.rate = newConnRate(o)
@@ -125,6 +129,12 @@ func (b *Broker) Start() error {
 	}
 	if b.opts.WSAddr != "" {
 		ls = append(ls, listener{"ws", b.opts.WSAddr, &b.wsAddr, &b.wsPort})
+	}
+	if b.opts.TLSAddr != "" {
+		ls = append(ls, listener{"tls", b.opts.TLSAddr, &b.tb.tlsAddr, &b.tb.tlsPort})
+	}
+	if b.opts.HTTPSAddr != "" {
+		ls = append(ls, listener{"https", b.opts.HTTPSAddr, &b.tb.httpsAddr, &b.tb.httpsPort})
 	}
 	var (
 		urls         []string
@@ -196,6 +206,13 @@ func (b *Broker) HTTPAddr() string { return b.httpAddr }
 // WSAddr is the dedicated WebSocket listener's actual address, "" when
 // disabled.
 func (b *Broker) WSAddr() string { return b.wsAddr }
+
+// TLSAddr is the MQTT over TLS listener's actual address, "" when
+// disabled.
+func (b *Broker) TLSAddr() string { return b.tb.tlsAddr }
+
+// HTTPSAddr is the HTTPS listener's actual address, "" when disabled.
+func (b *Broker) HTTPSAddr() string { return b.tb.httpsAddr }
 
 // Stop closes every connection and the listeners and waits for the loops to
 // end, or for ctx. Any goroutine.

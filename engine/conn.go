@@ -53,9 +53,12 @@ type connExt struct {
 	httpState      // HTTP, SSE and WebSocket state; valid when http is set
 	http      bool // accepted on the HTTP or WebSocket listener
 
-	id       identity // who the client is, once accepted (or per HTTP request)
-	pend     *authJob // the verdict this connection waits for (authWait)
-	basicBad [32]byte // HTTP: cache key of Basic credentials the pool refused
+	id        identity  // who the client is, once accepted (or per HTTP request)
+	pend      *authJob  // the verdict this connection waits for (authWait)
+	basicBad  [32]byte  // HTTP: cache key of Basic credentials the pool refused
+	tls       *tlsState // accepted on a TLS listener (tls.go)
+	peer      string    // client address named by a PROXY protocol header; "" for the socket's (read by any goroutine once CONNECT is accepted)
+	proxyWait bool      // a PROXY protocol header is still expected
 }
 
 // ext returns c's extension, allocating it on first use. Runs on c's loop.
@@ -162,13 +165,18 @@ func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	l := b.loopFor(gc.EventLoop())
 	now := b.now.Load()
 	c := &conn{gc: gc, l: l, open: true, lastSeen: uint32(now), wslot: -1}
-	if b.httpPort != 0 || b.wsPort != 0 {
-		if a, ok := gc.LocalAddr().(*net.TCPAddr); ok && a.Port != b.mqttPort {
+	if b.httpPort != 0 || b.wsPort != 0 || b.tb.httpsPort != 0 {
+		if a, ok := gc.LocalAddr().(*net.TCPAddr); ok && a.Port != b.mqttPort && a.Port != b.tb.tlsPort {
 			// Accepted on the HTTP or the WebSocket listener: HTTP until an
 			// upgrade turns it into MQTT over WebSocket.
 			c.proto = protoHTTP
 			c.x = &connExt{http: true}
 			c.x.wsOnly = a.Port == b.wsPort
+		}
+	}
+	if b.tb.srv != nil || b.tb.proxy != 0 {
+		if a, ok := gc.LocalAddr().(*net.TCPAddr); ok {
+			b.openTLS(c, b.listenerOf(a.Port)) // TLS and PROXY protocol state (tls.go)
 		}
 	}
 	gc.SetContext(c)
@@ -194,6 +202,9 @@ func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
 	l.stats.connsBy[c.proto].Add(-1)
 	if c.x != nil {
 		c.x.release()
+		if c.x.tls != nil {
+			b.tlsClosed(c)
+		}
 	}
 	s := c.s
 	if s == nil {
@@ -244,6 +255,15 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 	if c.parked {
 		return c.l.parkedTraffic(c)
 	}
+	if c.x != nil && (c.x.tls != nil || c.x.proxyWait) {
+		return b.tlsTraffic(c) // PROXY header, TLS handshake, TLS records (tls.go)
+	}
+	return b.traffic(c)
+}
+
+// traffic runs the protocol handler over c's inbound bytes (the plaintext
+// of a TLS connection, see inbound). Runs on c's loop.
+func (b *Broker) traffic(c *conn) gnet.Action {
 	switch c.proto {
 	case protoHTTP:
 		return b.httpTraffic(c)
@@ -251,7 +271,7 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 		return b.wsTraffic(c)
 	}
 	l := c.l
-	avail := gc.InboundBuffered()
+	avail := c.inboundLen()
 	if c.authWait {
 		// Waiting for an authentication verdict: keep the bytes for later,
 		// but not without bound.
@@ -266,16 +286,20 @@ func (b *Broker) OnTraffic(gc gnet.Conn) gnet.Action {
 		// would copy the whole partial frame again on every read.
 		return gnet.None
 	}
-	buf, _ := gc.Peek(avail)
+	buf := c.inbound(avail)
 	if c.s != nil { // before CONNECT the connect timeout runs from the open
 		c.lastSeen = uint32(b.now.Load())
+	} else if len(buf) > 0 && buf[0] != 0x10 { // not CONNECT: maybe TLS or HTTP on this port
+		if k, ok := b.mismatchOf(c, buf[0], buf); ok {
+			return b.mismatch(c, k)
+		}
 	}
 	consumed, action := c.process(buf)
 	l.stats.bytesIn.Add(uint64(consumed))
 	l.stats.bytesInBy[protoMQTT].Add(uint64(consumed))
 	l.r.finish()
 	if consumed > 0 && c.open {
-		_, _ = gc.Discard(consumed) // never Discard(0): it drops everything
+		c.consume(consumed)
 	}
 	return action
 }
@@ -503,5 +527,8 @@ func isSysTopic(t []byte) bool {
 // It is the socket's peer address; behind a PROXY protocol header, the
 // address that header names. Runs on c's loop.
 func (c *conn) remote() string {
+	if c.x != nil && c.x.peer != "" {
+		return c.x.peer
+	}
 	return c.gc.RemoteAddr().String()
 }

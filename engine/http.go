@@ -61,6 +61,9 @@ func (c *conn) httpDeadline() int64 {
 	switch {
 	case c.x.stream:
 		return 1<<62 - 1
+	case c.x.proxyWait || c.x.tls != nil && !c.x.tls.established:
+		// PROXY header or TLS handshake pending: the connect timeout.
+		return int64(c.lastSeen) + int64(o.ConnectTimeout.Seconds()+0.5) + clockLag
 	case c.x.reqStart != 0:
 		return c.x.reqStart + int64(o.HTTPReadTimeout.Seconds()+0.5) + clockLag
 	}
@@ -116,20 +119,25 @@ var (
 // httpTraffic serves every complete request buffered for c (pipelined
 // requests in order) and writes their responses at once. Runs on c's loop.
 func (b *Broker) httpTraffic(c *conn) gnet.Action {
-	gc, l, hs := c.gc, c.l, c.x
+	l, hs := c.l, c.x
 	if c.authWait {
 		return gnet.None // a request waits for its credentials' verdict
 	}
-	avail := gc.InboundBuffered()
+	avail := c.inboundLen()
 	if avail < int(c.need) {
 		return gnet.None
 	}
-	buf, _ := gc.Peek(avail)
+	buf := c.inbound(avail)
 	c.lastSeen = uint32(b.now.Load())
 	if hs.stream {
 		// An event stream only sends; whatever the client sends is dropped.
-		_, _ = gc.Discard(avail)
+		c.consume(avail)
 		return gnet.None
+	}
+	if len(buf) > 0 && (buf[0] == 0x16 || buf[0] == 0x10) { // no request starts so: TLS or MQTT on this port
+		if k, ok := b.mismatchOf(c, buf[0], buf); ok {
+			return b.mismatch(c, k)
+		}
 	}
 	h := l.http()
 	h.out = h.out[:0]
@@ -146,7 +154,7 @@ func (b *Broker) httpTraffic(c *conn) gnet.Action {
 		}
 	}
 	if len(h.out) > 0 && c.open {
-		_, _ = gc.Write(h.out)
+		c.writeRaw(h.out)
 		l.stats.bytesOut.Add(uint64(len(h.out)))
 		l.stats.bytesOutBy[protoHTTP].Add(uint64(len(h.out)))
 	}
@@ -154,14 +162,14 @@ func (b *Broker) httpTraffic(c *conn) gnet.Action {
 	l.stats.bytesInBy[protoHTTP].Add(uint64(consumed))
 	l.r.finish()
 	if consumed > 0 && c.open {
-		_, _ = gc.Discard(consumed)
+		c.consume(consumed)
 	}
-	if action == gnet.None && c.proto == protoWS && c.open && gc.InboundBuffered() > 0 {
+	if action == gnet.None && c.proto == protoWS && c.open && c.inboundLen() > 0 {
 		// Frames that followed the upgrade request in the same read.
 		return b.wsTraffic(c)
 	}
-	if action == gnet.None && hs.stream && c.open && gc.InboundBuffered() > 0 {
-		_, _ = gc.Discard(gc.InboundBuffered())
+	if action == gnet.None && hs.stream && c.open && c.inboundLen() > 0 {
+		c.consume(c.inboundLen())
 	}
 	return action
 }

@@ -42,6 +42,7 @@ type loop struct {
 	h     *httpLoop // HTTP scratch, made on first request
 	wsHdr [14]byte  // WebSocket frame header scratch
 	wsVec [][]byte  // Writev scratch
+	tls   tlsLoop   // TLS read and write scratch (tls.go)
 
 	// Mailbox: sessions another goroutine appended to, to be flushed here.
 	mbMu        sync.Mutex
@@ -188,6 +189,7 @@ func (l *loop) expire(c *conn) {
 		c.closeReason = closeKeepAlive
 		l.stats.keepAliveTimeouts.Add(1)
 	}
+	c.tlsCloseNotify()
 	_ = c.gc.Close()
 }
 

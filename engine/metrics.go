@@ -56,6 +56,8 @@ type Snapshot struct {
 	ACLConfig     string            `json:"acl,omitempty"`   // what decides topic access
 	Anonymous     bool              `json:"anonymous_allowed"`
 
+	TLS TLSSnapshot `json:"tls"` // TLS, protocol mismatches, PROXY protocol (tls.go)
+
 	MemoryBytes     uint64 `json:"go_memory_bytes"`
 	HeapBytes       uint64 `json:"go_heap_bytes"`
 	Goroutines      uint64 `json:"go_goroutines"`
@@ -175,6 +177,7 @@ func (b *Broker) Snapshot() Snapshot {
 	}
 	sn.MemoryBytes, sn.HeapBytes, sn.Goroutines, sn.GCCycles = get(0), get(1), get(2), get(3)
 	sn.MemoryReturns = b.memReturn.runs.Load()
+	sn.TLS = b.tlsSnapshot()
 	return sn
 }
 
@@ -262,6 +265,7 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	w.single("tinymq_go_goroutines", "gauge", "Goroutines.", float64(sn.Goroutines))
 	w.single("tinymq_go_gc_cycles_total", "counter", "Completed GC cycles.", float64(sn.GCCycles))
 	w.single("tinymq_memory_returns_total", "counter", "Free heap pages given back to the OS after a burst (--return-idle-memory).", float64(sn.MemoryReturns))
+	sn.TLS.appendPrometheus(&w)
 	return w.b
 }
 

@@ -22,6 +22,38 @@ type Options struct {
 	// WebSocket (any path), e.g. ":1884". Empty disables it.
 	WSAddr string
 
+	// TLSAddr is the listen address for MQTT over TLS, e.g. ":8883"
+	// (cmd/tinymq defaults it to ":8883" when TLSCert is set). Empty
+	// disables it. Needs TLSCert and TLSKey. See docs/tls.md.
+	TLSAddr string
+	// HTTPSAddr is the listen address of the HTTP door over TLS (the HTTP
+	// API, SSE and wss:// MQTT over WebSocket at /mqtt), with the same
+	// certificate. Empty disables it.
+	HTTPSAddr string
+	// TLSCert and TLSKey are the server's PEM certificate (chain) and
+	// private key files. They are read at New and by a reload.
+	TLSCert, TLSKey string
+	// TLSClientCA is a PEM file of CA certificates: when set, a client
+	// certificate is requested and, if one is sent, it must verify against
+	// these (mTLS).
+	TLSClientCA string
+	// TLSRequireCert fails the handshake of a client without a valid
+	// certificate (needs TLSClientCA).
+	TLSRequireCert bool
+	// TLSCertAsUsername makes the Subject CN of a client's verified
+	// certificate its MQTT username, as Mosquitto's use_identity_as_username
+	// (needs TLSClientCA).
+	TLSCertAsUsername bool
+	// TLSHandshakeWorkers bounds the goroutines running TLS handshakes at
+	// once (default: 2 × runtime.NumCPU(), at least 4); more handshakes
+	// wait, their bytes buffered. No goroutine is kept per connection.
+	TLSHandshakeWorkers int
+	// ProxyProtocol names the listeners ("mqtt", "tls", "http", "https",
+	// "ws") that expect a PROXY protocol v2 (or v1) header first on every
+	// connection, from a load balancer or TLS terminator; the address it
+	// names becomes the client's address.
+	ProxyProtocol []string
+
 	// APIKey, when set, is required as "Authorization: Bearer <key>" (or
 	// ?token=<key>) on every HTTP endpoint except /healthz, and, when Auth
 	// is nil, as the MQTT password (APIKeyAuth).
@@ -192,6 +224,9 @@ func (o Options) withDefaults() (Options, error) {
 	if o.HTTPReadTimeout <= 0 {
 		o.HTTPReadTimeout = d.HTTPReadTimeout
 	}
+	if o.TLSHandshakeWorkers <= 0 {
+		o.TLSHandshakeWorkers = max(4, 2*runtime.NumCPU())
+	}
 	if o.SSEHeartbeat <= 0 {
 		o.SSEHeartbeat = d.SSEHeartbeat
 	}
@@ -207,7 +242,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Version == "" {
 		o.Version = d.Version
 	}
-	if o.MQTTAddr == "" && o.HTTPAddr == "" && o.WSAddr == "" {
+	if o.MQTTAddr == "" && o.HTTPAddr == "" && o.WSAddr == "" && o.TLSAddr == "" && o.HTTPSAddr == "" {
 		return o, errors.New("engine: no listener configured")
 	}
 	return o, nil

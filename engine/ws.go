@@ -158,23 +158,27 @@ func appendWSHeader(dst []byte, op byte, n int) []byte {
 // WebSocket [MQTT-6.0.0-1]. Runs on c's loop.
 func (c *conn) write(p []byte) {
 	if c.proto != protoWS {
+		if c.x != nil && c.x.tls != nil {
+			c.tlsWrite(p, nil)
+			return
+		}
 		_, _ = c.gc.Write(p)
 		return
 	}
-	c.l.wsWrite(c.gc, wsOpBinary, p)
+	c.l.wsWrite(c, wsOpBinary, p)
 }
 
 // wsTraffic reads WebSocket frames, answers control frames and feeds the
 // binary payloads to the MQTT packet loop. MQTT packets may span frames and
 // a frame may hold several packets [MQTT-6.0.0-2]. Runs on c's loop.
 func (b *Broker) wsTraffic(c *conn) gnet.Action {
-	gc, l := c.gc, c.l
+	l := c.l
 	w := c.x.ws
-	avail := gc.InboundBuffered()
+	avail := c.inboundLen()
 	if avail < int(c.need) {
 		return gnet.None
 	}
-	buf, _ := gc.Peek(avail)
+	buf := c.inbound(avail)
 	if c.s != nil { // before CONNECT the connect timeout runs from the upgrade
 		c.lastSeen = uint32(b.now.Load())
 	}
@@ -215,7 +219,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 		case wsOpText:
 			ferr = errWSText // [MQTT-6.0.0-1]
 		case wsOpPing:
-			if gc.OutboundBuffered() >= max {
+			if c.gc.OutboundBuffered() >= max {
 				// The peer does not read its pongs: answer only once it
 				// has caught up (RFC 6455 section 5.5.3 lets an endpoint
 				// skip all but the latest), so a ping flood cannot grow
@@ -225,7 +229,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 			p := append(l.outBuf[:0], payload...)
 			wsUnmask(p, f.key, 0)
 			l.outBuf = p
-			l.wsWrite(gc, wsOpPong, p)
+			l.wsWrite(c, wsOpPong, p)
 		case wsOpPong:
 		case wsOpClose:
 			// Echo the status code and close.
@@ -235,7 +239,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 				p = p[:2]
 			}
 			l.outBuf = p
-			l.wsWrite(gc, wsOpClose, p)
+			l.wsWrite(c, wsOpClose, p)
 			closing = true
 			if c.closeReason == closeNone {
 				c.closeReason = closeWSClose
@@ -266,7 +270,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 				if !c.cleanDisconnect && c.s != nil {
 					status = wsProtocolError
 				}
-				l.wsClose(gc, status)
+				l.wsClose(c, status)
 			}
 		}
 	}
@@ -283,7 +287,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 		if errors.Is(ferr, errWSTooLarge) {
 			status = wsMessageTooBig
 		}
-		l.wsClose(gc, status)
+		l.wsClose(c, status)
 		action = gnet.Close
 	}
 	if closing {
@@ -291,7 +295,7 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 	}
 	l.r.finish()
 	if consumed > 0 && c.open {
-		_, _ = gc.Discard(consumed)
+		c.consume(consumed)
 	}
 	return action
 }
@@ -307,18 +311,22 @@ const (
 
 // wsWrite sends p as one unfragmented frame, header and payload in one
 // writev. Runs on the connection's loop.
-func (l *loop) wsWrite(gc gnet.Conn, op byte, p []byte) {
+func (l *loop) wsWrite(c *conn, op byte, p []byte) {
 	hdr := appendWSHeader(l.wsHdr[:0], op, len(p))
+	if c.x.tls != nil {
+		c.tlsWrite(hdr, p) // wss: WebSocket framing, then TLS
+		return
+	}
 	l.wsVec = append(l.wsVec[:0], hdr, p)
-	_, _ = gc.Writev(l.wsVec)
+	_, _ = c.gc.Writev(l.wsVec)
 	l.wsVec[0], l.wsVec[1] = nil, nil // keep no reference to p
 }
 
 // wsClose sends a close frame with a status code. Runs on the
 // connection's loop.
-func (l *loop) wsClose(gc gnet.Conn, status uint16) {
+func (l *loop) wsClose(c *conn, status uint16) {
 	l.outBuf = binary.BigEndian.AppendUint16(l.outBuf[:0], status)
-	l.wsWrite(gc, wsOpClose, l.outBuf)
+	l.wsWrite(c, wsOpClose, l.outBuf)
 }
 
 // upgrade answers the WebSocket handshake for MQTT: GET with Upgrade:

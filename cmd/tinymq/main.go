@@ -46,6 +46,7 @@ type config struct {
 	logLevel    string
 	cpuProfile  string // pprof CPU profile of the whole run, written at shutdown
 	heapProfile string // pprof heap profile, written at shutdown
+	proxyProto  string // --proxy-protocol: comma-separated listener names
 }
 
 // parse builds the configuration from args, the environment (getenv) and
@@ -60,6 +61,15 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.StringVar(&o.MQTTAddr, "mqtt-addr", d.MQTTAddr, "MQTT listen address (host:port; port 0 picks a free one)")
 	fs.StringVar(&o.HTTPAddr, "http-addr", d.HTTPAddr, "HTTP listen address: publish, SSE, retained, /metrics, health, API and MQTT over WebSocket at /mqtt (empty: off)")
 	fs.StringVar(&o.WSAddr, "ws-addr", "", "extra listener serving only MQTT over WebSocket, e.g. :1884 (empty: off)")
+	fs.StringVar(&o.TLSAddr, "tls-addr", "", "MQTT over TLS listen address (default :8883 when --tls-cert is given; empty: off)")
+	fs.StringVar(&o.HTTPSAddr, "https-addr", "", "HTTPS listen address: the HTTP door (API, SSE, wss:// at /mqtt) over TLS (empty: off)")
+	fs.StringVar(&o.TLSCert, "tls-cert", "", "server certificate (chain) PEM file")
+	fs.StringVar(&o.TLSKey, "tls-key", "", "server private key PEM file")
+	fs.StringVar(&o.TLSClientCA, "tls-client-ca", "", "PEM file of CAs that client certificates must verify against (mTLS)")
+	fs.BoolVar(&o.TLSRequireCert, "tls-require-cert", false, "fail the TLS handshake of clients without a valid certificate (needs --tls-client-ca)")
+	fs.BoolVar(&o.TLSCertAsUsername, "tls-cert-as-username", false, "use the verified client certificate's Subject CN as the MQTT username")
+	fs.IntVar(&o.TLSHandshakeWorkers, "tls-handshake-workers", 0, "most TLS handshakes running at once (0: 2 per CPU, at least 4)")
+	fs.StringVar(&cfg.proxyProto, "proxy-protocol", "", "listeners expecting a PROXY protocol v2/v1 header first: comma-separated mqtt, tls, http, https, ws")
 	fs.IntVar(&o.HTTPMaxHeaderBytes, "http-max-header-bytes", d.HTTPMaxHeaderBytes, "largest HTTP request line plus headers, in bytes (431 above)")
 	fs.IntVar(&o.HTTPMaxHeaders, "http-max-headers", d.HTTPMaxHeaders, "most HTTP header lines per request (431 above)")
 	fs.DurationVar(&o.HTTPIdleTimeout, "http-idle-timeout", d.HTTPIdleTimeout, "close idle keep-alive HTTP connections after this")
@@ -141,6 +151,14 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	if *configFile != "" {
 		if err := readConfig(*configFile, apply); err != nil {
 			return nil, err
+		}
+	}
+	if o.TLSCert != "" && !set["tls-addr"] {
+		o.TLSAddr = ":8883"
+	}
+	for _, name := range strings.Split(cfg.proxyProto, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			o.ProxyProtocol = append(o.ProxyProtocol, name)
 		}
 	}
 	if o.SysInterval <= 0 {
@@ -260,7 +278,7 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 		log.Info("MQTT listener disabled")
 	}
 	var b *engine.Broker
-	if cfg.opts.MQTTAddr != "" || cfg.opts.HTTPAddr != "" || cfg.opts.WSAddr != "" {
+	if cfg.opts.MQTTAddr != "" || cfg.opts.HTTPAddr != "" || cfg.opts.WSAddr != "" || cfg.opts.TLSAddr != "" || cfg.opts.HTTPSAddr != "" {
 		b, err = engine.New(cfg.opts)
 		if err != nil {
 			return err

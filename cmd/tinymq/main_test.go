@@ -183,3 +183,28 @@ func TestProfiles(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTLS(t *testing.T) {
+	cfg, err := parse([]string{"--tls-cert", "c.pem", "--tls-key", "k.pem", "--proxy-protocol", "mqtt, tls"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.opts
+	if o.TLSAddr != ":8883" || o.TLSCert != "c.pem" || o.TLSKey != "k.pem" {
+		t.Fatalf("--tls-cert without --tls-addr: addr %q cert %q key %q; want :8883", o.TLSAddr, o.TLSCert, o.TLSKey)
+	}
+	if len(o.ProxyProtocol) != 2 || o.ProxyProtocol[0] != "mqtt" || o.ProxyProtocol[1] != "tls" {
+		t.Fatalf("--proxy-protocol: %q", o.ProxyProtocol)
+	}
+	cfg, err = parse([]string{"--tls-cert", "c.pem"}, env(map[string]string{"TINYMQ_TLS_ADDR": "127.0.0.1:0", "TINYMQ_TLS_REQUIRE_CERT": "true", "TINYMQ_TLS_HANDSHAKE_WORKERS": "3"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := cfg.opts; o.TLSAddr != "127.0.0.1:0" || !o.TLSRequireCert || o.TLSHandshakeWorkers != 3 {
+		t.Fatalf("env: addr %q require %v workers %d", o.TLSAddr, o.TLSRequireCert, o.TLSHandshakeWorkers)
+	}
+	cfg, _ = parse(nil, env(nil))
+	if cfg.opts.TLSAddr != "" || cfg.opts.HTTPSAddr != "" {
+		t.Fatalf("TLS listeners on by default: %q %q", cfg.opts.TLSAddr, cfg.opts.HTTPSAddr)
+	}
+}
