@@ -238,7 +238,7 @@ func (c *conn) accept(pc *pendingConnect) bool {
 	s.mu.Unlock()
 	l.r.markDirty(s, l)
 	if b.opts.Verbose {
-		b.log.Info("client connected", "client", pc.id, "user", pc.user, "remote", c.remote(),
+		b.log.Info("client connected", "client", pc.id, "remote", c.remote(), "user", pc.user,
 			"protocol", c.version.String(), "clean", pc.clean, "keepalive", pc.keepAlive, "session_present", present)
 	}
 	return true

@@ -89,7 +89,7 @@ type router struct {
 	readOf *auth.Grants
 	readOK bool
 
-	cur       struct {
+	cur struct {
 		topic, payload []byte
 		qos            uint8
 	}
