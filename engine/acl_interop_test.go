@@ -224,3 +224,59 @@ c.connect(host, port); c.loop_forever()
 		t.Fatalf("paho-mqtt: %q", out)
 	}
 }
+
+// mTLS identity feeds the ACL: with --tls-cert-as-username the verified
+// certificate's CN is the username (the CONNECT's credentials are not
+// checked, as Mosquitto's use_identity_as_username), so a device may
+// publish on its own topic and not on another's, whatever username it
+// claims; a plain-TCP client without credentials is refused when a
+// password file is configured.
+func TestTLSCertIdentityACL(t *testing.T) {
+	ca := newTestCA(t, "fleet-ca")
+	dir := t.TempDir()
+	pw, acl := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	h, err := auth.HashPassword([]byte("ops-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pw, []byte("ops:"+h+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(acl, []byte("user ops\ntopic read devices/#\npattern write devices/%u/telemetry\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b := startTLSBroker(t, ca, func(o *Options) {
+		o.TLSClientCA, o.TLSRequireCert, o.TLSCertAsUsername = ca.File, true, true
+		o.PasswordFile, o.ACLFile = pw, acl
+	})
+	ops := dialRaw(t, b.MQTTAddr())
+	if ack := ops.connect(connectPacket("ops-1", "ops", "ops-pw")); ack.ReturnCode != 0 {
+		t.Fatalf("ops CONNACK %d", ack.ReturnCode)
+	}
+	ops.subscribe(1, codec.Subscription{Filter: []byte("devices/#")})
+	if ack := dialRaw(t, b.MQTTAddr()).connect(connectPacket("anon", "", "")); ack.ReturnCode != codec.ConnRefusedNotAuthorized {
+		t.Fatalf("anonymous plain client: CONNACK %d; want 5", ack.ReturnCode)
+	}
+
+	dev := dialTLSRaw(t, b.TLSAddr(), clientTLS(ca, ca.issue("dev7", false).Pair))
+	// It claims to be ops with no password: the certificate decides.
+	if ack := dev.connect(connectPacket("dev7", "ops", "")); ack.ReturnCode != 0 {
+		t.Fatalf("device CONNACK %d", ack.ReturnCode)
+	}
+	dev.publish("devices/dev8/telemetry", "forged", 1, false, 1)
+	dev.expect(codec.TypePuback, 5*time.Second)
+	dev.publish("devices/dev7/telemetry", "21.5", 1, false, 2)
+	dev.expect(codec.TypePuback, 5*time.Second)
+	if p := ops.expectPublish(5 * time.Second); string(p.Topic) != "devices/dev7/telemetry" {
+		t.Fatalf("ops got %q; want only dev7's own topic", p.Topic)
+	}
+	found := false
+	for _, c := range b.Clients() {
+		if c.ClientID == "dev7" {
+			found = c.Username == "dev7"
+		}
+	}
+	if !found {
+		t.Fatalf("dev7's username is not its certificate CN: %+v", b.Clients())
+	}
+}
