@@ -333,3 +333,53 @@ func wrapRaw(t testing.TB, c net.Conn) *rawClient {
 	t.Cleanup(func() { c.Close() })
 	return &rawClient{t: t, c: c, r: bufio.NewReader(c), ver: codec.V311}
 }
+
+// MQTT over WebSocket waits for a slow Authenticator too: the CONNECT and
+// a SUBSCRIBE and PUBLISH in the same frame are held until the verdict,
+// then handled in order.
+func TestAuthOffLoopWebSocket(t *testing.T) {
+	g := newGatedAuth(false)
+	b := startHTTPBroker(t, func(o *Options) { o.Auth = g })
+	w, _ := dialWS(t, b.HTTPAddr(), "/mqtt", "mqtt")
+	p := connectPacket("ws-auth", "u", "good")
+	sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("w/#"), QoS: 1}}}
+	pub := codec.Publish{Topic: []byte("w/self"), Payload: []byte("hi"), QoS: 1, PacketID: 2}
+	raw := pub.AppendTo(sub.AppendTo(p.AppendTo(nil), codec.V311), codec.V311)
+	w.frame(true, wsOpBinary, raw)
+	waitFor(t, 5*time.Second, "the verification to start", func() bool { return g.calls.Load() == 1 })
+	if _, _, err := w.readFrame(100 * time.Millisecond); err == nil {
+		t.Fatal("an answer before the verdict")
+	}
+	close(g.gate)
+	want := []codec.Type{codec.TypeConnack, codec.TypeSuback}
+	for _, typ := range want {
+		if h, _ := w.packet(5 * time.Second); h.Type != typ {
+			t.Fatalf("got %v; want %v", h.Type, typ)
+		}
+	}
+	seen := map[codec.Type]bool{}
+	for range 2 {
+		h, _ := w.packet(5 * time.Second)
+		seen[h.Type] = true
+	}
+	if !seen[codec.TypePuback] || !seen[codec.TypePublish] {
+		t.Fatalf("after SUBACK got %v; want PUBACK and the PUBLISH", seen)
+	}
+}
+
+// Over TLS the held CONNECT's followers wait as plaintext: once the
+// verdict is in they are handled without a new read.
+func TestAuthOffLoopTLS(t *testing.T) {
+	ca := newTestCA(t, "auth-ca")
+	g := newGatedAuth(false)
+	b := startTLSBroker(t, ca, func(o *Options) { o.Auth = g })
+	rc := dialTLSRaw(t, b.TLSAddr(), clientTLS(ca))
+	p := connectPacket("tls-auth", "u", "good")
+	sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("t/#")}}}
+	rc.write(sub.AppendTo(p.AppendTo(nil), codec.V311))
+	waitFor(t, 5*time.Second, "the verification to start", func() bool { return g.calls.Load() == 1 })
+	rc.expectNothing(100 * time.Millisecond)
+	close(g.gate)
+	rc.expect(codec.TypeConnack, 5*time.Second)
+	rc.expect(codec.TypeSuback, 5*time.Second)
+}

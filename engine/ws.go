@@ -254,6 +254,12 @@ func (b *Broker) wsTraffic(c *conn) gnet.Action {
 	l.stats.bytesIn.Add(uint64(consumed))
 	l.stats.bytesInBy[protoWS].Add(uint64(consumed))
 	action := gnet.None
+	if c.authWait && w.in != nil && len(w.in.B) > b.opts.MaxPacketSize {
+		// Frames keep coming while the CONNECT waits for its verdict: keep
+		// them for later, but not without bound.
+		c.closeReason = closeProtocolError
+		return gnet.Close
+	}
 	if w.in != nil && len(w.in.B) > 0 && c.open {
 		need := c.need
 		k, a := c.process(w.in.B)
