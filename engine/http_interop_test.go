@@ -69,11 +69,23 @@ func nodeMQTT(t *testing.T) (node, modules string) {
 func TestInteropNodeMQTTOverWebSocket(t *testing.T) {
 	node, modules := nodeMQTT(t)
 	b := startHTTPBroker(t, nil)
-	tcp := pahoClient(t, b.MQTTAddr(), "tcp", true)
+	mqttJSRoundTrip(t, node, modules, b.MQTTAddr(), "ws://"+b.HTTPAddr()+"/mqtt", "")
+}
+
+// mqttJSRoundTrip runs MQTT.js against url (ws:// or wss://, trusting the
+// CA file caFile when given): it subscribes to js/in and publishes to
+// js/out at QoS 1; a paho client on the TCP listener tcpAddr receives
+// that and answers on js/in, which MQTT.js must receive.
+func mqttJSRoundTrip(t *testing.T, node, modules, tcpAddr, url, caFile string) {
+	t.Helper()
+	tcp := pahoClient(t, tcpAddr, "tcp", true)
 	fromWS := pahoSubscribe(t, tcp, "js/out", 1)
 	script := `
+const fs = require('fs');
 const mqtt = require('mqtt');
-const c = mqtt.connect(process.argv[2], {clientId: 'mqttjs', protocolVersion: 4, reconnectPeriod: 0});
+const opts = {clientId: 'mqttjs', protocolVersion: 4, reconnectPeriod: 0};
+if (process.argv[3]) { opts.ca = fs.readFileSync(process.argv[3]); opts.rejectUnauthorized = true; }
+const c = mqtt.connect(process.argv[2], opts);
 c.on('connect', () => {
   c.subscribe('js/in', {qos: 1}, (err) => {
     if (err) { console.log('suberr', err.message); process.exit(1); }
@@ -87,19 +99,26 @@ setTimeout(() => { console.log('timeout'); process.exit(2); }, 10000);
 `
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	js := filepath.Join(t.TempDir(), "ws.js")
+	js := filepath.Join(t.TempDir(), "mqttjs.js")
 	if err := os.WriteFile(js, []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, node, js, "ws://"+b.HTTPAddr()+"/mqtt")
+	cmd := exec.CommandContext(ctx, node, js, url, caFile)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if m := next(t, fromWS); m.payload != "hello from mqtt.js" || m.qos != 1 {
-		t.Fatalf("tcp got %+v", m)
+	select {
+	case m := <-fromWS:
+		if m.payload != "hello from mqtt.js" || m.qos != 1 {
+			t.Fatalf("tcp got %+v", m)
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("nothing from mqtt.js at %s:\n%s", url, out.String())
 	}
 	tcp.Publish("js/in", 1, false, "hello from tcp").WaitTimeout(5 * time.Second)
 	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "got js/in hello from tcp") {

@@ -2,9 +2,7 @@ package engine
 
 import (
 	"context"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -80,49 +78,5 @@ func TestInteropNodeMQTTOverWSS(t *testing.T) {
 		o.HTTPSAddr = "127.0.0.1:0"
 		o.TLSCert, o.TLSKey = srv.CertFile, srv.KeyFile
 	})
-	tcp := pahoClient(t, b.MQTTAddr(), "tcp", true)
-	fromWS := pahoSubscribe(t, tcp, "js/out", 1)
-	script := `
-const fs = require('fs');
-const mqtt = require('mqtt');
-const c = mqtt.connect(process.argv[2], {clientId: 'mqttjs-wss', protocolVersion: 4, reconnectPeriod: 0,
-  ca: fs.readFileSync(process.argv[3]), rejectUnauthorized: true});
-c.on('connect', () => {
-  c.subscribe('js/in', {qos: 1}, (err) => {
-    if (err) { console.log('suberr', err.message); process.exit(1); }
-    c.publish('js/out', 'hello over wss', {qos: 1});
-  });
-});
-let done = false;
-c.on('message', (t, p) => { console.log('got ' + t + ' ' + p.toString()); done = true; c.end(false, {}, () => process.exit(0)); });
-c.on('error', (e) => { console.log('error ' + e.message); process.exit(done ? 0 : 1); });
-setTimeout(() => { console.log('timeout'); process.exit(2); }, 10000);
-`
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	js := filepath.Join(t.TempDir(), "wss.js")
-	if err := os.WriteFile(js, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.CommandContext(ctx, node, js, "wss://"+b.HTTPSAddr()+"/mqtt", ca.File)
-	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case m := <-fromWS:
-		if m.payload != "hello over wss" || m.qos != 1 {
-			t.Fatalf("tcp got %+v", m)
-		}
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("nothing from mqtt.js over wss:\n%s", out.String())
-	}
-	tcp.Publish("js/in", 1, false, "hello from tcp").WaitTimeout(5 * time.Second)
-	if err := cmd.Wait(); err != nil || !strings.Contains(out.String(), "got js/in hello from tcp") {
-		t.Fatalf("mqtt.js: %v\n%s", err, out.String())
-	}
+	mqttJSRoundTrip(t, node, modules, b.MQTTAddr(), "wss://"+b.HTTPSAddr()+"/mqtt", ca.File)
 }
