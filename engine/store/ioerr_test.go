@@ -73,3 +73,46 @@ func TestIOErrorSurfacesAndRecovers(t *testing.T) {
 		t.Fatalf("after recovery: %d retained, want before and during", len(l.retained))
 	}
 }
+
+// In interval mode a failed timed sync keeps the unsynced batches and
+// replays them into the reopened store; durability is posted only after.
+func TestIOErrorIntervalReplaysUnsynced(t *testing.T) {
+	dir := t.TempDir()
+	inj := &failWrites{}
+	var errs atomic.Int32
+	var durable atomic.Uint64
+	s := openT(t, Options{
+		Dir:       dir,
+		Fsync:     FsyncInterval,
+		Interval:  50 * time.Millisecond,
+		fs:        errorfs.Wrap(vfs.Default, inj),
+		OnError:   func(error) { errs.Add(1) },
+		OnDurable: func(n uint64) { durable.Store(n) },
+		// Fail the disk between the NoSync commit and its timed sync.
+		afterCommit: func(sync bool) {
+			if !sync {
+				inj.on.Store(true)
+			}
+		},
+	})
+	b := NewBatch()
+	b.SetRetained(&Message{Topic: []byte("unsynced"), Payload: []byte("1")})
+	seq, err := s.Submit(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "an error report", func() bool { return errs.Load() >= 1 })
+	if d := durable.Load(); d >= seq {
+		t.Fatalf("durable %d posted though the sync failed", d)
+	}
+	inj.on.Store(false)
+	waitFor(t, 10*time.Second, "durable after recovery", func() bool { return durable.Load() >= seq })
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s = openT(t, Options{Dir: dir})
+	defer s.Close()
+	if l, _ := loadAll(t, s); len(l.retained) != 1 || string(l.retained[0].Topic) != "unsynced" {
+		t.Fatalf("retained after recovery: %+v", l.retained)
+	}
+}

@@ -78,9 +78,10 @@ type Options struct {
 	// Now is the clock for expiry checks; default time.Now.
 	Now func() time.Time
 
-	fs         vfs.FS         // tests: injected errors; nil: the OS
-	beforeSync func()         // tests: called on the writer before a synced commit
-	afterSync  func(n uint64) // tests: called after a synced commit of up to seq n, before OnDurable
+	fs          vfs.FS          // tests: injected errors; nil: the OS
+	beforeSync  func()          // tests: called on the writer before a synced commit
+	afterSync   func(n uint64)  // tests: called after a synced commit of up to seq n, before OnDurable
+	afterCommit func(sync bool) // tests: called after each successful commit
 }
 
 // Errors.
@@ -566,6 +567,9 @@ func (s *Store) commit(bs []*Batch, sync bool) (err error) {
 	if sync && s.opts.afterSync != nil {
 		s.opts.afterSync(last)
 	}
+	if s.opts.afterCommit != nil {
+		s.opts.afterCommit(sync)
+	}
 	return nil
 }
 
@@ -656,9 +660,15 @@ func (w *applier) apply(k opKind, key, val []byte, id uint64) error {
 	case opDel:
 		return w.pb.Delete(key, nil)
 	case opSetRef:
-		old, ok, err := w.get(key)
-		if err != nil {
-			return err
+		// A queue position is written once (positions only grow), so only
+		// an in-flight entry can replace one that references another message.
+		var old []byte
+		var ok bool
+		if _, sub, _, _ := parseSessionKey(key); sub == subInflight {
+			var err error
+			if old, ok, err = w.get(key); err != nil {
+				return err
+			}
 		}
 		if ok {
 			if _, _, _, oid, err := decodeEntry(old); err == nil && oid != id {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -428,4 +429,42 @@ func TestParseFsync(t *testing.T) {
 	if _, err := ParseFsync("sometimes"); err == nil {
 		t.Fatal("ParseFsync accepted sometimes")
 	}
+}
+
+const lockEnv = "TINYMQ_STORE_LOCK_CHILD"
+
+// TestLockChild tries to open the directory TestSecondProcessRefused holds.
+func TestLockChild(t *testing.T) {
+	dir := os.Getenv(lockEnv)
+	if dir == "" {
+		t.Skip("child of TestSecondProcessRefused only")
+	}
+	s, err := Open(Options{Dir: dir})
+	if err == nil {
+		s.Close()
+		fmt.Println("OPENED")
+		os.Exit(0)
+	}
+	fmt.Println("ERR", err)
+	os.Exit(0)
+}
+
+func TestSecondProcessRefused(t *testing.T) {
+	if os.Getenv(lockEnv) != "" {
+		t.Skip("in the child")
+	}
+	dir := t.TempDir()
+	s := openT(t, Options{Dir: dir})
+	defer s.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), lockEnv+"="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v: %s", err, out)
+	}
+	want := fmt.Sprintf("locked by pid %d;", os.Getpid())
+	if !strings.Contains(string(out), "ERR store: data directory in use") || !strings.Contains(string(out), want) {
+		t.Fatalf("second process: %s (want %q)", out, want)
+	}
+	t.Logf("second process: %s", strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]))
 }
