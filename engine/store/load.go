@@ -332,3 +332,43 @@ func (s *Store) Message(id uint64) (m Message, ok bool, err error) {
 	defer s.dbMu.RUnlock()
 	return s.message(id)
 }
+
+// pageReq is a queue page wanted by a loop.
+type pageReq struct {
+	cid   string
+	after uint64
+	max   int
+	done  func([]Queued, error)
+}
+
+// RequestQueue pages cid's queue like Queue, on the store's reader
+// goroutine, and calls done there with the result (post it to the loop's
+// mailbox). It never blocks: a full request queue returns ErrQueueFull.
+// Safe from any goroutine; this is the call for an event loop.
+func (s *Store) RequestQueue(cid string, after uint64, max int, done func([]Queued, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	select {
+	case s.pages <- pageReq{cid, after, max, done}:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// reader is the goroutine that serves RequestQueue.
+func (s *Store) reader() {
+	defer close(s.readerDone)
+	for {
+		select {
+		case r := <-s.pages:
+			page, err := s.Queue(r.cid, r.after, r.max, nil)
+			r.done(page, err)
+		case <-s.quit:
+			return
+		}
+	}
+}

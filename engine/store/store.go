@@ -116,6 +116,9 @@ type Store struct {
 	nextMsg   atomic.Uint64
 	health    atomic.Pointer[error]
 
+	pages      chan pageReq // RequestQueue to the reader goroutine
+	readerDone chan struct{}
+
 	quit chan struct{}
 	done chan struct{}
 }
@@ -162,7 +165,8 @@ func Open(o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Store{opts: o, fs: o.fs, ch: make(chan *Batch, o.QueueLen), quit: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{opts: o, fs: o.fs, ch: make(chan *Batch, o.QueueLen), quit: make(chan struct{}), done: make(chan struct{}),
+		pages: make(chan pageReq, o.QueueLen), readerDone: make(chan struct{})}
 	if s.fs == nil {
 		s.fs = vfs.Default
 	}
@@ -192,6 +196,7 @@ func Open(o Options) (*Store, error) {
 	}
 	_ = os.WriteFile(filepath.Join(o.Dir, pidFileName), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	go s.run()
+	go s.reader()
 	return s, nil
 }
 
@@ -321,6 +326,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.quit)
 	<-s.done
+	<-s.readerDone
 	werr := s.Health()
 	s.dbMu.Lock()
 	err := safeClose(s.db)
@@ -618,7 +624,7 @@ func (s *Store) reopen() error {
 type applier struct {
 	pb   *pebble.Batch
 	k    []byte
-	gc   []uint64 // messages that lost a reference in this batch
+	gc   map[uint64]struct{} // messages that lost a reference in this commit
 	vbuf []byte
 }
 
@@ -649,7 +655,10 @@ func (w *applier) dropRef(key, old []byte) error {
 	if err := w.pb.Delete(w.refOf(id, key), nil); err != nil {
 		return err
 	}
-	w.gc = append(w.gc, id)
+	if w.gc == nil {
+		w.gc = make(map[uint64]struct{})
+	}
+	w.gc[id] = struct{}{}
 	return nil
 }
 
@@ -726,10 +735,7 @@ func (w *applier) apply(k opKind, key, val []byte, id uint64) error {
 
 // finish deletes each message that lost a reference and has none left.
 func (w *applier) finish() error {
-	for i, id := range w.gc {
-		if i > 0 && slicesContains(w.gc[:i], id) {
-			continue
-		}
+	for id := range w.gc {
 		lo := binary.BigEndian.AppendUint64([]byte{prefixRef}, id)
 		it, err := w.pb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 		if err != nil {
@@ -746,13 +752,4 @@ func (w *applier) finish() error {
 		}
 	}
 	return nil
-}
-
-func slicesContains(s []uint64, v uint64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

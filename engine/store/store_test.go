@@ -228,6 +228,24 @@ func TestQueueOrderAndPaging(t *testing.T) {
 			t.Fatalf("entry %d: pos %d payload %q", i, q.Pos, q.Message.Payload)
 		}
 	}
+	// The same page through the reader goroutine, as a loop would ask.
+	res := make(chan []Queued, 1)
+	if err := s.RequestQueue("c", 100, 5, func(p []Queued, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		res <- p
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-res:
+		if len(p) != 5 || p[0].Pos != 101 || p[4].Pos != 105 {
+			t.Fatalf("RequestQueue page: %+v", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("RequestQueue never answered")
+	}
 	// Dequeue the first 10: the page starts at 11 and their messages go.
 	b = NewBatch()
 	for p := uint64(1); p <= 10; p++ {
