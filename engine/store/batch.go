@@ -17,6 +17,8 @@ type Batch struct {
 	n   int    // ops
 	seq uint64 // set by Submit
 	tmp []byte
+
+	reads bool // an op reads state (needs an indexed pebble batch)
 }
 
 type opKind uint8
@@ -38,7 +40,7 @@ func (b *Batch) release() {
 	if cap(b.buf) > 1<<20 {
 		return // let an outsized buffer go
 	}
-	b.buf, b.n, b.seq = b.buf[:0], 0, 0
+	b.buf, b.n, b.seq, b.reads = b.buf[:0], 0, 0, false
 	batchPool.Put(b)
 }
 
@@ -49,6 +51,9 @@ func (b *Batch) Len() int { return b.n }
 func (b *Batch) Size() int { return len(b.buf) }
 
 func (b *Batch) op(k opKind, key, val []byte, id uint64) {
+	if k == opDelRef || k == opDelSession || (k == opSetRef && key[len(key)-3] == subInflight) {
+		b.reads = true
+	}
 	b.buf = append(b.buf, byte(k))
 	b.buf = binary.AppendUvarint(b.buf, uint64(len(key)))
 	b.buf = append(b.buf, key...)

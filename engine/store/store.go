@@ -545,7 +545,18 @@ func (s *Store) commit(bs []*Batch, sync bool) (err error) {
 	}()
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
-	pb := s.db.NewIndexedBatch()
+	// Reads through the batch (references, old entries) need an indexed
+	// batch; a commit of plain writes (fan-out Enqueues) is cheaper without.
+	var pb *pebble.Batch
+	reads := false
+	for _, b := range bs {
+		reads = reads || b.reads
+	}
+	if reads {
+		pb = s.db.NewIndexedBatch()
+	} else {
+		pb = s.db.NewBatch()
+	}
 	defer pb.Close()
 	w := applier{pb: pb}
 	for _, b := range bs {
