@@ -287,11 +287,13 @@ func (s *Store) Submit(b *Batch) (uint64, error) {
 	if s.closed {
 		return 0, ErrClosed
 	}
-	b.seq = s.seq + 1
+	seq := s.seq + 1
+	b.seq = seq
 	select {
 	case s.ch <- b:
-		s.seq++
-		return b.seq, nil
+		// b belongs to the writer now (it may already be released).
+		s.seq = seq
+		return seq, nil
 	default:
 		b.seq = 0
 		return 0, ErrQueueFull

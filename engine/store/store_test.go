@@ -350,7 +350,7 @@ func TestVersionRefused(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := pebble.Open(dir, &pebble.Options{})
+	db, err := pebble.Open(dir, &pebble.Options{Logger: fatalLogger{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestVersionRefused(t *testing.T) {
 		t.Fatalf("Open of a version 99 dir: %v", err)
 	}
 	// Not overwritten: the version is still 99.
-	db, err = pebble.Open(dir, &pebble.Options{})
+	db, err = pebble.Open(dir, &pebble.Options{Logger: fatalLogger{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -379,7 +379,7 @@ func TestVersionRefused(t *testing.T) {
 
 func TestDataWithoutVersionRefused(t *testing.T) {
 	dir := t.TempDir()
-	db, err := pebble.Open(dir, &pebble.Options{})
+	db, err := pebble.Open(dir, &pebble.Options{Logger: fatalLogger{}})
 	if err != nil {
 		t.Fatal(err)
 	}
