@@ -73,7 +73,9 @@ type Options struct {
 	OnDurable func(seq uint64)
 	// OnError is called on the writer goroutine for each failed commit or
 	// sync; the writer keeps retrying and OnDurable stops until a retry
-	// succeeds. Nil: errors are only visible through Health.
+	// succeeds. Pebble's background (flush, compaction) errors come here
+	// too, from pebble's goroutines. Nil: errors are only visible through
+	// Health. It must not block.
 	OnError func(err error)
 	// Now is the clock for expiry checks; default time.Now.
 	Now func() time.Time
@@ -225,6 +227,13 @@ func (s *Store) openDB() (*pebble.DB, error) {
 		MemTableStopWritesThreshold: 4,
 		Logger:                      fatalLogger{},
 		CompactionConcurrencyRange:  func() (int, int) { return 1, o.MaxCompactions },
+	}
+	if o.OnError != nil {
+		// Flush and compaction failures happen on pebble's goroutines; pebble
+		// retries them. They are reported, not made the writer's health.
+		po.EventListener = &pebble.EventListener{BackgroundError: func(err error) {
+			o.OnError(fmt.Errorf("store: background: %w", err))
+		}}
 	}
 	db, err := pebble.Open(o.Dir, po)
 	if err != nil {
