@@ -1,0 +1,777 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Fsync is when a committed batch counts as durable.
+type Fsync uint8
+
+const (
+	// FsyncInterval commits without sync and syncs the WAL every Interval;
+	// durability is posted after that sync. The default.
+	FsyncInterval Fsync = iota
+	// FsyncAlways syncs the WAL for every commit (group commit: one sync per
+	// batch of submissions); durability is posted after the sync.
+	FsyncAlways
+	// FsyncNone commits without sync and posts durability at once.
+	FsyncNone
+)
+
+var fsyncNames = [...]string{FsyncInterval: "interval", FsyncAlways: "always", FsyncNone: "none"}
+
+func (f Fsync) String() string {
+	if int(f) < len(fsyncNames) {
+		return fsyncNames[f]
+	}
+	return "fsync(" + strconv.Itoa(int(f)) + ")"
+}
+
+// ParseFsync reads "always", "interval" or "none".
+func ParseFsync(s string) (Fsync, error) {
+	for i, n := range fsyncNames {
+		if s == n {
+			return Fsync(i), nil
+		}
+	}
+	return 0, fmt.Errorf("store: fsync %q: want always, interval or none", s)
+}
+
+// Options configure a Store. Zero values take the defaults given.
+type Options struct {
+	Dir      string        // data directory, created if missing
+	Fsync    Fsync         // default FsyncInterval
+	Interval time.Duration // FsyncInterval period; default 1 s
+
+	// QueueLen bounds the batches waiting for the writer; a full queue
+	// makes Submit return ErrQueueFull. Default 4096.
+	QueueLen int
+	// MaxCommitBytes caps the encoded bytes the writer gathers into one
+	// pebble commit. Default 1 MiB.
+	MaxCommitBytes int
+
+	// Pebble tuning, small by default for a small VM.
+	MemTableSize   uint64 // default 4 MiB
+	CacheSize      int64  // block cache, default 4 MiB
+	MaxCompactions int    // concurrent compactions, default 1
+
+	// OnDurable is called on the writer goroutine with the highest sequence
+	// number (from Submit) that is now durable per the Fsync mode; every
+	// lower one is durable too. It must not block (post to a mailbox).
+	OnDurable func(seq uint64)
+	// OnError is called on the writer goroutine for each failed commit or
+	// sync; the writer keeps retrying and OnDurable stops until a retry
+	// succeeds. Pebble's background (flush, compaction) errors come here
+	// too, from pebble's goroutines. Nil: errors are only visible through
+	// Health. It must not block.
+	OnError func(err error)
+	// Now is the clock for expiry checks; default time.Now.
+	Now func() time.Time
+
+	fs          vfs.FS          // tests: injected errors; nil: the OS
+	beforeSync  func()          // tests: called on the writer before a synced commit
+	afterSync   func(n uint64)  // tests: called after a synced commit of up to seq n, before OnDurable
+	afterCommit func(sync bool) // tests: called after each successful commit
+}
+
+// Errors.
+var (
+	ErrQueueFull = errors.New("store: writer queue full")
+	ErrClosed    = errors.New("store: closed")
+	ErrLocked    = errors.New("store: data directory in use")
+	ErrVersion   = errors.New("store: unsupported data format version")
+)
+
+const pidFileName = "tinymq.pid"
+
+// Store is the durable state on pebble. Submit is safe from any goroutine
+// and never blocks on I/O; one writer goroutine commits and posts
+// durability. Reads (Load, Queue) are safe from any goroutine and see what
+// is committed.
+type Store struct {
+	opts Options
+	fs   vfs.FS
+	lock *pebble.Lock
+
+	dbMu sync.RWMutex // guards db replacement after a failure (writer writes, readers read)
+	db   *pebble.DB
+
+	mu     sync.Mutex // guards seq, closed and the send on ch
+	seq    uint64
+	closed bool
+	ch     chan *Batch
+
+	committed atomic.Uint64
+	durable   atomic.Uint64
+	nextMsg   atomic.Uint64
+	health    atomic.Pointer[error]
+
+	pages      chan pageReq // RequestQueue to the reader goroutine
+	readerDone chan struct{}
+
+	quit chan struct{}
+	done chan struct{}
+}
+
+// fatalLogger turns pebble's Fatalf (it exits the process by default) into
+// a panic the writer recovers as an error, so an I/O failure is reported and
+// retried rather than killing the broker.
+type fatalLogger struct{}
+
+type pebbleFatal struct{ msg string }
+
+func (fatalLogger) Infof(string, ...any)  {}
+func (fatalLogger) Errorf(string, ...any) {}
+func (fatalLogger) Fatalf(format string, args ...any) {
+	panic(pebbleFatal{fmt.Sprintf(format, args...)})
+}
+
+// Open opens or creates the store in o.Dir and starts its writer. It refuses
+// a directory another process holds (ErrLocked, naming the pid when its pid
+// file says) and one written in another format version (ErrVersion). Blocks
+// on I/O: call it at startup, not on a loop.
+func Open(o Options) (*Store, error) {
+	if o.Dir == "" {
+		return nil, errors.New("store: no data directory")
+	}
+	if o.Interval <= 0 {
+		o.Interval = time.Second
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = 4096
+	}
+	if o.MaxCommitBytes <= 0 {
+		o.MaxCommitBytes = 1 << 20
+	}
+	if o.MemTableSize == 0 {
+		o.MemTableSize = 4 << 20
+	}
+	if o.CacheSize <= 0 {
+		o.CacheSize = 4 << 20
+	}
+	if o.MaxCompactions <= 0 {
+		o.MaxCompactions = 1
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	s := &Store{opts: o, fs: o.fs, ch: make(chan *Batch, o.QueueLen), quit: make(chan struct{}), done: make(chan struct{}),
+		pages: make(chan pageReq, o.QueueLen), readerDone: make(chan struct{})}
+	if s.fs == nil {
+		s.fs = vfs.Default
+	}
+	if err := s.fs.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	lock, err := pebble.LockDirectory(o.Dir, s.fs)
+	if err != nil {
+		return nil, lockedError(o.Dir, err)
+	}
+	s.lock = lock
+	db, err := s.openDB()
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	s.db = db
+	if err := s.checkVersion(); err != nil {
+		_ = db.Close()
+		_ = lock.Close()
+		return nil, err
+	}
+	if err := s.initNextMsg(); err != nil {
+		_ = db.Close()
+		_ = lock.Close()
+		return nil, err
+	}
+	_ = os.WriteFile(filepath.Join(o.Dir, pidFileName), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	go s.run()
+	go s.reader()
+	return s, nil
+}
+
+func lockedError(dir string, err error) error {
+	who := "another process"
+	if b, rerr := os.ReadFile(filepath.Join(dir, pidFileName)); rerr == nil {
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
+			who = "pid " + strconv.Itoa(pid)
+			if pid == os.Getpid() {
+				who += " (this process)"
+			}
+		}
+	}
+	return fmt.Errorf("%w: %s is locked by %s; stop it or choose another --data-dir (%v)", ErrLocked, dir, who, err)
+}
+
+func (s *Store) openDB() (*pebble.DB, error) {
+	o := s.opts
+	cache := pebble.NewCache(o.CacheSize)
+	defer cache.Unref()
+	po := &pebble.Options{
+		FS:                          s.fs,
+		Lock:                        s.lock,
+		Cache:                       cache,
+		MemTableSize:                o.MemTableSize,
+		MemTableStopWritesThreshold: 4,
+		Logger:                      fatalLogger{},
+		CompactionConcurrencyRange:  func() (int, int) { return 1, o.MaxCompactions },
+	}
+	if o.OnError != nil {
+		// Flush and compaction failures happen on pebble's goroutines; pebble
+		// retries them. They are reported, not made the writer's health.
+		po.EventListener = &pebble.EventListener{BackgroundError: func(err error) {
+			o.OnError(fmt.Errorf("store: background: %w", err))
+		}}
+	}
+	db, err := pebble.Open(o.Dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", o.Dir, err)
+	}
+	return db, nil
+}
+
+// checkVersion writes the format version into a new store and refuses an
+// existing one of another version, or one with data and no version.
+func (s *Store) checkVersion() error {
+	v, closer, err := s.db.Get(keyFormatVersion)
+	if err == nil {
+		defer closer.Close()
+		if len(v) != 2 {
+			return fmt.Errorf("%w: unreadable version record in %s; not touching it", ErrVersion, s.opts.Dir)
+		}
+		if got := binary.BigEndian.Uint16(v); got != FormatVersion {
+			return fmt.Errorf("%w: %s holds format version %d, this build reads %d; not touching it", ErrVersion, s.opts.Dir, got, FormatVersion)
+		}
+		return nil
+	}
+	if !errors.Is(err, pebble.ErrNotFound) {
+		return fmt.Errorf("store: %w", err)
+	}
+	it, err := s.db.NewIter(nil)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	nonEmpty := it.First()
+	_ = it.Close()
+	if nonEmpty {
+		return fmt.Errorf("%w: %s has data but no format version; not touching it", ErrVersion, s.opts.Dir)
+	}
+	return s.db.Set(keyFormatVersion, binary.BigEndian.AppendUint16(nil, FormatVersion), pebble.Sync)
+}
+
+func (s *Store) initNextMsg() error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixMessage}, UpperBound: []byte{prefixMessage + 1}})
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer it.Close()
+	if it.Last() && len(it.Key()) == 9 {
+		s.nextMsg.Store(binary.BigEndian.Uint64(it.Key()[1:]))
+	}
+	return nil
+}
+
+// NextMessageID allocates a message record id. Safe from any goroutine.
+func (s *Store) NextMessageID() uint64 { return s.nextMsg.Add(1) }
+
+// Submit hands b to the writer and returns its sequence number; OnDurable
+// later reports a number >= it. It never blocks: a full queue returns
+// ErrQueueFull (b is still the caller's; retry or drop it, and count it).
+// Safe from any goroutine; on success the store owns b.
+func (s *Store) Submit(b *Batch) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, ErrClosed
+	}
+	seq := s.seq + 1
+	b.seq = seq
+	select {
+	case s.ch <- b:
+		// b belongs to the writer now (it may already be released).
+		s.seq = seq
+		return seq, nil
+	default:
+		b.seq = 0
+		return 0, ErrQueueFull
+	}
+}
+
+// Committed is the highest sequence number committed to pebble (visible to
+// Load and Queue, not necessarily durable). Safe from any goroutine.
+func (s *Store) Committed() uint64 { return s.committed.Load() }
+
+// Durable is the highest sequence number durable per the Fsync mode.
+func (s *Store) Durable() uint64 { return s.durable.Load() }
+
+// Health is nil while writes succeed, else the last write error.
+func (s *Store) Health() error {
+	if p := s.health.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Close stops accepting batches, commits and syncs what is queued, stops the
+// writer and closes pebble. It returns the last write error if the writer
+// was failing. Blocks on I/O.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	s.closed = true
+	s.mu.Unlock()
+	close(s.quit)
+	<-s.done
+	<-s.readerDone
+	werr := s.Health()
+	s.dbMu.Lock()
+	err := safeClose(s.db)
+	s.dbMu.Unlock()
+	_ = os.Remove(filepath.Join(s.opts.Dir, pidFileName))
+	if lerr := s.lock.Close(); err == nil {
+		err = lerr
+	}
+	if werr != nil {
+		return werr
+	}
+	if err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+func safeClose(db *pebble.DB) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store: close: %v", r)
+		}
+	}()
+	return db.Close()
+}
+
+func (s *Store) setHealth(err error) {
+	if err == nil {
+		s.health.Store(nil)
+		return
+	}
+	s.health.Store(&err)
+	if s.opts.OnError != nil {
+		s.opts.OnError(err)
+	}
+}
+
+// run is the writer goroutine: it gathers queued batches into one pebble
+// commit, syncs per the Fsync mode, and posts durability.
+func (s *Store) run() {
+	defer close(s.done)
+	var (
+		unsynced []*Batch // committed NoSync (interval), replayed after a failure
+		cur      []*Batch
+		timer    *time.Timer
+		timerC   <-chan time.Time
+	)
+	if s.opts.Fsync == FsyncInterval {
+		timer = time.NewTimer(time.Hour)
+		timer.Stop()
+	}
+	release := func(bs []*Batch) []*Batch {
+		for i, b := range bs {
+			b.release()
+			bs[i] = nil
+		}
+		return bs[:0]
+	}
+	// settle commits cur (and, after a failure, replays unsynced first) until
+	// it succeeds or the store is closing.
+	settle := func(sync bool, err error) bool {
+		if err == nil {
+			if err = s.commit(cur, sync); err == nil {
+				return true
+			}
+		}
+		s.setHealth(err)
+		backoff := 20 * time.Millisecond
+		for {
+			select {
+			case <-s.quit:
+				return false
+			case <-time.After(backoff):
+			}
+			if backoff < time.Second {
+				backoff *= 2
+			}
+			if err = s.reopen(); err == nil {
+				all := append(append([]*Batch(nil), unsynced...), cur...)
+				if err = s.commit(all, true); err == nil {
+					s.setHealth(nil)
+					if len(unsynced) > 0 {
+						s.post(unsynced[len(unsynced)-1].seq)
+						unsynced = release(unsynced)
+					}
+					if !sync && len(cur) > 0 {
+						// cur is now synced too.
+						s.post(cur[len(cur)-1].seq)
+						cur = release(cur)
+					}
+					return true
+				}
+			}
+			s.setHealth(err)
+		}
+	}
+	syncNow := func() bool {
+		if len(unsynced) == 0 {
+			return true
+		}
+		if err := s.syncWAL(); err != nil {
+			cur = cur[:0]
+			return settle(true, err) // replays unsynced with a synced commit
+		}
+		s.post(unsynced[len(unsynced)-1].seq)
+		unsynced = release(unsynced)
+		return true
+	}
+	for {
+		var first *Batch
+		select {
+		case first = <-s.ch:
+		case <-timerC:
+			timerC = nil
+			if !syncNow() {
+				return
+			}
+			continue
+		case <-s.quit:
+			// Commit what Submit accepted before Close in one synced
+			// commit; it syncs the WAL for everything before it too.
+			cur = cur[:0]
+		drain:
+			for {
+				select {
+				case b := <-s.ch:
+					cur = append(cur, b)
+				default:
+					break drain
+				}
+			}
+			if len(cur) == 0 {
+				syncNow()
+				return
+			}
+			if !settle(true, nil) {
+				return
+			}
+			if len(cur) > 0 {
+				s.post(cur[len(cur)-1].seq)
+				cur = release(cur)
+			}
+			unsynced = release(unsynced)
+			return
+		}
+		cur = append(cur[:0], first)
+		size := first.Size()
+	gather:
+		for size < s.opts.MaxCommitBytes {
+			select {
+			case b := <-s.ch:
+				cur = append(cur, b)
+				size += b.Size()
+			default:
+				break gather
+			}
+		}
+		last := cur[len(cur)-1].seq
+		switch s.opts.Fsync {
+		case FsyncAlways:
+			if !settle(true, nil) {
+				return
+			}
+			if len(cur) > 0 {
+				s.post(last)
+				cur = release(cur)
+			}
+		case FsyncNone:
+			if !settle(false, nil) {
+				return
+			}
+			if len(cur) > 0 {
+				s.post(last)
+				cur = release(cur)
+			}
+		default:
+			if !settle(false, nil) {
+				return
+			}
+			if len(cur) > 0 {
+				unsynced = append(unsynced, cur...)
+				cur = cur[:0]
+				if timerC == nil {
+					timer.Reset(s.opts.Interval)
+					timerC = timer.C
+				}
+			}
+		}
+	}
+}
+
+func (s *Store) post(seq uint64) {
+	if seq <= s.durable.Load() {
+		return
+	}
+	s.durable.Store(seq)
+	if s.opts.OnDurable != nil {
+		s.opts.OnDurable(seq)
+	}
+}
+
+// commit applies bs in one pebble batch; pebble's fatal errors come back as
+// errors.
+func (s *Store) commit(bs []*Batch, sync bool) (err error) {
+	if len(bs) == 0 {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(pebbleFatal); ok {
+				err = errors.New("store: " + f.msg)
+				return
+			}
+			panic(r)
+		}
+	}()
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	// Reads through the batch (references, old entries) need an indexed
+	// batch; a commit of plain writes (fan-out Enqueues) is cheaper without.
+	var pb *pebble.Batch
+	reads := false
+	for _, b := range bs {
+		reads = reads || b.reads
+	}
+	if reads {
+		pb = s.db.NewIndexedBatch()
+	} else {
+		pb = s.db.NewBatch()
+	}
+	defer pb.Close()
+	w := applier{pb: pb}
+	for _, b := range bs {
+		if err := b.each(w.apply); err != nil {
+			return fmt.Errorf("store: apply: %w", err)
+		}
+	}
+	if err := w.finish(); err != nil {
+		return err
+	}
+	wo := pebble.NoSync
+	if sync {
+		wo = pebble.Sync
+		if s.opts.beforeSync != nil {
+			s.opts.beforeSync()
+		}
+	}
+	if err := pb.Commit(wo); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	last := bs[len(bs)-1].seq
+	if last > s.committed.Load() {
+		s.committed.Store(last)
+	}
+	if sync && s.opts.afterSync != nil {
+		s.opts.afterSync(last)
+	}
+	if s.opts.afterCommit != nil {
+		s.opts.afterCommit(sync)
+	}
+	return nil
+}
+
+// syncWAL makes every NoSync commit so far durable.
+func (s *Store) syncWAL() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(pebbleFatal); ok {
+				err = errors.New("store: " + f.msg)
+				return
+			}
+			panic(r)
+		}
+	}()
+	if s.opts.beforeSync != nil {
+		s.opts.beforeSync()
+	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("store: sync: %w", err)
+	}
+	if s.opts.afterSync != nil {
+		s.opts.afterSync(s.committed.Load())
+	}
+	return nil
+}
+
+// reopen replaces a pebble instance whose WAL failed (pebble's write errors
+// are sticky) with a fresh one over the same directory and lock.
+func (s *Store) reopen() error {
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	_ = safeClose(s.db)
+	db, err := s.openDB()
+	if err != nil {
+		// Keep a closed db in place; the next attempt reopens again.
+		return err
+	}
+	s.db = db
+	return nil
+}
+
+// applier turns ops into pebble writes; it reads through the indexed batch
+// so that each op sees the ones before it.
+type applier struct {
+	pb   *pebble.Batch
+	k    []byte
+	gc   map[uint64]struct{} // messages that lost a reference in this commit
+	vbuf []byte
+}
+
+func (w *applier) get(key []byte) ([]byte, bool, error) {
+	v, c, err := w.pb.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	w.vbuf = append(w.vbuf[:0], v...)
+	_ = c.Close()
+	return w.vbuf, true, nil
+}
+
+// refOf is the reference key of entry key ('s' cid sub suffix): 'x' id cid sub suffix.
+func (w *applier) refOf(id uint64, key []byte) []byte {
+	w.k = binary.BigEndian.AppendUint64(append(w.k[:0], prefixRef), id)
+	return append(w.k, key[1:]...)
+}
+
+func (w *applier) dropRef(key, old []byte) error {
+	_, _, _, id, err := decodeEntry(old)
+	if err != nil {
+		return err
+	}
+	if err := w.pb.Delete(w.refOf(id, key), nil); err != nil {
+		return err
+	}
+	if w.gc == nil {
+		w.gc = make(map[uint64]struct{})
+	}
+	w.gc[id] = struct{}{}
+	return nil
+}
+
+func (w *applier) apply(k opKind, key, val []byte, id uint64) error {
+	switch k {
+	case opSet:
+		return w.pb.Set(key, val, nil)
+	case opDel:
+		return w.pb.Delete(key, nil)
+	case opSetRef:
+		// A queue position is written once (positions only grow), so only
+		// an in-flight entry can replace one that references another message.
+		var old []byte
+		var ok bool
+		if _, sub, _, _ := parseSessionKey(key); sub == subInflight {
+			var err error
+			if old, ok, err = w.get(key); err != nil {
+				return err
+			}
+		}
+		if ok {
+			if _, _, _, oid, err := decodeEntry(old); err == nil && oid != id {
+				if err := w.dropRef(key, old); err != nil {
+					return err
+				}
+			}
+		}
+		if err := w.pb.Set(key, val, nil); err != nil {
+			return err
+		}
+		return w.pb.Set(w.refOf(id, key), nil, nil)
+	case opDelRef:
+		old, ok, err := w.get(key)
+		if err != nil || !ok {
+			return err
+		}
+		if err := w.dropRef(key, old); err != nil {
+			return err
+		}
+		return w.pb.Delete(key, nil)
+	case opDelSession:
+		it, err := w.pb.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: prefixEnd(key)})
+		if err != nil {
+			return err
+		}
+		var keys [][]byte
+		for ok := it.First(); ok; ok = it.Next() {
+			ik := append([]byte(nil), it.Key()...)
+			if _, sub, _, ok := parseSessionKey(ik); ok && (sub == subQueue || sub == subInflight) {
+				v, err := it.ValueAndErr()
+				if err != nil {
+					_ = it.Close()
+					return err
+				}
+				if err := w.dropRef(ik, v); err != nil {
+					_ = it.Close()
+					return err
+				}
+			}
+			keys = append(keys, ik)
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+		for _, ik := range keys {
+			if err := w.pb.Delete(ik, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return errCorrupt
+}
+
+// finish deletes each message that lost a reference and has none left.
+func (w *applier) finish() error {
+	for id := range w.gc {
+		lo := binary.BigEndian.AppendUint64([]byte{prefixRef}, id)
+		it, err := w.pb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+		if err != nil {
+			return err
+		}
+		referenced := it.First()
+		if err := it.Close(); err != nil {
+			return err
+		}
+		if !referenced {
+			if err := w.pb.Delete(messageKey(w.k[:0], id), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
