@@ -410,7 +410,7 @@ func (c *conn) handle(h codec.FixedHeader, body []byte) error {
 	case codec.TypeConnect:
 		return errSecondConnect // [MQTT-3.1.0-2]
 	default:
-		return errUnexpectedPacket
+		return errUnexpectedPacket // [MQTT-4.8.0-1]
 	}
 }
 

@@ -515,3 +515,25 @@ func TestStrictCountedAndLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestStrictServerOnlyPackets [MQTT-4.8.0-1]: packets only a server sends
+// (CONNACK, SUBACK, UNSUBACK, PINGRESP) and 5.0's AUTH on a 3.1.1
+// connection are protocol violations: the connection is closed.
+// Mosquitto 2.0.11 closes on CONNACK and AUTH but ignores SUBACK, UNSUBACK
+// and PINGRESP; TinyMQ closes on all of them (docs/validation.md).
+func TestStrictServerOnlyPackets(t *testing.T) {
+	send := func(raw ...byte) func(t *testing.T, addr string) string {
+		return func(t *testing.T, addr string) string {
+			rc := strictConnected(t, addr, "srv-only", codec.V311)
+			rc.write(raw)
+			return observe(t, rc)
+		}
+	}
+	runStrict(t, []strictCase{
+		{name: "connack", want: "closed", run: send(0x20, 2, 0, 0)},
+		{name: "suback", want: "closed", mosq: "open", run: send(0x90, 3, 0, 1, 0)},
+		{name: "unsuback", want: "closed", mosq: "open", run: send(0xb0, 2, 0, 1)},
+		{name: "pingresp", want: "closed", mosq: "open", run: send(0xd0, 0)},
+		{name: "auth", want: "closed", run: send(0xf0, 0)},
+	})
+}
