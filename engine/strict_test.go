@@ -435,7 +435,13 @@ func TestStrictTakeoverWill(t *testing.T) {
 			ack := nc.connect(codec.Connect{ClientID: []byte(id), CleanStart: newClean, KeepAlive: 60})
 			old.expectClosed(5 * time.Second)
 			res := fmt.Sprintf("present=%v", ack.SessionPresent)
-			h, body, err := watch.readPacket(500 * time.Millisecond) // a will is routed at once; none within 0.5 s is none
+			// A will is routed as the old connection closes: wait up to 5 s
+			// for one that the rule expects, 0.5 s to see that none comes.
+			wait := 500 * time.Millisecond
+			if oldClean || newClean {
+				wait = 5 * time.Second
+			}
+			h, body, err := watch.readPacket(wait)
 			switch {
 			case err == nil:
 				res += " watcher=" + describe(h, body)
