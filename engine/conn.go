@@ -524,9 +524,10 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 			return errQoS2Quota
 		}
 		// PUBREC before the deliveries, as PUBACK above; a re-sent
-		// PUBLISH (DUP, PUBREL pending) is acknowledged again.
-		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePubrec, p.PacketID)) // [MQTT-4.3.3-2]
-		if !dup && routable {                                               // exactly once: a resent PUBLISH is not routed again [MQTT-4.3.3-2]
+		// PUBLISH (DUP, PUBREL pending) is acknowledged again but not
+		// routed again: exactly once [MQTT-4.3.3-2].
+		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePubrec, p.PacketID))
+		if !dup && routable {
 			l.r.publish(p.Topic, p.Payload, 2, p.Retain, nil)
 		}
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -52,7 +53,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	c.version = p.Version
 
 	pc := pendingConnect{id: string(p.ClientID), version: p.Version, clean: p.CleanStart, keepAlive: p.KeepAlive}
-	if p.Version == codec.V31 && (len(pc.id) == 0 || len(pc.id) > maxClientIDLen31) {
+	if p.Version == codec.V31 && (len(pc.id) == 0 || utf8.RuneCountInString(pc.id) > maxClientIDLen31) {
 		// MQTT 3.1 §3.1: the client id is 1 to 23 characters; otherwise
 		// CONNACK 2 (identifier rejected). Mosquitto 2.0.11 refuses the
 		// empty one and accepts longer ones (docs/validation.md).
