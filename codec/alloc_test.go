@@ -86,3 +86,13 @@ func TestAllocsEncode(t *testing.T) {
 	zeroAllocs(t, "CONNACK v3.1.1", func() { dst = connack.AppendTo(dst[:0], codec.V311) })
 	zeroAllocs(t, "CONNACK v5", func() { dst = connack.AppendTo(dst[:0], codec.V5) })
 }
+
+func TestAllocsCheckUTF8(t *testing.T) {
+	s := []byte("sensors/\xc3\xa9t\xc3\xa9/\xf0\x9f\x98\x80/temp")
+	bad := []byte("a/\xef\xbf\xbf")
+	zeroAllocs(t, "CheckUTF8", func() {
+		if codec.CheckUTF8(s) != nil || codec.CheckUTF8(bad) == nil {
+			t.Fatal("wrong verdict")
+		}
+	})
+}

@@ -68,7 +68,13 @@ func checkFlags(t Type, f uint8) error {
 			return ErrInvalidQoS // [MQTT-3.3.1-4]
 		}
 		return nil
-	case TypePubrel, TypeSubscribe, TypeUnsubscribe:
+	case TypePubrel:
+		// 0x02, or 0x0a: a 3.1 re-send with DUP; Ack.Decode, which knows
+		// the protocol level, refuses 0x0a from 3.1.1 and 5.0.
+		if f != 0x02 && f != 0x0a {
+			return ErrReservedFlags // [MQTT-2.2.2-1] [MQTT-3.6.1-1]
+		}
+	case TypeSubscribe, TypeUnsubscribe:
 		if f != 0x02 {
 			return ErrReservedFlags // [MQTT-2.2.2-1] [MQTT-3.6.1-1] [MQTT-3.8.1-1] [MQTT-3.10.1-1]
 		}
@@ -143,25 +149,41 @@ func AppendString(dst []byte, s []byte) []byte {
 	return append(dst, s...)
 }
 
-// ValidUTF8 reports whether b is an MQTT UTF-8 string: well-formed UTF-8
-// without surrogates [MQTT-1.5.3-1] and without U+0000 [MQTT-1.5.3-2].
-func ValidUTF8(b []byte) bool {
+// ValidUTF8 reports whether b is an MQTT UTF-8 string CheckUTF8 accepts.
+func ValidUTF8(b []byte) bool { return CheckUTF8(b) == nil }
+
+// CheckUTF8 checks an MQTT UTF-8 string as Mosquitto 2.0 does: well-formed
+// UTF-8 without surrogates [MQTT-1.5.3-1] [MQTT-1.5.4-1], no U+0000
+// [MQTT-1.5.3-2] [MQTT-1.5.4-2], and none of the code points the spec says
+// a receiver MAY treat as malformed (3.1.1 §1.5.3, 5.0 §1.5.4): the control
+// characters U+0001..U+001F and U+007F..U+009F and the Unicode
+// non-characters (U+FDD0..U+FDEF, U+nFFFE, U+nFFFF). The error says which
+// rule failed. It never allocates.
+func CheckUTF8(b []byte) *Error {
 	for i := 0; i < len(b); {
 		c := b[i]
 		if c < utf8.RuneSelf {
-			if c == 0 {
-				return false
+			switch {
+			case c == 0:
+				return ErrNullChar
+			case c < 0x20 || c == 0x7f:
+				return ErrControlChar
 			}
 			i++
 			continue
 		}
 		r, size := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && size <= 1 {
-			return false
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return ErrBadUTF8
+		case r <= 0x9f:
+			return ErrControlChar // U+0080..U+009F (C1 controls)
+		case r >= 0xfdd0 && r <= 0xfdef, r&0xfffe == 0xfffe:
+			return ErrNonCharacter
 		}
 		i += size
 	}
-	return true
+	return nil
 }
 
 // reader walks a packet body. Every read checks bounds; the first failure
@@ -245,8 +267,10 @@ func (r *reader) bytes() []byte {
 // str reads a UTF-8 string and validates it.
 func (r *reader) str() []byte {
 	v := r.bytes()
-	if r.err == nil && !ValidUTF8(v) {
-		r.fail(ErrBadUTF8) // [MQTT-1.5.3-1]
+	if r.err == nil {
+		if e := CheckUTF8(v); e != nil {
+			r.fail(e) // [MQTT-1.5.3-1] [MQTT-1.5.3-2] [MQTT-1.5.4-1] [MQTT-1.5.4-2]
+		}
 	}
 	return v
 }

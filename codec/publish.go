@@ -124,6 +124,9 @@ func (p *Ack) Decode(v Version, h FixedHeader, body []byte) error {
 	if p.PacketID == 0 {
 		return ErrZeroPacketID // [MQTT-2.3.1-1]
 	}
+	if h.Type == TypePubrel && h.Flags != 0x02 && v != V31 {
+		return ErrReservedFlags // DUP on PUBREL: a 3.1 re-send only [MQTT-3.6.1-1]
+	}
 	if v == V5 {
 		if r.left() > 0 {
 			p.Reason = ReasonCode(r.byte())

@@ -213,6 +213,9 @@ var (
 	ErrShortBuffer     = &Error{MalformedPacket, "packet shorter than its fields"}
 	ErrTrailingBytes   = &Error{MalformedPacket, "bytes after the last field"}
 	ErrBadUTF8         = &Error{MalformedPacket, "malformed UTF-8 string"}
+	ErrNullChar        = &Error{MalformedPacket, "U+0000 in a UTF-8 string"}
+	ErrControlChar     = &Error{MalformedPacket, "control character (U+0001..U+001F, U+007F..U+009F) in a UTF-8 string"}
+	ErrNonCharacter    = &Error{MalformedPacket, "Unicode non-character in a UTF-8 string"}
 	ErrInvalidQoS      = &Error{MalformedPacket, "QoS 3"}
 	ErrZeroPacketID    = &Error{ProtocolError, "packet identifier 0"}
 	ErrNoTopicFilters  = &Error{ProtocolError, "no topic filters"}

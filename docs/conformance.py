@@ -7,6 +7,9 @@ import os, re, sys, collections
 RULES = {
  "MQTT-1.5.3-1": "UTF-8 strings are well-formed, no surrogates",
  "MQTT-1.5.3-2": "UTF-8 strings contain no U+0000",
+ "MQTT-1.5.3-3": "a BOM (U+FEFF) is not skipped or stripped",
+ "MQTT-1.5.4-1": "5.0: UTF-8 strings are well-formed, no surrogates",
+ "MQTT-1.5.4-2": "5.0: UTF-8 strings contain no U+0000",
  "MQTT-1.5.5-1": "variable byte integers use at most 4 bytes, minimally encoded",
  "MQTT-2.2.2-1": "reserved fixed-header flags carry their listed values",
  "MQTT-2.2.2-2": "invalid flags / duplicate properties close the connection",
@@ -77,7 +80,9 @@ RULES = {
  "MQTT-6.0.0-3": "WebSocket: the client offers the subprotocol mqtt",
  "MQTT-6.0.0-4": "WebSocket: the server selects and returns the subprotocol mqtt",
  "MQTT-3.15.2-1": "5.0: AUTH reason code is 0x00, 0x18 or 0x19",
+ "MQTT-4.3.2-1": "QoS 1 sender: the PUBLISH is unacknowledged until its PUBACK (PUBREC/PUBCOMP for it close)",
  "MQTT-4.3.2-2": "QoS 1: PUBACK after taking ownership",
+ "MQTT-4.3.3-1": "QoS 2 sender: PUBREC, then PUBCOMP after PUBREL (PUBACK, early PUBCOMP close)",
  "MQTT-4.3.3-2": "QoS 2 receiver: PUBREC until PUBREL, no duplicate delivery, PUBCOMP answers PUBREL",
  "MQTT-4.3.3-3": "QoS 2 sender: PUBREL answers PUBREC",
  "MQTT-4.4.0-1": "reconnect with clean session 0: unacknowledged PUBLISH and PUBREL re-sent",
@@ -88,6 +93,7 @@ RULES = {
  "MQTT-4.7.2-1": "filters starting with a wildcard do not match $ topics",
  "MQTT-4.7.3-1": "topics are at least one character",
  "MQTT-4.7.3-2": "topics contain no U+0000",
+ "MQTT-4.8.0-1": "a protocol violation closes the network connection",
  "MQTT-4.8.2-1": "5.0: $share/{group}/{filter}: group and filter non-empty",
  "MQTT-4.8.2-2": "5.0: share name contains no / + #",
 }

@@ -227,7 +227,9 @@ func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
 	if b.opts.Verbose {
 		b.log.Info("client disconnected", "client", s.id, "reason", reason)
 	}
-	b.detach(c)
+	if b.detach(c) {
+		c.will = nil // taken over by a connection that resumed the session [MQTT-3.1.4-2]
+	}
 	if c.will != nil && !c.cleanDisconnect && !b.closing.Load() {
 		// [MQTT-3.1.2-8]: the will is published when the connection ends
 		// without DISCONNECT.
@@ -408,7 +410,7 @@ func (c *conn) handle(h codec.FixedHeader, body []byte) error {
 	case codec.TypeConnect:
 		return errSecondConnect // [MQTT-3.1.0-2]
 	default:
-		return errUnexpectedPacket
+		return errUnexpectedPacket // [MQTT-4.8.0-1]
 	}
 }
 
@@ -447,15 +449,23 @@ func (c *conn) send(raw []byte) {
 func (c *conn) onAck(a *codec.Ack) error {
 	s := c.s
 	s.mu.Lock()
-	var wrote bool
+	var (
+		wrote bool
+		err   error
+	)
 	if a.Type == codec.TypePubrel {
+		// Releases an inbound QoS 2 id; an unknown id is answered too (as
+		// Mosquitto does), whatever the client's outbound state.
 		s.releaseQoS2InLocked(a.PacketID)
 		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
 		wrote = true
 	} else {
-		wrote = s.ackLocked(c.l.b, a.Type, a.PacketID)
+		wrote, err = s.ackLocked(c.l.b, a.Type, a.PacketID)
 	}
 	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if wrote {
 		c.l.r.markDirty(s, c.l)
 	}
@@ -491,10 +501,13 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 			l.r.publish(p.Topic, p.Payload, 0, p.Retain, nil)
 		}
 	case 1:
+		// The acknowledgement does not wait for durability, so it goes
+		// out before this message's deliveries, including one to this
+		// very connection.
+		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePuback, p.PacketID)) // [MQTT-4.3.2-2]
 		if routable {
 			l.r.publish(p.Topic, p.Payload, 1, p.Retain, nil)
 		}
-		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePuback, p.PacketID)) // [MQTT-4.3.2-2]
 	case 2:
 		s := c.s
 		s.mu.Lock()
@@ -510,10 +523,13 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		if over {
 			return errQoS2Quota
 		}
-		if !dup && routable { // exactly once: a resent PUBLISH is not routed again [MQTT-4.3.3-2]
+		// PUBREC before the deliveries, as PUBACK above; a re-sent
+		// PUBLISH (DUP, PUBREL pending) is acknowledged again but not
+		// routed again: exactly once [MQTT-4.3.3-2].
+		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePubrec, p.PacketID))
+		if !dup && routable {
 			l.r.publish(p.Topic, p.Payload, 2, p.Retain, nil)
 		}
-		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePubrec, p.PacketID))
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -52,6 +53,17 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	c.version = p.Version
 
 	pc := pendingConnect{id: string(p.ClientID), version: p.Version, clean: p.CleanStart, keepAlive: p.KeepAlive}
+	if p.Version == codec.V31 && (len(pc.id) == 0 || utf8.RuneCountInString(pc.id) > maxClientIDLen31) {
+		// MQTT 3.1 §3.1: the client id is 1 to 23 characters; otherwise
+		// CONNACK 2 (identifier rejected). Mosquitto 2.0.11 refuses the
+		// empty one and accepts longer ones (docs/validation.md).
+		c.refuse(codec.ClientIdentifierNotValid)
+		c.closeReason = closeClientIDTooLong
+		if len(pc.id) == 0 {
+			c.closeReason = closeEmptyClientID
+		}
+		return errClose
+	}
 	if pc.id == "" {
 		if !p.CleanStart {
 			c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-8]
@@ -136,6 +148,10 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	}
 	return nil
 }
+
+// maxClientIDLen31 is MQTT 3.1's bound on the client id (characters; a
+// longer id is refused whatever Options.MaxClientIDLen says).
+const maxClientIDLen31 = 23
 
 // refuseLogin answers failed credentials with CONNACK "not authorized"
 // and closes the connection: at once for the first failures from an
@@ -324,15 +340,19 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 
 // detach ends c's hold on its session: a clean session is discarded, a
 // persistent one goes offline and starts queueing [MQTT-3.1.2-4]
-// [MQTT-3.1.2-5]. Runs on c's loop.
-func (b *Broker) detach(c *conn) {
+// [MQTT-3.1.2-5]. It reports whether the session lives on with another
+// connection that resumed it (a takeover with clean session 0 on both
+// sides): then c's will is not published, as Mosquitto 2.0 does
+// [MQTT-3.1.4-2]. Runs on c's loop.
+func (b *Broker) detach(c *conn) (resumed bool) {
 	s := c.s
 	b.sessMu.Lock()
 	s.mu.Lock()
 	if s.c != c { // taken over: the session belongs to the new connection
+		resumed = !s.dead // a clean takeover discarded it (dead), a resume kept it
 		s.mu.Unlock()
 		b.sessMu.Unlock()
-		return
+		return resumed
 	}
 	s.c = nil
 	if s.wbuf != nil {
@@ -353,6 +373,7 @@ func (b *Broker) detach(c *conn) {
 	if drop {
 		b.dropSubscriptions(s)
 	}
+	return false
 }
 
 // expireSessions discards persistent sessions that have been offline for

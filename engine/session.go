@@ -234,8 +234,14 @@ func (s *session) resendLocked() {
 }
 
 // ackLocked handles PUBACK, PUBREC and PUBCOMP from the client. It reports
-// whether bytes were added (a PUBREL, or queued messages now in flight).
-func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) bool {
+// whether bytes were added (a PUBREL, or queued messages now in flight), or
+// an error when the acknowledgement does not fit the delivery it names
+// (the connection is then closed, as Mosquitto 2.0 does): PUBREC or PUBCOMP
+// for a QoS 1 delivery, PUBACK for a QoS 2 one, PUBCOMP for a QoS 2
+// delivery still awaiting PUBREC [MQTT-4.3.2-1] [MQTT-4.3.3-1]. An
+// acknowledgement for an id not in flight is ignored (PUBREC is answered
+// with PUBREL so the client can free the id), as Mosquitto does.
+func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) (bool, error) {
 	for i := range s.inflightLocked() {
 		st := s.st
 		f := &st.inflight[i]
@@ -243,25 +249,35 @@ func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) bool {
 			continue
 		}
 		switch {
-		case t == codec.TypePubrec && f.qos == 2:
-			f.rel = true
+		case f.qos == 1 && t != codec.TypePuback:
+			return false, errAckForQoS1 // [MQTT-4.3.2-1] [MQTT-4.8.0-1]
+		case f.qos == 2 && t == codec.TypePuback:
+			return false, errPubackForQoS2 // [MQTT-4.3.3-1] [MQTT-4.8.0-1]
+		case f.qos == 2 && t == codec.TypePubcomp && !f.rel:
+			return false, errPubcompBeforePubrec // [MQTT-4.3.3-1] [MQTT-4.8.0-1]
+		case t == codec.TypePubrec:
+			f.rel = true                                                 // a repeated PUBREC gets PUBREL again
 			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id) // [MQTT-4.3.3-3]
-			return true
-		case t == codec.TypePuback && f.qos == 1, t == codec.TypePubcomp && f.qos == 2 && f.rel:
-			copy(st.inflight[i:], st.inflight[i+1:])
-			st.inflight[len(st.inflight)-1] = inflight{}
-			st.inflight = st.inflight[:len(st.inflight)-1]
-			return s.drainLocked(b)
+			return true, nil
 		}
-		return false
+		copy(st.inflight[i:], st.inflight[i+1:]) // PUBACK (QoS 1), PUBCOMP after PUBREL (QoS 2)
+		st.inflight[len(st.inflight)-1] = inflight{}
+		st.inflight = st.inflight[:len(st.inflight)-1]
+		return s.drainLocked(b), nil
 	}
 	if t == codec.TypePubrec {
 		// Unknown id: release it anyway so the client can free it.
 		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id)
-		return true
+		return true, nil
 	}
-	return false
+	return false, nil
 }
+
+var (
+	errAckForQoS1          = &codec.Error{Code: codec.ProtocolError, Msg: "PUBREC or PUBCOMP for a QoS 1 delivery"}
+	errPubackForQoS2       = &codec.Error{Code: codec.ProtocolError, Msg: "PUBACK for a QoS 2 delivery"}
+	errPubcompBeforePubrec = &codec.Error{Code: codec.ProtocolError, Msg: "PUBCOMP for a QoS 2 delivery awaiting PUBREC"}
+)
 
 // clearLocked drops the session's messages (queue, in flight, QoS 2 state).
 func (s *session) clearLocked() {

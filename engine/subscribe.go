@@ -15,6 +15,11 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 	if err := p.Decode(c.version, h, body); err != nil {
 		return err
 	}
+	for i := range p.Subs {
+		if len(p.Subs[i].Filter) == 0 {
+			return errEmptyFilter // [MQTT-4.7.3-1]: close, as Mosquitto does, before acting on any filter
+		}
+	}
 	s := c.s
 	perms := c.permissions()
 	codes := l.codes[:0]
@@ -88,6 +93,8 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 	return nil
 }
 
+var errEmptyFilter = &codec.Error{Code: codec.ProtocolError, Msg: "zero-length topic filter"}
+
 // onUnsubscribe handles UNSUBSCRIBE; UNSUBACK is sent even when nothing
 // matched [MQTT-3.10.4-5]. Runs on c's loop.
 func (c *conn) onUnsubscribe(h codec.FixedHeader, body []byte) error {
@@ -96,6 +103,11 @@ func (c *conn) onUnsubscribe(h codec.FixedHeader, body []byte) error {
 	p := &l.unsub
 	if err := p.Decode(c.version, h, body); err != nil {
 		return err
+	}
+	for _, f := range p.Filters {
+		if len(f) == 0 {
+			return errEmptyFilter // [MQTT-4.7.3-1]
+		}
 	}
 	s := c.s
 	for _, f := range p.Filters {

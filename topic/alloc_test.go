@@ -30,6 +30,12 @@ func TestAllocs(t *testing.T) {
 	zeroAllocs(t, "Dedup", func() { dst = Dedup(tr.Match(name, dst[:0]), seen) })
 	zeroAllocs(t, "ValidateName", func() { _ = ValidateName(name, Limits{MaxLevels: 8}) })
 	zeroAllocs(t, "ValidateFilter", func() { _ = ValidateFilter([]byte("devices/+/cmd/#"), Limits{}) })
+	utf := []byte("capteurs/\xc3\xa9t\xc3\xa9/\xf0\x9f\x98\x80")
+	zeroAllocs(t, "ValidateName UTF-8", func() {
+		if ValidateName(utf, Limits{}) != nil {
+			t.Fatal("rejected")
+		}
+	})
 	r := NewRetained[int]()
 	r.Set(name, 1)
 	zeroAllocs(t, "Retained.Get", func() { _, _ = r.Get(name) })

@@ -21,6 +21,8 @@ var (
 	ErrBadWildcard    = errors.New("topic: wildcard must fill a whole level, # only last")
 	ErrBadUTF8        = errors.New("topic: malformed UTF-8")
 	ErrNullChar       = errors.New("topic: U+0000 in topic")
+	ErrControlChar    = errors.New("topic: control character (U+0001..U+001F, U+007F..U+009F) in topic")
+	ErrNonCharacter   = errors.New("topic: Unicode non-character in topic")
 	ErrBadShare       = errors.New("topic: malformed shared subscription")
 )
 
@@ -39,14 +41,18 @@ func checkCommon(b []byte, l Limits) error {
 		switch {
 		case c == 0:
 			return ErrNullChar // [MQTT-4.7.3-2]
+		case c < 0x20 || c == 0x7f:
+			return ErrControlChar // as Mosquitto (3.1.1 §1.5.3, 5.0 §1.5.4)
 		case c == '/':
 			levels++
 		case c >= utf8.RuneSelf:
 			ascii = false
 		}
 	}
-	if !ascii && !utf8.Valid(b) {
-		return ErrBadUTF8 // [MQTT-1.5.3-1]
+	if !ascii {
+		if err := checkRunes(b); err != nil {
+			return err
+		}
 	}
 	if l.MaxLevels > 0 && levels > l.MaxLevels {
 		return ErrTooManyLevels
@@ -54,8 +60,33 @@ func checkCommon(b []byte, l Limits) error {
 	return nil
 }
 
+// checkRunes checks the multi-byte sequences of b: well-formed UTF-8
+// without surrogates [MQTT-1.5.3-1] [MQTT-1.5.4-1], no C1 control
+// character (U+0080..U+009F), no Unicode non-character (U+FDD0..U+FDEF,
+// U+nFFFE, U+nFFFF). The same rules as codec.CheckUTF8, which topic cannot
+// import.
+func checkRunes(b []byte) error {
+	for i := 0; i < len(b); {
+		if b[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return ErrBadUTF8
+		case r <= 0x9f:
+			return ErrControlChar
+		case r >= 0xfdd0 && r <= 0xfdef, r&0xfffe == 0xfffe:
+			return ErrNonCharacter
+		}
+		i += size
+	}
+	return nil
+}
+
 // ValidateName checks a topic name (PUBLISH, will): 1..65535 bytes, valid
-// UTF-8 without U+0000, no wildcards [MQTT-3.3.2-2] [MQTT-4.7.1-1].
+// UTF-8 without U+0000, control characters or non-characters, no wildcards [MQTT-3.3.2-2] [MQTT-4.7.1-1].
 func ValidateName(name []byte, l Limits) error {
 	if err := checkCommon(name, l); err != nil {
 		return err

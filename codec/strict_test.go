@@ -1,0 +1,77 @@
+package codec_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/tinymq/tinymq/codec"
+)
+
+// TestCheckUTF8 [MQTT-1.5.3-1] [MQTT-1.5.3-2] [MQTT-1.5.4-1] [MQTT-1.5.4-2]:
+// each rule names its own error; the edges of every range are checked.
+func TestCheckUTF8(t *testing.T) {
+	cases := []struct {
+		s    string
+		want *codec.Error
+	}{
+		{"", nil},
+		{"a/b", nil},
+		{" ~", nil},                  // U+0020, U+007E: the printable edges
+		{"\xc2\xa0", nil},            // U+00A0: first after the C1 block
+		{"\xef\xb7\x8f", nil},        // U+FDCF
+		{"\xef\xb7\xb0", nil},        // U+FDF0
+		{"\xef\xbf\xbd", nil},        // U+FFFD (the replacement character itself)
+		{"\xf0\x9f\x98\x80", nil},    // U+1F600
+		{"\xef\xbb\xbf", nil},        // BOM: kept, never stripped [MQTT-1.5.3-3]
+		{"a\x00", codec.ErrNullChar}, // [MQTT-1.5.3-2]
+		{"\x01", codec.ErrControlChar},
+		{"\x1f", codec.ErrControlChar},
+		{"\n", codec.ErrControlChar},
+		{"\x7f", codec.ErrControlChar},
+		{"\xc2\x80", codec.ErrControlChar},          // U+0080
+		{"\xc2\x9f", codec.ErrControlChar},          // U+009F
+		{"\xef\xb7\x90", codec.ErrNonCharacter},     // U+FDD0
+		{"\xef\xb7\xaf", codec.ErrNonCharacter},     // U+FDEF
+		{"\xef\xbf\xbe", codec.ErrNonCharacter},     // U+FFFE
+		{"\xef\xbf\xbf", codec.ErrNonCharacter},     // U+FFFF
+		{"\xf0\x9f\xbf\xbe", codec.ErrNonCharacter}, // U+1FFFE
+		{"\xf4\x8f\xbf\xbf", codec.ErrNonCharacter}, // U+10FFFF
+		{"\xff", codec.ErrBadUTF8},
+		{"\xc0\x80", codec.ErrBadUTF8},     // overlong U+0000
+		{"\xed\xa0\x80", codec.ErrBadUTF8}, // surrogate U+D800
+		{"\xf4\x90\x80\x80", codec.ErrBadUTF8},
+		{"a\xc3", codec.ErrBadUTF8}, // truncated
+	}
+	for _, tc := range cases {
+		if got := codec.CheckUTF8([]byte(tc.s)); got != tc.want {
+			t.Errorf("CheckUTF8(%q) = %v; want %v", tc.s, got, tc.want)
+		}
+		if ok := codec.ValidUTF8([]byte(tc.s)); ok != (tc.want == nil) {
+			t.Errorf("ValidUTF8(%q) = %v", tc.s, ok)
+		}
+	}
+}
+
+// TestPubrelDupByVersion [MQTT-3.6.1-1]: PUBREL 0x6a (DUP, QoS 1) is an
+// MQTT 3.1 re-send; 3.1.1 and 5.0 take 0x62 only.
+func TestPubrelDupByVersion(t *testing.T) {
+	raw := []byte{0x6a, 2, 0, 9}
+	h, n, err := codec.ReadFrame(raw, 0)
+	if err != nil || n != len(raw) {
+		t.Fatalf("ReadFrame: n=%d err=%v", n, err)
+	}
+	var a codec.Ack
+	if err := a.Decode(codec.V31, h, raw[h.HeaderLen:]); err != nil || a.PacketID != 9 || a.Type != codec.TypePubrel {
+		t.Fatalf("3.1: %+v %v", a, err)
+	}
+	for _, v := range []codec.Version{codec.V311, codec.V5} {
+		if err := a.Decode(v, h, raw[h.HeaderLen:]); !errors.Is(err, codec.ErrReservedFlags) {
+			t.Fatalf("%v: err = %v; want ErrReservedFlags", v, err)
+		}
+	}
+	for _, b0 := range []byte{0x60, 0x63, 0x66, 0x68, 0x6b} {
+		if _, _, err := codec.ReadFrame([]byte{b0, 2, 0, 9}, 0); err == nil {
+			t.Fatalf("PUBREL flags %#x accepted by ReadFrame", b0&0x0f)
+		}
+	}
+}
