@@ -106,7 +106,15 @@ func TestRunLoadReportsBrokerDrops(t *testing.T) {
 // TestRunHTTPSmoke: HTTP publishes reach the MQTT subscriber, all counted,
 // with the API key on both sides.
 func TestRunHTTPSmoke(t *testing.T) {
-	b := startTinyMQ(t, func(o *engine.Options) { o.HTTPAddr = "127.0.0.1:0"; o.APIKey = "k" })
+	// HTTP publishes get no back-pressure from a slow MQTT subscriber: on
+	// a loaded machine the subscriber's QoS 1 queue (1,000 by default)
+	// can fill and drop, which this test of the tool's accounting must
+	// not mistake for loss. Give the queue room for the whole run.
+	b := startTinyMQ(t, func(o *engine.Options) {
+		o.HTTPAddr = "127.0.0.1:0"
+		o.APIKey = "k"
+		o.MaxQueuedMsgs = 1 << 20
+	})
 	res, err := RunHTTP(context.Background(), HTTPConfig{HTTPAddr: b.HTTPAddr(), MQTTAddr: b.MQTTAddr(),
 		Conns: 4, QoS: 1, Payload: 32, Duration: time.Second, Token: "k"})
 	if err != nil {
