@@ -258,13 +258,9 @@ func tinyMQTLSArgs(mqttAddr, tlsAddr, httpAddr string, s TLSServer) []string {
 // loopback port (the Broker's Addr), plain MQTT and HTTP (for /metrics,
 // the Broker's MetricsURL) on two more.
 func StartTinyMQTLS(bin string, s TLSServer) (*Broker, error) {
-	var ports [3]int
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = p
+	ports, err := freePorts(3)
+	if err != nil {
+		return nil, err
 	}
 	addr := func(p int) string { return "127.0.0.1:" + strconv.Itoa(p) }
 	cmd := execCommand(bin, tinyMQTLSArgs(addr(ports[0]), addr(ports[1]), addr(ports[2]), s)...)
