@@ -497,16 +497,10 @@ func (s *Store) run() {
 		}
 		last := cur[len(cur)-1].seq
 		switch s.opts.Fsync {
-		case FsyncAlways:
-			if !settle(true, nil) {
-				return
-			}
-			if len(cur) > 0 {
-				s.post(last)
-				cur = release(cur)
-			}
-		case FsyncNone:
-			if !settle(false, nil) {
+		case FsyncAlways, FsyncNone:
+			// always: durable once the synced commit returns; none: once
+			// committed at all.
+			if !settle(s.opts.Fsync == FsyncAlways, nil) {
 				return
 			}
 			if len(cur) > 0 {
