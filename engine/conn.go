@@ -50,8 +50,7 @@ type conn struct {
 // never pays for it (DESIGN.md section 3). Owned by the connection's loop
 // unless a field says otherwise.
 type connExt struct {
-	httpState      // HTTP, SSE and WebSocket state; valid when http is set
-	http      bool // accepted on the HTTP or WebSocket listener
+	httpState // HTTP, SSE and WebSocket state (connections accepted on those listeners)
 
 	id        identity  // who the client is, once accepted (or per HTTP request)
 	pend      *authJob  // the verdict this connection waits for (authWait)
@@ -165,18 +164,19 @@ func (b *Broker) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	l := b.loopFor(gc.EventLoop())
 	now := b.now.Load()
 	c := &conn{gc: gc, l: l, open: true, lastSeen: uint32(now), wslot: -1}
-	if b.httpPort != 0 || b.wsPort != 0 || b.tb.httpsPort != 0 {
-		if a, ok := gc.LocalAddr().(*net.TCPAddr); ok && a.Port != b.mqttPort && a.Port != b.tb.tlsPort {
-			// Accepted on the HTTP or the WebSocket listener: HTTP until an
-			// upgrade turns it into MQTT over WebSocket.
-			c.proto = protoHTTP
-			c.x = &connExt{http: true}
-			c.x.wsOnly = a.Port == b.wsPort
-		}
-	}
-	if b.tb.srv != nil || b.tb.proxy != 0 {
+	web := b.httpPort != 0 || b.wsPort != 0 || b.tb.httpsPort != 0
+	if web || b.tb.srv != nil || b.tb.proxy != 0 {
 		if a, ok := gc.LocalAddr().(*net.TCPAddr); ok {
-			b.openTLS(c, b.listenerOf(a.Port)) // TLS and PROXY protocol state (tls.go)
+			if web && a.Port != b.mqttPort && a.Port != b.tb.tlsPort {
+				// Accepted on the HTTP or the WebSocket listener: HTTP
+				// until an upgrade turns it into MQTT over WebSocket.
+				c.proto = protoHTTP
+				c.x = &connExt{}
+				c.x.wsOnly = a.Port == b.wsPort
+			}
+			if b.tb.srv != nil || b.tb.proxy != 0 {
+				b.openTLS(c, b.listenerOf(a.Port)) // TLS and PROXY protocol state (tls.go)
+			}
 		}
 	}
 	gc.SetContext(c)

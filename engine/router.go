@@ -253,13 +253,15 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			r.stats.msgsOutBy[s.c.proto][qos].Add(1)
 			wrote = true
 		} else {
+			// Nothing to write. When the queue starts, a flush on its loop
+			// puts it under the slow-consumer watch (loop.flush), which
+			// follows it until it drains: one mark per queue, not one
+			// (and, across loops, one wake-up) per queued message.
+			wrote = s.queuedLocked() == 0
 			if !s.enqueueLocked(b, r.owned(), qos, retainFlag) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 			}
-			// Nothing to write, but the flush on its loop puts a waiting
-			// queue under the slow-consumer watch (loop.flush).
-			wrote = true
 		}
 	}
 	l := s.loopLocked()

@@ -158,11 +158,7 @@ func appendWSHeader(dst []byte, op byte, n int) []byte {
 // WebSocket [MQTT-6.0.0-1]. Runs on c's loop.
 func (c *conn) write(p []byte) {
 	if c.proto != protoWS {
-		if c.x != nil && c.x.tls != nil {
-			c.tlsWrite(p, nil)
-			return
-		}
-		_, _ = c.gc.Write(p)
+		c.writeRaw(p)
 		return
 	}
 	c.l.wsWrite(c, wsOpBinary, p)
