@@ -2,9 +2,9 @@ package engine
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"hash/maphash"
 	"net"
 	"sync"
@@ -126,7 +126,7 @@ func (j *authJob) Run(context.Context) error {
 // (a reload starts a new one) and at most authCacheTTL. Safe from any
 // goroutine.
 type authCache struct {
-	key  [32]byte // HMAC key, random per process: the cache never holds a password or its plain hash
+	key  [32]byte // random per process, hashed in front of every key: the cache never holds a password or its plain hash
 	mu   sync.Mutex
 	m    map[[32]byte]int64 // -> unix second of expiry
 	gen  atomic.Uint64
@@ -143,20 +143,20 @@ func (a *authCache) init() {
 	a.m = make(map[[32]byte]int64)
 }
 
-// keyOf is the cache key of credentials; the generation is mixed in so
-// that a reload forgets every entry at once.
-func (a *authCache) keyOf(user string, pass []byte) (k [32]byte) {
-	h := hmac.New(sha256.New, a.key[:])
-	var g [8]byte
-	gen := a.gen.Load()
-	for i := range g {
-		g[i] = byte(gen >> (8 * i))
-	}
-	h.Write(g[:])
-	h.Write([]byte(user))
-	h.Write([]byte{0})
-	h.Write(pass)
-	h.Sum(k[:0])
+// keyOf is the cache key of credentials: SHA-256 over the process's
+// random key, the generation (a reload forgets every entry at once), the
+// username's length, the username and the password, built in the loop's
+// scratch (cleared after) so that a look-up allocates nothing. The length
+// prefix keeps ("a\x00b", "c") and ("a", "b\x00c") apart. Runs on a loop.
+func (a *authCache) keyOf(scratch *[]byte, user, pass []byte) [32]byte {
+	b := append((*scratch)[:0], a.key[:]...)
+	b = binary.LittleEndian.AppendUint64(b, a.gen.Load())
+	b = binary.AppendUvarint(b, uint64(len(user)))
+	b = append(b, user...)
+	b = append(b, pass...)
+	k := sha256.Sum256(b)
+	clear(b) // no password left behind in the scratch
+	*scratch = b[:0]
 	return k
 }
 

@@ -111,7 +111,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 			}
 			break
 		}
-		key := b.authCache.keyOf(pc.user, p.Password)
+		key := b.authCache.keyOf(&l.authBuf, p.Username, p.Password)
 		if b.authCache.ok(key, b.now.Load()) {
 			break
 		}

@@ -409,7 +409,7 @@ func (r *httpReq) authorized() bool {
 			}
 			break // no password file: the username is taken as given
 		}
-		key := b.authCache.keyOf(string(user), pass)
+		key := b.authCache.keyOf(&c.l.authBuf, user, pass)
 		if key == c.x.basicBad {
 			c.x.basicBad = [32]byte{}
 			return r.unauthorized("wrong username or password")

@@ -22,13 +22,14 @@ type loop struct {
 
 	// Decode destinations reused for every packet on this loop: decoding
 	// allocates nothing once their slices have grown.
-	pub    codec.Publish
-	ack    codec.Ack
-	sub    codec.Subscribe
-	unsub  codec.Unsubscribe
-	conn   codec.Connect
-	codes  []codec.ReasonCode
-	outBuf []byte // scratch for small control packets
+	pub     codec.Publish
+	ack     codec.Ack
+	sub     codec.Subscribe
+	unsub   codec.Unsubscribe
+	conn    codec.Connect
+	codes   []codec.ReasonCode
+	outBuf  []byte // scratch for small control packets
+	authBuf []byte // scratch for authentication cache keys (authCache.keyOf)
 
 	dirty        []*session // sessions of this loop written to in the current batch
 	pendingWills []*message // wills of connections closed while routing
