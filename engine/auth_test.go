@@ -383,3 +383,31 @@ func TestAuthOffLoopTLS(t *testing.T) {
 	rc.expect(codec.TypeConnack, 5*time.Second)
 	rc.expect(codec.TypeSuback, 5*time.Second)
 }
+
+// Cache keys keep apart credentials whose bytes concatenate alike, change
+// with the generation (a reload), and cost no allocation.
+func TestAuthCacheKey(t *testing.T) {
+	var a authCache
+	a.init()
+	var scratch []byte
+	k1 := a.keyOf(&scratch, []byte("a\x00b"), []byte("c"))
+	k2 := a.keyOf(&scratch, []byte("a"), []byte("b\x00c"))
+	if k1 == k2 {
+		t.Fatal("(a\\0b, c) and (a, b\\0c) share a cache key")
+	}
+	if k := a.keyOf(&scratch, []byte("a\x00b"), []byte("c")); k != k1 {
+		t.Fatal("the same credentials got another key")
+	}
+	a.forget()
+	if k := a.keyOf(&scratch, []byte("a\x00b"), []byte("c")); k == k1 {
+		t.Fatal("a reload kept the old key")
+	}
+	for _, c := range scratch[:cap(scratch)] {
+		if c != 0 {
+			t.Fatal("the password is left in the scratch buffer")
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { a.keyOf(&scratch, []byte("user"), []byte("password")) }); n != 0 {
+		t.Fatalf("keyOf: %.1f allocations; want 0", n)
+	}
+}
