@@ -87,46 +87,12 @@ func (a APIKeyAuth) Authenticate(cr *Credentials) codec.ReasonCode {
 	return codec.Success
 }
 
-// MultiAuth tries each authenticator in order and accepts the first
-// success (the API key, then the password file, for example). Any
-// goroutine; blocks when one of them does.
-type MultiAuth []Authenticator
-
-// Authenticate implements Authenticator.
-func (m MultiAuth) Authenticate(cr *Credentials) codec.ReasonCode {
-	rc := codec.NotAuthorized
-	for _, a := range m {
-		if rc = a.Authenticate(cr); rc == codec.Success {
-			return rc
-		}
-	}
-	return rc
-}
-
 // inline reports whether a never blocks, so that the loop may call it
 // directly instead of through the worker pool.
 func inline(a Authenticator) bool {
-	switch a := a.(type) {
-	case APIKeyAuth:
-		return true
-	case MultiAuth:
-		for _, x := range a {
-			if !inline(x) {
-				return false
-			}
-		}
-		return true
-	}
-	return false
+	_, ok := a.(APIKeyAuth)
+	return ok
 }
-
-// allowAll is the permission set of everyone when no Authorizer is set,
-// and of API-key holders (the gateway's admin key).
-type allowAll struct{}
-
-func (allowAll) CanWrite([]byte) bool     { return true }
-func (allowAll) CanRead([]byte) bool      { return true }
-func (allowAll) CanSubscribe([]byte) bool { return true }
 
 // permsRef boxes a Permissions for an atomic pointer: a connection's
 // permissions are read by every loop that delivers to it and replaced by a

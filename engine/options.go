@@ -54,9 +54,10 @@ type Options struct {
 	// names becomes the client's address.
 	ProxyProtocol []string
 
-	// APIKey, when set, is required as "Authorization: Bearer <key>" (or
-	// ?token=<key>) on every HTTP endpoint except /healthz, and, when Auth
-	// is nil, as the MQTT password (APIKeyAuth).
+	// APIKey, when set, is accepted as any MQTT client's password (the
+	// username is ignored) and as "Authorization: Bearer <key>" (or
+	// ?token=<key>) on HTTP; its holder may do everything. It turns off
+	// anonymous access unless AllowAnonymous says otherwise.
 	APIKey string
 
 	HTTPMaxHeaderBytes int           // bytes of request line plus headers (431 above)
