@@ -172,6 +172,9 @@ func (l *loop) tick() {
 	if len(l.refusals) > 0 {
 		l.sendRefusals(time.Now().UnixMilli())
 	}
+	if len(l.tls.untrimmed) > 0 {
+		l.trimTLS(now)
+	}
 	l.r.finish()
 }
 

@@ -66,6 +66,7 @@ type tlsCounters struct {
 	handshakeNs   atomic.Uint64 // wall time spent in handshakes on the pool
 	mismatch      [numMismatches]atomic.Uint64
 	proxyFailures atomic.Uint64
+	untrimmed     atomic.Int64 // connections whose input buffers wait for trimTLS (gauge)
 }
 
 // listenerKind names the listeners for --proxy-protocol.
@@ -265,7 +266,9 @@ type tlsState struct {
 	in          *bytebufferpool.ByteBuffer // plaintext of a partial frame; nil when none
 	cn          string                     // verified client certificate's CN (TLSCertAsUsername)
 	established bool
-	closed      bool // OnClose ran
+	closed      bool   // OnClose ran
+	untrimmed   bool   // listed in the loop's tls.untrimmed: its input buffers are kept for now
+	lastRead    uint32 // unix second of the last read (for trimTLS)
 }
 
 // tlsLoop is a loop's TLS scratch. Owned by the loop.
@@ -276,6 +279,11 @@ type tlsLoop struct {
 	cur   *conn  // the connection whose plaintext view is below
 	view  []byte // cur's plaintext for this read ...
 	off   int    // ... of which the handlers consumed this much
+
+	// Connections that read recently and still hold crypto/tls's input
+	// buffers; the tick lets them go once a connection has been quiet for
+	// a second (trimTLS).
+	untrimmed []*conn
 }
 
 // errTLSWouldBlock is what a tlsTransport's Read returns when the buffered
@@ -640,8 +648,14 @@ func (b *Broker) tlsRead(c *conn) gnet.Action {
 		l.tls.plain = dst
 	}
 	c.tlsFlush() // replies to post-handshake messages (key updates)
-	if rerr == nil {
-		trimTLSInput(st.tc)
+	st.lastRead = uint32(b.now.Load())
+	if rerr == nil && !st.untrimmed {
+		// Keep the input buffers while the connection is busy (dropping
+		// them after every read would cost an allocation per read); the
+		// tick drops them once it is quiet.
+		st.untrimmed = true
+		l.tls.untrimmed = append(l.tls.untrimmed, c)
+		b.tb.stats.untrimmed.Add(1)
 	}
 
 	action := gnet.None
@@ -1001,11 +1015,34 @@ var tlsInput = func() (x struct {
 	return x
 }()
 
-// tlsKeepInput is the capacity an empty input buffer keeps. Zero: an idle
-// connection keeps none (~0.8 KB less per connection than keeping 1 KB),
-// at the price of one allocation of about a record's size per read on a
-// busy one, which the AES-GCM work of that read dwarfs.
+// tlsKeepInput is the capacity an empty input buffer keeps once its
+// connection has been quiet for a second (trimTLS). Zero: an idle
+// connection keeps none (~0.8 KB less per connection than keeping 1 KB);
+// a busy one keeps its buffers between reads, so reading allocates
+// nothing.
 const tlsKeepInput = 0
+
+// trimTLS lets go of the input buffers of the TLS connections that have
+// not read for a second, so an idle connection holds none while a busy one
+// reuses them read after read. Runs on l (its tick).
+func (l *loop) trimTLS(now int64) {
+	keep := l.tls.untrimmed[:0]
+	for _, c := range l.tls.untrimmed {
+		st := c.x.tls
+		switch {
+		case !c.open || st.closed:
+		case now-int64(st.lastRead) >= 1:
+			trimTLSInput(st.tc)
+		default:
+			keep = append(keep, c)
+			continue
+		}
+		st.untrimmed = false
+		l.b.tb.stats.untrimmed.Add(-1)
+	}
+	clear(l.tls.untrimmed[len(keep):])
+	l.tls.untrimmed = keep
+}
 
 // trimTLSInput drops tc's empty input buffers larger than tlsKeepInput.
 // Only when tc is not in a call (on its loop, between reads): an empty

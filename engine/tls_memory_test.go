@@ -86,6 +86,10 @@ func measureTLSIdle(b *testing.B, n int, curve string) (idle, big float64) {
 	defer fleet.stop()
 	waitFor(b, 30*time.Second, "connections established", func() bool { return br.Snapshot().TLS.Connections == int64(n) })
 	elapsed := time.Since(t0)
+	quiet := func() { // idle: the tick has let go of every input buffer (trimTLS)
+		waitFor(b, 10*time.Second, "input buffers let go", func() bool { return br.tb.stats.untrimmed.Load() == 0 })
+	}
+	quiet()
 	after := heap()
 	idle = float64(int64(after)-int64(before)) / float64(n)
 	rssIdle := float64(rss()-rss0) / float64(n)
@@ -97,6 +101,7 @@ func measureTLSIdle(b *testing.B, n int, curve string) (idle, big float64) {
 		}
 	}
 	fleet.command("big")
+	quiet()
 	after16 := heap()
 	big = float64(int64(after16)-int64(before)) / float64(n)
 	sn := br.Snapshot().TLS
