@@ -86,6 +86,11 @@ func (p *Properties) decode(r *reader, ctx propCtx) {
 	if r.err != nil {
 		return
 	}
+	p.decodeBody(r, ctx, n)
+}
+
+// decodeBody reads n bytes of properties (the list without its length).
+func (p *Properties) decodeBody(r *reader, ctx propCtx, n int) {
 	if r.left() < n {
 		r.fail(ErrShortBuffer)
 		return
@@ -325,6 +330,12 @@ func (p *Properties) appendTo(dst []byte) []byte {
 		return append(dst, 0)
 	}
 	dst = AppendVarint(dst, uint32(p.contentSize()))
+	return p.AppendContent(dst)
+}
+
+// AppendContent appends the encoded properties without their length
+// prefix: in identifier order, the user properties last in their order.
+func (p *Properties) AppendContent(dst []byte) []byte {
 	for set := p.Present&^(1<<PropUser) | 1<<PropSubscriptionID; set != 0; set &= set - 1 {
 		id := PropID(bits.TrailingZeros64(set))
 		if int(id) >= len(propInfo) {
@@ -400,4 +411,20 @@ func (p *Properties) Clone() Properties {
 		q.SubscriptionIDs = append([]uint32(nil), p.SubscriptionIDs...)
 	}
 	return q
+}
+
+// ContentSize is the size of the encoded properties without their length
+// prefix.
+func (p *Properties) ContentSize() int { return p.contentSize() }
+
+// Size is the encoded size of the property list with its length prefix.
+func (p *Properties) Size() int { return p.size() }
+
+// DecodePublishContent decodes a PUBLISH property list without its length
+// prefix (as AppendContent writes it). Values alias b.
+func (p *Properties) DecodePublishContent(b []byte) error {
+	p.Reset()
+	r := reader{b: b}
+	p.decodeBody(&r, ctxPublish, len(b))
+	return r.err
 }

@@ -45,6 +45,7 @@ type Broker struct {
 	authn          atomic.Pointer[authnRef] // nil: no Authenticator
 	authz          atomic.Pointer[authzRef] // nil: everything allowed
 	authPool       *authPool                // nil when the Authenticator is inline (or none)
+	authMethods    map[string]AuthMethod    // MQTT 5 enhanced authentication, by name (read-only after New)
 	authCache      authCache
 	fails          failTable
 	reloadMu       sync.Mutex // one Reload at a time
@@ -107,6 +108,7 @@ func New(opts Options) (*Broker, error) {
 	if err := b.setupAuth(); err != nil {
 		return nil, err
 	}
+	b.setupAuthMethods()
 	b.memReturn.init()
 	return b, nil
 }
@@ -220,6 +222,7 @@ func (b *Broker) Stop(ctx context.Context) error {
 	if !b.closing.CompareAndSwap(false, true) {
 		return nil
 	}
+	b.tellShutdown(ctx)
 	close(b.stopSys)
 	<-b.sysDone
 	err := b.eng.Stop(ctx)

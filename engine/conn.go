@@ -52,12 +52,13 @@ type conn struct {
 type connExt struct {
 	httpState // HTTP, SSE and WebSocket state (connections accepted on those listeners)
 
-	id        identity  // who the client is, once accepted (or per HTTP request)
-	pend      *authJob  // the verdict this connection waits for (authWait)
-	basicBad  [32]byte  // HTTP: cache key of Basic credentials the pool refused
-	tls       *tlsState // accepted on a TLS listener (tls.go)
-	peer      string    // client address named by a PROXY protocol header; "" for the socket's (read by any goroutine once CONNECT is accepted)
-	proxyWait bool      // a PROXY protocol header is still expected
+	id        identity      // who the client is, once accepted (or per HTTP request)
+	pend      *authJob      // the verdict this connection waits for (authWait)
+	basicBad  [32]byte      // HTTP: cache key of Basic credentials the pool refused
+	tls       *tlsState     // accepted on a TLS listener (tls.go)
+	peer      string        // client address named by a PROXY protocol header; "" for the socket's (read by any goroutine once CONNECT is accepted)
+	proxyWait bool          // a PROXY protocol header is still expected
+	auth5     *authExchange // MQTT 5 AUTH exchange in progress (auth5.go)
 }
 
 // ext returns c's extension, allocating it on first use. Runs on c's loop.
@@ -81,7 +82,8 @@ const (
 	closeNone closeCause = iota
 	closeProtocolError
 	closeUnsupportedVersion
-	closeV5Disabled
+	closeRedirected
+	closeKeepAliveTooLong
 	closeEmptyClientID
 	closeClientIDTooLong
 	closeNotAuthorized
@@ -100,7 +102,8 @@ var closeCauseText = [...]string{
 	closeNone:               "",
 	closeProtocolError:      "protocol error",
 	closeUnsupportedVersion: "unsupported protocol version",
-	closeV5Disabled:         "MQTT 5.0 not enabled",
+	closeRedirected:         "redirected to another server",
+	closeKeepAliveTooLong:   "keep-alive above the maximum",
 	closeEmptyClientID:      "empty client id without clean session",
 	closeClientIDTooLong:    "client id too long",
 	closeNotAuthorized:      "not authorized",
@@ -235,11 +238,7 @@ func (b *Broker) OnClose(gc gnet.Conn, err error) gnet.Action {
 		// without DISCONNECT.
 		w := c.will
 		c.will = nil
-		if l.r.inRoute > 0 {
-			l.pendingWills = append(l.pendingWills, w) // published by the batch's finish
-		} else {
-			l.r.publishOwned(w)
-		}
+		l.publishWill(s, w)
 	}
 	if l.r.inRoute == 0 {
 		l.r.finish()
@@ -360,6 +359,11 @@ func (c *conn) fail(err error, h codec.FixedHeader) {
 		c.l.stats.malformed.Add(1)
 	}
 	c.closeReason = closeProtocolError
+	if ce != nil {
+		c.disconnect5(ce.Code, ce.Msg) // 5.0: the client is told why [MQTT-4.13.1-1]
+	} else {
+		c.disconnect5(codec.UnspecifiedError, "")
+	}
 	if b.logLimiter.allow(b.now.Load()) {
 		id := ""
 		if c.s != nil {
@@ -375,6 +379,16 @@ func (c *conn) fail(err error, h codec.FixedHeader) {
 // Runs on c's loop.
 func (c *conn) handle(h codec.FixedHeader, body []byte) error {
 	if c.s == nil {
+		if c.x != nil && c.x.auth5 != nil {
+			// A CONNECT's AUTH exchange: AUTH or DISCONNECT only (5.0 §4.12).
+			switch h.Type {
+			case codec.TypeAuth:
+				return c.onAuth(h, body)
+			case codec.TypeDisconnect:
+				return errClose
+			}
+			return errAuthUnexpected
+		}
 		if h.Type != codec.TypeConnect {
 			return errNotConnected // [MQTT-3.1.0-1]
 		}
@@ -404,9 +418,17 @@ func (c *conn) handle(h codec.FixedHeader, body []byte) error {
 		if err := d.Decode(c.version, h, body); err != nil {
 			return err
 		}
+		if c.version == codec.V5 {
+			return c.onDisconnect5(&d)
+		}
 		c.cleanDisconnect = true // [MQTT-3.14.4-3]
 		c.will = nil
 		return errClose // [MQTT-3.14.4-1]
+	case codec.TypeAuth:
+		if c.version != codec.V5 {
+			return errUnexpectedPacket
+		}
+		return c.onAuth(h, body)
 	case codec.TypeConnect:
 		return errSecondConnect // [MQTT-3.1.0-2]
 	default:
@@ -421,12 +443,9 @@ var (
 	errTopicName        = &codec.Error{Code: codec.TopicNameInvalid, Msg: "invalid topic name"}
 	errWillTopic        = &codec.Error{Code: codec.TopicNameInvalid, Msg: "invalid will topic"}
 	errQoS2Quota        = &codec.Error{Code: codec.QuotaExceeded, Msg: "too many QoS 2 messages awaiting PUBREL"}
+	errReceiveMaximum   = &codec.Error{Code: codec.ReceiveMaximumExceeded, Msg: "more QoS 2 messages awaiting PUBREL than the Receive Maximum"}
+	errPayloadFormat    = &codec.Error{Code: codec.PayloadFormatInvalid, Msg: "payload format indicator 1 with a payload that is not UTF-8"}
 )
-
-// maxInboundQoS2 bounds the QoS 2 packet ids a client may leave unreleased
-// (no PUBREL yet); past it the client is disconnected. It keeps the
-// duplicate check short and the per-session state bounded.
-const maxInboundQoS2 = 1024
 
 // send appends a control packet to c's session buffer for this batch's
 // flush. Runs on c's loop.
@@ -479,22 +498,50 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 	if err := p.Decode(c.version, h, body); err != nil {
 		return err
 	}
+	var v *sess5
+	if c.version == codec.V5 {
+		var err error
+		if v, err = c.publish5(p); err != nil {
+			return err
+		}
+	}
 	if err := l.b.validName(p.Topic); err != nil {
 		return errTopicName // [MQTT-3.3.2-2]
 	}
 	// Clients cannot publish into $SYS, nor where the ACL denies it: the
-	// message is acknowledged (QoS 1/2) and dropped, as Mosquitto does for
-	// 3.1.1.
+	// message is acknowledged (QoS 1/2; v5: with 0x87) and dropped, as
+	// Mosquitto does.
+	rc := codec.Success
 	routable := !isSysTopic(p.Topic)
 	if perms := c.permissions(); routable && perms != nil && !perms.CanWrite(p.Topic) {
 		routable = false
+		rc = codec.NotAuthorized
 		l.stats.aclDenied[aclPublish].Add(1)
 		if l.b.opts.Verbose {
 			l.b.log.Info("publish denied", "client", c.s.id, "user", c.username(), "topic", string(p.Topic), "qos", p.QoS)
 		}
 	}
+	if v != nil && routable && !validUTF8Payload(&p.Props, p.Payload) {
+		// Payload Format Indicator 1 with a payload that is not UTF-8:
+		// refused with 0x99 (5.0 §3.3.2.3.2); a QoS 0 one ends the
+		// connection, having no acknowledgement to carry the refusal.
+		if p.QoS == 0 {
+			return errPayloadFormat
+		}
+		routable, rc = false, codec.PayloadFormatInvalid
+	}
 	l.stats.msgsIn.Add(1)
 	l.stats.msgsInBy[c.proto][p.QoS].Add(1)
+	if routable && v != nil {
+		var exp uint32
+		if p.Props.Has(codec.PropMessageExpiry) && p.Props.MessageExpiry > 0 {
+			exp = uint32(min(l.b.now.Load()+int64(p.Props.MessageExpiry), 1<<32-1))
+		}
+		l.props5 = forwardProps(l.props5[:0], &p.Props)
+		l.r.setMeta(l.props5, exp, c.s)
+	} else if routable {
+		l.r.setMeta(nil, 0, c.s)
+	}
 	switch p.QoS {
 	case 0:
 		if routable {
@@ -504,34 +551,57 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		// The acknowledgement does not wait for durability, so it goes
 		// out before this message's deliveries, including one to this
 		// very connection.
-		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePuback, p.PacketID)) // [MQTT-4.3.2-2]
+		if routable && l.r.prepare(p.Topic, p.Payload, 1, p.Retain, nil) == 0 && v != nil {
+			rc = codec.NoMatchingSubscribers // 5.0: accepted, nobody to give it to
+		}
+		c.sendAck(codec.TypePuback, p.PacketID, rc) // [MQTT-4.3.2-2]
 		if routable {
-			l.r.publish(p.Topic, p.Payload, 1, p.Retain, nil)
+			l.r.route()
 		}
 	case 2:
 		s := c.s
 		s.mu.Lock()
 		dup := s.hasQoS2InLocked(p.PacketID)
 		over := false
-		if !dup {
+		if !dup && rc < 0x80 {
 			st := s.state()
-			if over = len(st.qos2in) >= maxInboundQoS2; !over {
+			if over = len(st.qos2in) >= l.b.opts.ReceiveMaximum; !over {
 				st.qos2in = append(st.qos2in, p.PacketID)
 			}
 		}
 		s.mu.Unlock()
 		if over {
+			if v != nil {
+				return errReceiveMaximum // 5.0 §3.3.4: more than our Receive Maximum
+			}
 			return errQoS2Quota
 		}
 		// PUBREC before the deliveries, as PUBACK above; a re-sent
 		// PUBLISH (DUP, PUBREL pending) is acknowledged again but not
 		// routed again: exactly once [MQTT-4.3.3-2].
-		c.send(codec.AppendAck(l.outBuf[:0], codec.TypePubrec, p.PacketID))
 		if !dup && routable {
-			l.r.publish(p.Topic, p.Payload, 2, p.Retain, nil)
+			if l.r.prepare(p.Topic, p.Payload, 2, p.Retain, nil) == 0 && v != nil {
+				rc = codec.NoMatchingSubscribers
+			}
+		}
+		c.sendAck(codec.TypePubrec, p.PacketID, rc)
+		if !dup && routable {
+			l.r.route()
 		}
 	}
 	return nil
+}
+
+// sendAck sends PUBACK or PUBREC: 4 bytes when rc is success (any
+// version), with the reason code for a v5 client otherwise. Runs on c's
+// loop.
+func (c *conn) sendAck(t codec.Type, id uint16, rc codec.ReasonCode) {
+	if rc == codec.Success || c.version != codec.V5 {
+		c.send(codec.AppendAck(c.l.outBuf[:0], t, id))
+		return
+	}
+	a := codec.Ack{Type: t, PacketID: id, Reason: rc}
+	c.send(a.AppendTo(c.l.outBuf[:0], codec.V5))
 }
 
 // isSysTopic reports whether t is "$SYS" or below it.

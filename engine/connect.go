@@ -22,6 +22,7 @@ type pendingConnect struct {
 	clean     bool
 	keepAlive uint16
 	will      *message
+	v5        *connect5 // MQTT 5 CONNECT properties; nil for 3.x
 }
 
 // onConnect handles the first packet of a connection: it checks the
@@ -42,17 +43,30 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		}
 		return err // malformed CONNECT: close without CONNACK [MQTT-3.1.4-1]
 	}
-	if p.Version == codec.V5 {
-		// MQTT 5.0 arrives in a later release; answer in 5.0's format so
-		// the client can fall back [MQTT-3.1.2-2].
-		c.version = codec.V5
-		c.refuse(codec.UnsupportedProtocolVersion)
-		c.closeReason = closeV5Disabled
+	c.version = p.Version
+	if ref := b.opts.ServerReference; ref != "" {
+		// Redirected (Options.ServerReference): v5 clients are told
+		// where to go, 3.x ones that the server is unavailable.
+		rc := codec.UseAnotherServer
+		if b.opts.ServerMoved {
+			rc = codec.ServerMoved
+		}
+		c.refuse5(rc, ref)
+		c.closeReason = closeRedirected
 		return errClose
 	}
-	c.version = p.Version
 
 	pc := pendingConnect{id: string(p.ClientID), version: p.Version, clean: p.CleanStart, keepAlive: p.KeepAlive}
+	if p.Version == codec.V5 {
+		pc.v5 = b.connect5(p)
+	}
+	if int(p.KeepAlive) > b.opts.MaxKeepAlive && pc.v5 == nil {
+		// Above max_keepalive: a 3.x client is refused, as Mosquitto
+		// does (a v5 one is told the maximum in CONNACK).
+		c.refuse(codec.ClientIdentifierNotValid)
+		c.closeReason = closeKeepAliveTooLong
+		return errClose
+	}
 	if p.Version == codec.V31 && (len(pc.id) == 0 || utf8.RuneCountInString(pc.id) > maxClientIDLen31) {
 		// MQTT 3.1 §3.1: the client id is 1 to 23 characters; otherwise
 		// CONNACK 2 (identifier rejected). Mosquitto 2.0.11 refuses the
@@ -65,12 +79,15 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		return errClose
 	}
 	if pc.id == "" {
-		if !p.CleanStart {
+		if !p.CleanStart && pc.v5 == nil {
 			c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-8]
 			c.closeReason = closeEmptyClientID
 			return errClose
 		}
 		pc.id = b.nextClientID() // [MQTT-3.1.3-6]
+		if pc.v5 != nil {
+			pc.v5.assigned = true // 5.0 [MQTT-3.2.2-16]: CONNACK names it
+		}
 	}
 	if len(pc.id) > b.opts.MaxClientIDLen {
 		c.refuse(codec.ClientIdentifierNotValid) // [MQTT-3.1.3-9]
@@ -81,7 +98,17 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		if err := b.validName(p.WillTopic); err != nil || isSysTopic(p.WillTopic) {
 			return errWillTopic // [MQTT-3.1.2-9]
 		}
-		pc.will = cloneMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain)
+		if pc.v5 != nil {
+			if !validUTF8Payload(&p.WillProps, p.WillPayload) {
+				c.refuse(codec.PayloadFormatInvalid) // 5.0 §3.1.3.2.3
+				c.closeReason = closeProtocolError
+				return errClose
+			}
+			pc.will = b.will5(p)
+			pc.v5.willDelay = p.WillProps.WillDelay
+		} else {
+			pc.will = cloneMessage(p.WillTopic, p.WillPayload, p.WillQoS, p.WillRetain)
+		}
 	}
 	pc.user, pc.hasUser = string(p.Username), p.UsernameFlag
 
@@ -90,6 +117,10 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	// the API key is checked inline; an anonymous client needs
 	// --allow-anonymous; everything else asks the Authenticator, through
 	// the success cache first and the worker pool on a miss.
+	if pc.v5 != nil && p.Props.Has(codec.PropAuthMethod) {
+		// Enhanced authentication (AUTH exchange, auth5.go).
+		return c.startAuth5(&pc, p)
+	}
 	rc := codec.Success
 	switch cn, ok := c.certUsername(); {
 	case ok:
@@ -236,9 +267,12 @@ func (c *conn) accept(pc *pendingConnect) bool {
 	}
 	c.will = pc.will
 	c.keepAlive = pc.keepAlive
+	if pc.v5 != nil {
+		c.keepAlive = b.keepAlive5(pc.keepAlive) // 5.0 Server Keep Alive
+	}
 	c.lastSeen = uint32(b.now.Load()) // keep-alive counts from the accepted CONNECT
 
-	s, present := b.attach(c, pc.id, pc.clean)
+	s, present := b.attach(c, pc)
 	// Move c's wheel slot from the connect deadline to its keep-alive one.
 	l.wheel.remove(c)
 	l.wheel.add(c, c.deadline())
@@ -246,9 +280,12 @@ func (c *conn) accept(pc *pendingConnect) bool {
 	s.mu.Lock()
 	// CONNACK first, then the session's unacknowledged and queued messages.
 	ack := codec.Connack{SessionPresent: present, ReturnCode: codec.ConnAccepted} // [MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3]
+	if pc.v5 != nil {
+		b.connackProps5(&ack.Props, pc, c)
+	}
 	s.buf().B = ack.AppendTo(s.buf().B, c.version)
 	if present {
-		s.resendLocked()
+		s.resendLocked(b)
 		s.drainLocked(b)
 	}
 	s.mu.Unlock()
@@ -272,8 +309,15 @@ func (c *conn) resume() {
 
 // refuse writes a CONNACK with a refusal straight to the socket (there is
 // no session to buffer it in). Runs on c's loop.
-func (c *conn) refuse(rc codec.ReasonCode) {
+func (c *conn) refuse(rc codec.ReasonCode) { c.refuse5(rc, "") }
+
+// refuse5 is refuse with a v5 Server Reference (ignored for 3.x).
+func (c *conn) refuse5(rc codec.ReasonCode, ref string) {
 	ack := codec.Connack{Reason: rc, ReturnCode: codec.ConnackReturnCode(rc)}
+	if ref != "" && c.version == codec.V5 {
+		ack.Props.ServerReference = []byte(ref)
+		ack.Props.Set(codec.PropServerReference)
+	}
 	c.l.outBuf = ack.AppendTo(c.l.outBuf[:0], c.version)
 	c.write(c.l.outBuf)
 }
@@ -282,7 +326,9 @@ func (c *conn) refuse(rc codec.ReasonCode) {
 // and closes a connection that held the id before [MQTT-3.1.4-2]. It reports
 // whether a previous session was resumed ("session present"). Runs on c's
 // loop.
-func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
+func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
+	id, clean := pc.id, pc.clean
+	now := b.now.Load()
 	b.sessMu.Lock()
 	old := b.sessions.Get(id)
 	var (
@@ -295,8 +341,13 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 		old.mu.Lock()
 		kicked = old.c
 		old.c = nil
-		if clean || old.clean {
-			// [MQTT-3.1.2-6]: a clean connect discards the previous session.
+		if v := old.v5(); v != nil {
+			v.dwill = nil // 5.0 [MQTT-3.1.3-9]: a new connection in time cancels a delayed will
+		}
+		expired := old.c == nil && old.since != 0 && now-int64(old.since) >= int64(old.expirySecs(b))
+		if clean || old.clean || expired {
+			// [MQTT-3.1.2-6]: a clean connect discards the previous
+			// session; so does an expired one not yet swept.
 			old.dead = true
 			old.clearLocked()
 			discard = old
@@ -311,6 +362,17 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 	}
 	s.mu.Lock()
 	s.c, s.version = c, c.version
+	if pc.v5 != nil {
+		// Fresh connection state: aliases are never carried over (5.0
+		// [MQTT-3.3.2-7]).
+		s.state().v5 = pc.v5.session(b)
+		s.clean = s.st.v5.expiry == 0 // the session ends with the connection
+	} else {
+		if s.st != nil {
+			s.st.v5 = nil
+		}
+		s.clean = clean
+	}
 	if s.wbuf != nil {
 		// Bytes encoded for the previous connection: its acks and packet
 		// ids mean nothing to the new one, and CONNACK must come first.
@@ -320,7 +382,7 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 	}
 	s.outBuffered = 0
 	s.fullSince = 0
-	s.since = uint32(b.now.Load())
+	s.since = uint32(now)
 	s.mu.Unlock()
 	c.s = s
 	b.sessMu.Unlock()
@@ -329,11 +391,14 @@ func (b *Broker) attach(c *conn, id string, clean bool) (*session, bool) {
 		b.dropSubscriptions(discard)
 	}
 	if kicked != nil {
-		kicked.closeReason = closeTakenOver
 		if b.opts.Verbose {
 			b.log.Info("session taken over", "client", id)
 		}
-		_ = kicked.gc.Close() // concurrency-safe; its OnClose runs on its loop
+		if kicked.l == c.l {
+			kicked.closeWith(codec.SessionTakenOver, closeTakenOver) // 5.0: DISCONNECT 0x8E
+		} else if kicked.closeOnLoop(codec.SessionTakenOver, closeTakenOver, nil) != nil {
+			_ = kicked.gc.Close() // shutting down: close it anyway
+		}
 	}
 	return s, present
 }
@@ -383,13 +448,14 @@ func (b *Broker) detach(c *conn) (resumed bool) {
 // for a 1/64 share of the sessions at a time, not all of them. Ticker
 // goroutine (OnTick).
 func (b *Broker) expireSessions(now int64) {
-	exp := b.opts.SessionExpiry
-	if exp <= 0 {
-		return
-	}
-	secs := max(int64(exp/time.Second), 1)
 	// Shards per tick so that a sweep of all of them takes at most
 	// min(exp/2, 32 s): 64 shards at 0.5 s a tick take 32 s at one a tick.
+	// v5 sessions carry their own expiry; a client that returns before
+	// the sweep finds an expired session gone all the same (attach).
+	exp := b.opts.SessionExpiry
+	if exp <= 0 {
+		exp = indexShards * tickInterval * 2
+	}
 	sweep := max(min(exp/2, indexShards*tickInterval), tickInterval)
 	per := int((indexShards*tickInterval + sweep - 1) / sweep)
 	var dead []*session
@@ -402,7 +468,7 @@ func (b *Broker) expireSessions(now int64) {
 				continue
 			}
 			s.mu.Lock()
-			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) >= secs {
+			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) >= int64(s.expirySecs(b)) {
 				s.dead = true // routers holding it skip it from now on
 				s.clearLocked()
 				dead = append(dead, s)
@@ -418,7 +484,7 @@ func (b *Broker) expireSessions(now int64) {
 		b.dropSubscriptions(s)
 		b.counters.expired.Add(1)
 		if b.opts.Verbose {
-			b.log.Info("session expired", "client", s.id, "offline_for", exp.String())
+			b.log.Info("session expired", "client", s.id)
 		}
 	}
 }

@@ -59,21 +59,6 @@ func TestConnectUnsupportedLevel(t *testing.T) {
 	rc.expectClosed(5 * time.Second)
 }
 
-// MQTT 5.0 is refused in 5.0's own format until the engine speaks it.
-func TestConnectV5RefusedWithV5Connack(t *testing.T) {
-	b := startBroker(t, nil)
-	rc := dialRaw(t, b.MQTTAddr())
-	rc.ver = codec.V5
-	rc.write((&codec.Connect{Version: codec.V5, CleanStart: true, ClientID: []byte("v5")}).AppendTo(nil))
-	h, body := rc.expect(codec.TypeConnack, 5*time.Second)
-	var ack codec.Connack
-	if err := ack.Decode(codec.V5, h, body); err != nil || ack.Reason != codec.UnsupportedProtocolVersion {
-		t.Fatalf("CONNACK %+v %v; want reason 0x84", ack, err)
-	}
-	rc.expectClosed(5 * time.Second)
-}
-
-// [MQTT-3.1.3-6] [MQTT-3.1.3-8] Zero-length client id.
 func TestConnectEmptyClientID(t *testing.T) {
 	b := startBroker(t, nil)
 	rc := dialRaw(t, b.MQTTAddr())

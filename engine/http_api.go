@@ -12,6 +12,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/tinymq/tinymq/codec"
+
 	"github.com/tinymq/tinymq/topic"
 )
 
@@ -74,7 +76,8 @@ func retainedWithType(topicName, payload []byte, qos uint8, retain bool, ct []by
 	if len(ct) == 0 || len(ct) > maxContentType || bytes.EqualFold(ct, []byte("application/x-www-form-urlencoded")) {
 		return nil
 	}
-	return cloneMessageCT(topicName, payload, qos, true, ct)
+	props := append([]byte{byte(codec.PropContentType)}, byte(len(ct)>>8), byte(len(ct)))
+	return newMessage(topicName, payload, append(props, ct...), qos, true, 0)
 }
 
 // batchItem is one message of POST /api/v1/publish.
@@ -176,7 +179,7 @@ func (r *httpReq) retained(rawTopic []byte) bool {
 	}
 	ct := "application/octet-stream"
 	switch {
-	case m.ctLen > 0:
+	case m.contentType() != nil:
 		ct = string(m.contentType()) // as the publisher gave it
 	case utf8.Valid(m.payload):
 		ct = ctText
@@ -386,11 +389,10 @@ func (b *Broker) Disconnect(id, reason string) bool {
 	}
 	err := c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if c.open && c.s == s {
-			c.closeReason = closeKicked
 			if b.opts.Verbose {
 				b.log.Info("disconnecting client", "client", id, "reason", reason)
 			}
-			_ = c.gc.Close()
+			c.closeWith(codec.AdministrativeAction, closeKicked) // 5.0: DISCONNECT 0x98
 		}
 		return nil
 	}))

@@ -245,11 +245,11 @@ func TestLimitsInboundQoS2Unreleased(t *testing.T) {
 	b := startBroker(t, nil)
 	rc := connected(t, b.MQTTAddr(), "hoarder", true)
 	var all []byte
-	for i := 1; i <= maxInboundQoS2+1; i++ {
+	for i := 1; i <= DefaultOptions().ReceiveMaximum+1; i++ {
 		all = (&codec.Publish{QoS: 2, Topic: []byte("h"), PacketID: uint16(i)}).AppendTo(all, codec.V311)
 	}
 	rc.write(all)
-	for i := 1; i <= maxInboundQoS2; i++ {
+	for i := 1; i <= DefaultOptions().ReceiveMaximum; i++ {
 		rc.expect(codec.TypePubrec, 5*time.Second)
 	}
 	rc.expectClosed(5 * time.Second)

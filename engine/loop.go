@@ -22,17 +22,21 @@ type loop struct {
 
 	// Decode destinations reused for every packet on this loop: decoding
 	// allocates nothing once their slices have grown.
-	pub     codec.Publish
-	ack     codec.Ack
-	sub     codec.Subscribe
-	unsub   codec.Unsubscribe
-	conn    codec.Connect
-	codes   []codec.ReasonCode
-	outBuf  []byte // scratch for small control packets
-	authBuf []byte // scratch for authentication cache keys (authCache.keyOf)
+	pub            codec.Publish
+	ack            codec.Ack
+	sub            codec.Subscribe
+	unsub          codec.Unsubscribe
+	conn           codec.Connect
+	codes          []codec.ReasonCode
+	newSubs        []bool   // onSubscribe: which filters were new subscriptions
+	expiredScratch []string // onSubscribe: retained topics found expired
+	outBuf         []byte   // scratch for small control packets
+	props5         []byte   // scratch: the forwarded properties of the PUBLISH being routed
+	authBuf        []byte   // scratch for authentication cache keys (authCache.keyOf)
 
-	dirty        []*session // sessions of this loop written to in the current batch
-	pendingWills []*message // wills of connections closed while routing
+	dirty        []*session    // sessions of this loop written to in the current batch
+	pendingWills []*message    // wills of connections closed while routing
+	delayed      []delayedWill // v5 wills waiting for their delay (v5.go)
 	wheel        wheel
 	blocked      []*conn   // connections over their outbound cap or with a waiting queue
 	streams      []*conn   // SSE streams, for heartbeats
@@ -172,6 +176,9 @@ func (l *loop) tick() {
 	if len(l.refusals) > 0 {
 		l.sendRefusals(time.Now().UnixMilli())
 	}
+	if len(l.delayed) > 0 {
+		l.runDelayedWills(now)
+	}
 	if len(l.tls.untrimmed) > 0 {
 		l.trimTLS(now)
 	}
@@ -190,8 +197,9 @@ func (l *loop) expire(c *conn) {
 		c.closeReason = closeConnectTimeout
 		l.stats.connectTimeouts.Add(1)
 	} else {
-		c.closeReason = closeKeepAlive
 		l.stats.keepAliveTimeouts.Add(1)
+		c.closeWith(codec.KeepAliveTimeout, closeKeepAlive) // 5.0: DISCONNECT 0x8D
+		return
 	}
 	c.tlsCloseNotify()
 	_ = c.gc.Close()

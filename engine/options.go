@@ -98,6 +98,45 @@ type Options struct {
 	// (0: never, as Mosquitto's persistent_client_expiration).
 	SessionExpiry time.Duration
 
+	// MQTT 5.0 (docs/mqtt5.md).
+	//
+	// MaxSessionExpiry caps the Session Expiry Interval a v5 client asks
+	// for; CONNACK tells it the value used (0: no cap).
+	MaxSessionExpiry time.Duration
+	// MaxKeepAlive is the longest keep-alive, in seconds, as Mosquitto's
+	// max_keepalive: a v5 client asking for more (or, when it is below
+	// 65535, for none) is told this in CONNACK's Server Keep Alive; a
+	// 3.1/3.1.1 client asking for more is refused (CONNACK 2). 0: 65535.
+	MaxKeepAlive int
+	// ReceiveMaximum is the Receive Maximum announced to v5 clients: QoS 1
+	// and 2 PUBLISHes a client may have unacknowledged by the broker; one
+	// more is a protocol violation (DISCONNECT 0x93). 3.x clients have the
+	// same bound on QoS 2 messages awaiting PUBREL. Default 1024.
+	ReceiveMaximum int
+	// MaxTopicAlias is the Topic Alias Maximum announced to v5 clients
+	// (aliases they may set; default 10, Mosquitto's max_topic_alias;
+	// negative: none).
+	MaxTopicAlias int
+	// MaxTopicAliasOut bounds the aliases the broker assigns per v5
+	// connection for topics it sends (within the client's Topic Alias
+	// Maximum; default 16; negative: never send aliases).
+	MaxTopicAliasOut int
+	// ServerReference, when set, redirects v5 clients: every CONNECT is
+	// refused with 0x9C "use another server" (0x9D "server moved" with
+	// ServerMoved) naming it, and a v5 client disconnected at shutdown is
+	// told it; 3.x clients are refused with CONNACK 3.
+	ServerReference string
+	ServerMoved     bool
+	// ResponseInformation is sent in CONNACK to a v5 client that asks for
+	// it (Request Response Information 1): the base of its response
+	// topics, with the client id appended ("" : none sent).
+	ResponseInformation string
+
+	// AuthMethods are MQTT 5 enhanced-authentication methods besides the
+	// built-in SCRAM-SHA-512 (served from PasswordFile); one with the same
+	// name replaces it.
+	AuthMethods []AuthMethod
+
 	// ReturnIdleMemory gives the heap's free pages back to the operating
 	// system when a burst of allocation (a connect storm) is over; see
 	// memoryReturn.
@@ -164,6 +203,10 @@ func DefaultOptions() Options {
 		SysInterval:        10 * time.Second,
 		ReturnIdleMemory:   true,
 		AuthFailDelayMax:   8 * time.Second,
+		MaxKeepAlive:       65535,
+		ReceiveMaximum:     1024,
+		MaxTopicAlias:      10,
+		MaxTopicAliasOut:   16,
 		Version:            "tinymq dev",
 	}
 }
@@ -233,6 +276,31 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.AuthWorkers <= 0 {
 		o.AuthWorkers = max(2, 2*runtime.NumCPU())
+	}
+	if o.MaxKeepAlive <= 0 || o.MaxKeepAlive > 65535 {
+		o.MaxKeepAlive = d.MaxKeepAlive
+	}
+	if o.ReceiveMaximum <= 0 {
+		o.ReceiveMaximum = d.ReceiveMaximum
+	}
+	if o.ReceiveMaximum > 65535 {
+		return o, errors.New("engine: ReceiveMaximum above 65535")
+	}
+	switch {
+	case o.MaxTopicAlias == 0:
+		o.MaxTopicAlias = d.MaxTopicAlias
+	case o.MaxTopicAlias < 0:
+		o.MaxTopicAlias = 0
+	case o.MaxTopicAlias > 65535:
+		return o, errors.New("engine: MaxTopicAlias above 65535")
+	}
+	switch {
+	case o.MaxTopicAliasOut == 0:
+		o.MaxTopicAliasOut = d.MaxTopicAliasOut
+	case o.MaxTopicAliasOut < 0:
+		o.MaxTopicAliasOut = 0
+	case o.MaxTopicAliasOut > 65535:
+		o.MaxTopicAliasOut = 65535
 	}
 	if o.AuthFailDelayMax == 0 {
 		o.AuthFailDelayMax = d.AuthFailDelayMax

@@ -15,42 +15,52 @@ import (
 // shared by every session it is delivered to.
 type message struct {
 	topic   []byte
-	payload []byte // its capacity runs on over the content type
+	payload []byte // its capacity runs on over the properties
+	expiry  uint32 // unix second at which it expires (MQTT 5 message expiry); 0: never
+	pLen    uint32 // bytes of MQTT 5 properties stored after the payload
 	qos     uint8
 	retain  bool
-	ctLen   uint8 // bytes of content type stored after the payload
 }
 
 // cloneMessage copies topic and payload (which alias a read buffer) into one
 // allocation.
 func cloneMessage(topicName, payload []byte, qos uint8, retain bool) *message {
-	return cloneMessageCT(topicName, payload, qos, retain, nil)
+	return newMessage(topicName, payload, nil, qos, retain, 0)
 }
 
-// maxContentType is the longest content type a message keeps.
-const maxContentType = 255
-
-// cloneMessageCT is cloneMessage with a content type (an HTTP publish's
-// Content-Type header), kept after the payload in the same allocation;
-// one longer than maxContentType is dropped.
-func cloneMessageCT(topicName, payload []byte, qos uint8, retain bool, ct []byte) *message {
-	if len(ct) > maxContentType {
-		ct = nil
-	}
-	buf := make([]byte, len(topicName)+len(payload)+len(ct))
+// newMessage copies topic, payload and props (MQTT 5 properties as on the
+// wire without their length: what is forwarded to v5 readers, never the
+// message expiry, topic alias or subscription identifiers) into one
+// allocation. expiry is the unix second it expires at, 0 for never.
+func newMessage(topicName, payload, props []byte, qos uint8, retain bool, expiry uint32) *message {
+	buf := make([]byte, len(topicName)+len(payload)+len(props))
 	n := copy(buf, topicName)
 	p := n + copy(buf[n:], payload)
-	copy(buf[p:], ct)
-	return &message{topic: buf[:n:n], payload: buf[n:p], qos: qos, retain: retain, ctLen: uint8(len(ct))}
+	copy(buf[p:], props)
+	return &message{topic: buf[:n:n], payload: buf[n:p], qos: qos, retain: retain, pLen: uint32(len(props)), expiry: expiry}
 }
 
-// contentType is the content type the publisher gave, nil when none.
-func (m *message) contentType() []byte {
-	if m.ctLen == 0 {
+// props are the message's MQTT 5 properties (without length), nil when none.
+func (m *message) props() []byte {
+	if m.pLen == 0 {
 		return nil
 	}
 	n := len(m.payload)
-	return m.payload[n : n+int(m.ctLen)]
+	return m.payload[n : n+int(m.pLen)]
+}
+
+// maxContentType is the longest HTTP Content-Type a message keeps.
+const maxContentType = 255
+
+// contentType is the content type the publisher gave (an MQTT 5 content
+// type property, or an HTTP publish's Content-Type), nil when none.
+func (m *message) contentType() []byte {
+	return propString(m.props(), codec.PropContentType)
+}
+
+// expired reports whether m's message expiry has passed at unix second now.
+func (m *message) expired(now int64) bool {
+	return m.expiry != 0 && now >= int64(m.expiry)
 }
 
 // router routes PUBLISHes. Each loop has one, used only on that loop; the
@@ -65,11 +75,13 @@ type router struct {
 	seen    map[*session]int // Dedup scratch
 	wakeups []*loop          // loops whose mailbox this batch made non-empty
 
-	// One encoding per (QoS, retain flag) for the current PUBLISH, shared by
-	// every subscriber; for QoS > 0 only the packet id is patched per copy.
-	enc   [3][2][]byte
-	idOff [3][2]int
-	valid uint8    // bit qos*2+retain set when enc[qos][retain] holds the current PUBLISH
+	// One encoding per (protocol: 3.x or 5.0, QoS, retain flag) for the
+	// current PUBLISH, shared by every subscriber; for QoS > 0 only the
+	// packet id is patched per copy. A v5 reader that needs its own
+	// subscription identifier or topic alias gets its own encoding.
+	enc   [2][3][2][]byte
+	idOff [2][3][2]int
+	valid uint16   // bit ver*6+qos*2+retain set when enc[ver][qos][retain] holds the current PUBLISH
 	msg   *message // owned copy, made on first need
 
 	// The current PUBLISH as SSE event data, made on first need.
@@ -91,8 +103,29 @@ type router struct {
 
 	cur struct {
 		topic, payload []byte
+		props          []byte // MQTT 5 properties kept with the message (forwardProps)
+		expiry         uint32 // unix second it expires at, 0: never
+		expLeft        uint32 // ... seconds left, sent to v5 readers when hasExp
+		hasExp         bool
 		qos            uint8
+		retain         bool     // the publisher's RETAIN flag (for Retain As Published)
+		from           *session // the publisher, for No Local; nil when not an MQTT client
 	}
+
+	// Set by the caller for the next publish: the inbound v5 properties,
+	// expiry and publisher (setMeta).
+	next struct {
+		props  []byte
+		expiry uint32
+		from   *session
+	}
+}
+
+// setMeta gives the next publish its MQTT 5 properties (forwardProps),
+// absolute expiry (unix second, 0: never) and publisher session. Runs on
+// r's loop.
+func (r *router) setMeta(props []byte, expiry uint32, from *session) {
+	r.next.props, r.next.expiry, r.next.from = props, expiry, from
 }
 
 func newRouter(b *Broker, l *loop, st *counters) *router {
@@ -101,22 +134,63 @@ func newRouter(b *Broker, l *loop, st *counters) *router {
 
 // encoded returns the wire bytes of the current PUBLISH at qos with the
 // given retain flag, and the offset of its packet id (-1 for QoS 0).
-func (r *router) encoded(qos uint8, retain bool) ([]byte, int) {
+func (r *router) encoded(ver int, qos uint8, retain bool) ([]byte, int) {
 	ri := 0
 	if retain {
 		ri = 1
 	}
-	bit := uint8(1) << (qos*2 + uint8(ri))
+	bit := uint16(1) << (ver*6 + int(qos)*2 + ri)
 	if r.valid&bit == 0 {
-		p := codec.Publish{QoS: qos, Retain: retain, Topic: r.cur.topic, Payload: r.cur.payload}
+		var id uint16
 		if qos > 0 {
-			p.PacketID = 1
+			id = 1
 		}
-		r.enc[qos][ri] = p.AppendTo(r.enc[qos][ri][:0], codec.V311)
-		r.idOff[qos][ri] = p.PacketIDOffset(codec.V311)
+		if ver == 0 {
+			p := codec.Publish{QoS: qos, Retain: retain, Topic: r.cur.topic, Payload: r.cur.payload, PacketID: id}
+			r.enc[0][qos][ri] = p.AppendTo(r.enc[0][qos][ri][:0], codec.V311)
+			r.idOff[0][qos][ri] = p.PacketIDOffset(codec.V311)
+		} else {
+			p := r.pub5(qos, retain, id, 0)
+			r.enc[1][qos][ri] = p.appendTo(r.enc[1][qos][ri][:0])
+			r.idOff[1][qos][ri] = p.idOffset()
+		}
 		r.valid |= bit
 	}
-	return r.enc[qos][ri], r.idOff[qos][ri]
+	return r.enc[ver][qos][ri], r.idOff[ver][qos][ri]
+}
+
+// pub5 is the current PUBLISH for a v5 reader.
+func (r *router) pub5(qos uint8, retain bool, id uint16, sid uint32) pub5 {
+	return pub5{topic: r.cur.topic, props: r.cur.props, payload: r.cur.payload, qos: qos, retain: retain,
+		id: id, sid: sid, expiry: r.cur.expLeft, hasExpiry: r.cur.hasExp}
+}
+
+// writeLocked appends the current PUBLISH for s (s.mu held) at qos with
+// packet id id (QoS > 0) and subscription identifier sid: the shared
+// encoding of s's protocol version, or, for a v5 reader that needs a
+// subscription identifier or topic aliases, its own. It reports false,
+// writing nothing, when the packet is over a v5 client's Maximum Packet
+// Size. Runs on r's loop.
+func (r *router) writeLocked(s *session, qos uint8, retain bool, id uint16, sid uint32) bool {
+	ver := 0
+	v := s.v5()
+	if v != nil {
+		if sid != 0 || (v.aliasMax != 0 && r.b.opts.MaxTopicAliasOut > 0) {
+			p := r.pub5(qos, retain, id, sid)
+			return s.appendPublishV5Locked(r.b, v, &p)
+		}
+		ver = 1
+	}
+	raw, off := r.encoded(ver, qos, retain)
+	if v != nil && v.maxPacket != 0 && len(raw) > int(v.maxPacket) {
+		return false // 5.0 [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+	}
+	if qos == 0 {
+		s.appendLocked(raw)
+	} else {
+		s.appendPatchedLocked(raw, off, id)
+	}
+	return true
 }
 
 // resetEncodings forgets the current PUBLISH; the buffers keep their
@@ -126,24 +200,35 @@ func (r *router) resetEncodings() {
 	r.readOf = nil
 	r.sseValid = false
 	r.msg = nil
-	r.cur.topic, r.cur.payload = nil, nil
+	r.cur.topic, r.cur.payload, r.cur.props, r.cur.from = nil, nil, nil, nil
 }
 
 // deliverMessage delivers an owned message (retained, queued or a will) to
-// one session. Runs on r's loop.
-func (r *router) deliverMessage(s *session, m *message, qos uint8, retainFlag bool) {
+// one session with subscription identifier sid; an expired one is not
+// delivered (5.0 [MQTT-3.3.2-5]). Runs on r's loop.
+func (r *router) deliverMessage(s *session, m *message, qos uint8, retainFlag bool, sid uint32) {
+	if m.expired(r.b.now.Load()) {
+		return
+	}
 	r.inRoute++
 	defer func() { r.inRoute-- }()
-	r.cur.topic, r.cur.payload, r.cur.qos = m.topic, m.payload, m.qos
+	r.setCur(m.topic, m.payload, m.props(), m.qos, m.retain, m.expiry)
 	r.msg = m
-	r.deliver(s, qos, retainFlag)
+	r.deliver(s, qos, retainFlag, sid)
 	r.resetEncodings()
+}
+
+// setCur makes a message the current PUBLISH. Runs on r's loop.
+func (r *router) setCur(topicName, payload, props []byte, qos uint8, retain bool, expiry uint32) {
+	c := &r.cur
+	c.topic, c.payload, c.props, c.qos, c.retain, c.expiry = topicName, payload, props, qos, retain, expiry
+	c.expLeft, c.hasExp = expiryLeft(expiry, r.b.now.Load())
 }
 
 // owned returns the current PUBLISH as an owned message (copied once).
 func (r *router) owned() *message {
 	if r.msg == nil {
-		r.msg = cloneMessage(r.cur.topic, r.cur.payload, r.cur.qos, false)
+		r.msg = newMessage(r.cur.topic, r.cur.payload, r.cur.props, r.cur.qos, false, r.cur.expiry)
 	}
 	return r.msg
 }
@@ -155,34 +240,61 @@ func (r *router) owned() *message {
 // owned, when not nil, is the same message already copied (a will, a $SYS
 // value): it is shared instead of copied again.
 func (r *router) publish(topicName, payload []byte, qos uint8, retain bool, owned *message) {
+	r.prepare(topicName, payload, qos, retain, owned)
+	r.route()
+}
+
+// prepare is publish's first half: it stores a retained message, finds
+// the matching subscriptions and makes the PUBLISH current. It reports
+// how many subscriptions matched (a v5 PUBACK says 0x10 for none); route
+// must follow. Runs on r's loop.
+func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owned *message) int {
 	b := r.b
-	r.inRoute++
-	defer func() { r.inRoute-- }()
+	props, expiry, from := r.next.props, r.next.expiry, r.next.from
+	r.next.props, r.next.from = nil, nil
+	r.next.expiry = 0
+	if owned != nil {
+		props, expiry = owned.props(), owned.expiry
+	}
 	if retain {
 		if owned != nil && len(payload) > 0 {
 			b.retained.Set(topicName, owned)
 		} else {
-			b.storeRetained(topicName, payload, qos)
+			b.storeRetained(topicName, payload, props, qos, expiry)
 		}
 	}
 	r.matches = topic.Dedup(b.subs.Match(topicName, r.matches[:0]), r.seen)
-	if len(r.matches) == 0 {
-		return
-	}
 	r.msg = owned
-	r.cur.topic, r.cur.payload, r.cur.qos = topicName, payload, qos
+	r.setCur(topicName, payload, props, qos, retain, expiry)
+	r.cur.from = from
+	return len(r.matches)
+}
+
+// route delivers the prepared PUBLISH to every matching subscription.
+// Runs on r's loop.
+func (r *router) route() {
+	r.inRoute++
+	defer func() { r.inRoute-- }()
 	for i := range r.matches {
 		sub := &r.matches[i]
-		q := min(qos, sub.QoS)       // delivered QoS = min(published, granted) [MQTT-3.8.4-6]
-		r.deliver(sub.Key, q, false) // live delivery: RETAIN cleared [MQTT-3.3.1-9]
+		s := sub.Key
 		sub.Key = nil
+		if sub.Opts&codec.SubOptNoLocal != 0 && s == r.cur.from {
+			continue // 5.0 [MQTT-3.8.3-3]: not to the publisher's own subscription
+		}
+		q := min(r.cur.qos, sub.QoS) // delivered QoS = min(published, granted) [MQTT-3.8.4-6]
+		// Live delivery: RETAIN cleared [MQTT-3.3.1-9], unless the v5
+		// subscription asked for Retain As Published (5.0 [MQTT-3.3.1-12]
+		// [MQTT-3.3.1-13]).
+		ret := sub.Opts&codec.SubOptRetainAsPublished != 0 && r.cur.retain
+		r.deliver(s, q, ret, sub.ID)
 	}
 	r.resetEncodings()
 }
 
 // deliver appends the current PUBLISH to s at qos, and marks s for a flush
 // when bytes were added for an online connection. Runs on r's loop.
-func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
+func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 	b := r.b
 	s.mu.Lock()
 	if s.dead {
@@ -223,7 +335,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 	case !online:
 		if qos > 0 || b.opts.QueueQoS0 {
 			wrote = false
-			if !s.enqueueLocked(b, r.owned(), qos, retainFlag) {
+			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 			}
@@ -235,30 +347,32 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool) {
 			if s.fullSince == 0 {
 				s.fullSince = uint32(b.now.Load())
 			}
-		} else {
-			raw, _ := r.encoded(0, retainFlag)
-			s.appendLocked(raw)
+		} else if r.writeLocked(s, 0, retainFlag, 0, sid) {
 			r.stats.msgsOut.Add(1)
 			r.stats.msgsOutBy[s.c.proto][0].Add(1)
 			wrote = true
+		} else {
+			r.stats.tooLarge.Add(1)
 		}
 	default:
-		if s.queuedLocked() == 0 && s.inflightLocked() < b.opts.MaxInflight && !s.blockedLocked(b.opts.MaxOutboundBytes) {
+		if s.queuedLocked() == 0 && s.inflightLocked() < s.inflightCap(b) && !s.blockedLocked(b.opts.MaxOutboundBytes) {
 			id := s.nextIDLocked()
-			st := s.state()
-			st.inflight = append(st.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag})
-			raw, off := r.encoded(qos, retainFlag)
-			s.appendPatchedLocked(raw, off, id)
-			r.stats.msgsOut.Add(1)
-			r.stats.msgsOutBy[s.c.proto][qos].Add(1)
-			wrote = true
+			if r.writeLocked(s, qos, retainFlag, id, sid) {
+				st := s.state()
+				st.inflight = append(st.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag, sid: sid})
+				r.stats.msgsOut.Add(1)
+				r.stats.msgsOutBy[s.c.proto][qos].Add(1)
+				wrote = true
+			} else {
+				r.stats.tooLarge.Add(1) // as if sent (5.0 [MQTT-3.1.2-25])
+			}
 		} else {
 			// Nothing to write. When the queue starts, a flush on its loop
 			// puts it under the slow-consumer watch (loop.flush), which
 			// follows it until it drains: one mark per queue, not one
 			// (and, across loops, one wake-up) per queued message.
 			wrote = s.queuedLocked() == 0
-			if !s.enqueueLocked(b, r.owned(), qos, retainFlag) {
+			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 			}
@@ -347,12 +461,12 @@ func (r *router) finish() {
 
 // storeRetained replaces, or with an empty payload deletes, the retained
 // message of a topic [MQTT-3.3.1-5] [MQTT-3.3.1-10] [MQTT-3.3.1-11]. Any goroutine.
-func (b *Broker) storeRetained(topicName, payload []byte, qos uint8) {
+func (b *Broker) storeRetained(topicName, payload, props []byte, qos uint8, expiry uint32) {
 	if len(payload) == 0 {
 		b.retained.Delete(topicName)
 		return
 	}
-	b.retained.Set(topicName, cloneMessage(topicName, payload, qos, true))
+	b.retained.Set(topicName, newMessage(topicName, payload, props, qos, true, expiry))
 }
 
 // counters are per-loop statistics; the $SYS publisher sums them. Atomic so
@@ -363,6 +477,7 @@ type counters struct {
 	dropped             atomic.Uint64
 	droppedSlow         atomic.Uint64
 	droppedQueueFull    atomic.Uint64
+	tooLarge            atomic.Uint64 // v5 deliveries over the reader's Maximum Packet Size
 	malformed, oversize atomic.Uint64
 	connectTimeouts     atomic.Uint64
 	keepAliveTimeouts   atomic.Uint64

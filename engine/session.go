@@ -43,11 +43,14 @@ type sessionState struct {
 	inflight []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-6]
 	qos2in   []uint16   // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
 	seq      uint64     // SSE: last event id
+	v5       *sess5     // MQTT 5 connection and session state (v5.go); nil for 3.x
 }
 
 type subEntry struct {
 	filter string
 	qos    uint8
+	opts   uint8  // MQTT 5 subscription options (codec.SubOpt* bits, QoS bits clear)
+	id     uint32 // MQTT 5 subscription identifier, 0: none
 }
 
 // loopLocked is the loop of the current connection, nil while offline.
@@ -96,6 +99,7 @@ type queued struct {
 	m      *message
 	qos    uint8
 	retain bool
+	sid    uint32 // MQTT 5 subscription identifier of the matching subscription
 }
 
 type inflight struct {
@@ -104,6 +108,7 @@ type inflight struct {
 	qos    uint8
 	retain bool
 	rel    bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
+	sid    uint32
 }
 
 // blockedLocked reports whether c already holds its cap of unsent bytes
@@ -137,11 +142,19 @@ func (s *session) appendPatchedLocked(raw []byte, off int, id uint16) {
 	binary.BigEndian.PutUint16(b.B[start+off:], id)
 }
 
-// appendPublishLocked encodes an owned message straight into the buffer.
-func (s *session) appendPublishLocked(m *message, qos uint8, retain, dup bool, id uint16) {
+// appendPublishLocked encodes an owned message straight into the buffer,
+// in the session's protocol version. It reports false, writing nothing,
+// when a v5 client's Maximum Packet Size is too small for it.
+func (s *session) appendPublishLocked(b *Broker, m *message, qos uint8, retain, dup bool, id uint16, sid uint32) bool {
+	if v := s.v5(); v != nil {
+		p := pub5{topic: m.topic, props: m.props(), payload: m.payload, qos: qos, retain: retain, dup: dup, id: id, sid: sid}
+		p.expiry, p.hasExpiry = expiryLeft(m.expiry, b.now.Load())
+		return s.appendPublishV5Locked(b, v, &p)
+	}
 	p := codec.Publish{Dup: dup, QoS: qos, Retain: retain, Topic: m.topic, Payload: m.payload, PacketID: id}
-	b := s.buf()
-	b.B = p.AppendTo(b.B, codec.V311)
+	w := s.buf()
+	w.B = p.AppendTo(w.B, codec.V311)
+	return true
 }
 
 // nextIDLocked allocates an outbound packet id not in flight [MQTT-2.3.1-2].
@@ -166,7 +179,7 @@ func (s *session) nextIDLocked() uint16 {
 
 // enqueueLocked queues m, or reports false when the session's queue is full
 // (the message is then dropped and counted by the caller).
-func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool) bool {
+func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool, sid uint32) bool {
 	st := s.state()
 	if len(st.q) >= b.opts.MaxQueuedMsgs || st.qBytes+len(m.payload) > b.opts.MaxQueuedBytes {
 		if s.fullSince == 0 {
@@ -174,7 +187,7 @@ func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool) b
 		}
 		return false
 	}
-	st.q = append(st.q, queued{m: m, qos: qos, retain: retain})
+	st.q = append(st.q, queued{m: m, qos: qos, retain: retain, sid: sid})
 	st.qBytes += len(m.payload)
 	return true
 }
@@ -187,27 +200,36 @@ func (s *session) drainLocked(b *Broker) bool {
 	wrote := false
 	if st := s.st; st != nil {
 		perms := s.c.permissions()
+		now := b.now.Load()
+		cap := s.inflightCap(b)
 		for len(st.q) > 0 && !s.blockedLocked(limit) {
 			e := st.q[0]
-			if perms != nil && !perms.CanRead(e.m.topic) {
-				// Queued while offline; the returning identity may not read it.
+			if (perms != nil && !perms.CanRead(e.m.topic)) || e.m.expired(now) {
+				// Queued while offline; the returning identity may not
+				// read it, or it expired while it waited (5.0
+				// [MQTT-3.3.2-5]).
 				st.q[0] = queued{}
 				st.q = st.q[1:]
 				st.qBytes -= len(e.m.payload)
 				continue
 			}
-			if e.qos > 0 && len(st.inflight) >= b.opts.MaxInflight {
+			if e.qos > 0 && len(st.inflight) >= cap {
 				break
 			}
 			var id uint16
 			if e.qos > 0 {
 				id = s.nextIDLocked()
-				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain})
 			}
-			s.appendPublishLocked(e.m, e.qos, e.retain, false, id)
 			st.q[0] = queued{}
 			st.q = st.q[1:]
 			st.qBytes -= len(e.m.payload)
+			if !s.appendPublishLocked(b, e.m, e.qos, e.retain, false, id, e.sid) {
+				b.sysStats.tooLarge.Add(1) // as if sent (5.0 [MQTT-3.1.2-25])
+				continue
+			}
+			if e.qos > 0 {
+				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain, sid: e.sid})
+			}
 			wrote = true
 		}
 		if len(st.q) == 0 {
@@ -222,14 +244,14 @@ func (s *session) drainLocked(b *Broker) bool {
 
 // resendLocked re-sends, in their original order, every unacknowledged
 // message with DUP set, and PUBREL for those past PUBREC [MQTT-4.4.0-1].
-func (s *session) resendLocked() {
+func (s *session) resendLocked(b *Broker) {
 	for i := range s.inflightLocked() {
 		f := &s.st.inflight[i]
 		if f.rel {
 			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, f.id)
 			continue
 		}
-		s.appendPublishLocked(f.m, f.qos, f.retain, true, f.id) // [MQTT-3.3.1-1]
+		s.appendPublishLocked(b, f.m, f.qos, f.retain, true, f.id, f.sid) // [MQTT-3.3.1-1]
 	}
 }
 
@@ -279,9 +301,14 @@ var (
 	errPubcompBeforePubrec = &codec.Error{Code: codec.ProtocolError, Msg: "PUBCOMP for a QoS 2 delivery awaiting PUBREC"}
 )
 
-// clearLocked drops the session's messages (queue, in flight, QoS 2 state).
+// clearLocked drops the session's messages (queue, in flight, QoS 2
+// state); a v5 session keeps its connection state.
 func (s *session) clearLocked() {
-	s.st = nil
+	if s.st != nil && s.st.v5 != nil {
+		s.st = &sessionState{v5: s.st.v5}
+	} else {
+		s.st = nil
+	}
 	if s.wbuf != nil {
 		putBuf(s.wbuf)
 		s.wbuf = nil

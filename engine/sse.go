@@ -80,7 +80,7 @@ func (r *httpReq) stream(rawFilter []byte) bool {
 	b.subs.SubscribeString(filter, topic.Sub[*session]{Key: s, QoS: 2})
 	if withRetained {
 		b.retained.Match(f, func(_ string, m *message) bool {
-			l.r.deliverMessage(s, m, m.qos, true)
+			l.r.deliverMessage(s, m, m.qos, true, 0)
 			return true
 		})
 	}
