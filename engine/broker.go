@@ -60,7 +60,8 @@ type Broker struct {
 	idSeq      atomic.Uint64
 	closing    atomic.Bool
 	logLimiter rateLimiter
-	rate       *connRate // per-source connection-rate limit; nil when off
+	rate       *connRate  // per-source connection-rate limit; nil when off
+	ps         *persister // durable state (persist.go); nil when persistence is off
 
 	eng      gnet.Engine
 	engReady chan struct{}
@@ -110,6 +111,9 @@ func New(opts Options) (*Broker, error) {
 	}
 	b.setupAuthMethods()
 	b.memReturn.init()
+	if err := b.openStore(); err != nil { // persist.go: recovered before any listener opens
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -235,6 +239,9 @@ func (b *Broker) Stop(ctx context.Context) error {
 		if err == nil {
 			err = ctx.Err()
 		}
+	}
+	if serr := b.closeStore(); serr != nil && err == nil { // persist.go: after the loops
+		err = serr
 	}
 	return err
 }

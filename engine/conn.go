@@ -477,6 +477,7 @@ func (c *conn) onAck(a *codec.Ack) error {
 		// Mosquitto does), whatever the client's outbound state.
 		s.releaseQoS2InLocked(a.PacketID)
 		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
+		c.l.persistQoS2In(s, a.PacketID, false)
 		wrote = true
 	} else {
 		wrote, err = s.ackLocked(c.l.b, a.Type, a.PacketID)
@@ -548,18 +549,25 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 			l.r.publish(p.Topic, p.Payload, 0, p.Retain, nil)
 		}
 	case 1:
-		// The acknowledgement does not wait for durability, so it goes
-		// out before this message's deliveries, including one to this
-		// very connection.
+		// Unless it waits for durability (--fsync always, persist.go),
+		// the acknowledgement goes out before this message's
+		// deliveries, including one to this very connection.
+		held := l.ackHold() // persist.go: --fsync always decides after the deliveries
 		if routable && l.r.prepare(p.Topic, p.Payload, 1, p.Retain, nil) == 0 && v != nil {
 			rc = codec.NoMatchingSubscribers // 5.0: accepted, nobody to give it to
 		}
-		c.sendAck(codec.TypePuback, p.PacketID, rc) // [MQTT-4.3.2-2]
+		if !held {
+			c.sendAck(codec.TypePuback, p.PacketID, rc) // [MQTT-4.3.2-2]
+		}
 		if routable {
 			l.r.route()
 		}
+		if held {
+			l.ackDurable(c, codec.TypePuback, p.PacketID, rc) // once its records are durable
+		}
 	case 2:
 		s := c.s
+		held := l.ackHold() // persist.go
 		s.mu.Lock()
 		dup := s.hasQoS2InLocked(p.PacketID)
 		over := false
@@ -567,6 +575,7 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 			st := s.state()
 			if over = len(st.qos2in) >= l.b.opts.ReceiveMaximum; !over {
 				st.qos2in = append(st.qos2in, p.PacketID)
+				l.persistQoS2In(s, p.PacketID, true) // persist.go
 			}
 		}
 		s.mu.Unlock()
@@ -584,9 +593,14 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 				rc = codec.NoMatchingSubscribers
 			}
 		}
-		c.sendAck(codec.TypePubrec, p.PacketID, rc)
+		if !held {
+			c.sendAck(codec.TypePubrec, p.PacketID, rc)
+		}
 		if !dup && routable {
 			l.r.route()
+		}
+		if held {
+			l.ackDurable(c, codec.TypePubrec, p.PacketID, rc) // persist.go
 		}
 	}
 	return nil

@@ -350,6 +350,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 			// session; so does an expired one not yet swept.
 			old.dead = true
 			old.clearLocked()
+			b.persistDiscard(old) // persist.go
 			discard = old
 		} else {
 			s, present = old, true // [MQTT-3.2.2-2]
@@ -383,6 +384,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 	s.outBuffered = 0
 	s.fullSince = 0
 	s.since = uint32(now)
+	b.persistOnline(s) // persist.go
 	s.mu.Unlock()
 	c.s = s
 	b.sessMu.Unlock()
@@ -429,9 +431,11 @@ func (b *Broker) detach(c *conn) (resumed bool) {
 	if drop {
 		s.dead = true
 		s.clearLocked()
+		b.persistDiscard(s) // persist.go
 		b.sessions.Remove(s)
 	} else {
 		s.since = uint32(b.now.Load())
+		b.persistOffline(s) // persist.go
 	}
 	s.mu.Unlock()
 	b.sessMu.Unlock()
@@ -471,6 +475,7 @@ func (b *Broker) expireSessions(now int64) {
 			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) >= int64(s.expirySecs(b)) {
 				s.dead = true // routers holding it skip it from now on
 				s.clearLocked()
+				b.persistDiscard(s) // persist.go
 				dead = append(dead, s)
 			}
 			s.mu.Unlock()

@@ -251,6 +251,9 @@ func (r *httpReq) healthz() bool {
 	if !r.only("GET") {
 		return r.close
 	}
+	if err := r.b.StoreHealth(); err != nil { // persist.go: the store refuses writes
+		return r.fail(503, "store: "+err.Error())
+	}
 	return r.ok(200, []byte(`{"status":"ok"}`))
 }
 

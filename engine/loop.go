@@ -58,6 +58,8 @@ type loop struct {
 
 	tickPending atomic.Bool
 	tickRun     gnet.Runnable
+
+	ps loopPersist // acknowledgements waiting for the store (persist.go)
 }
 
 func newLoop(b *Broker, el gnet.EventLoop) *loop {
@@ -182,6 +184,7 @@ func (l *loop) tick() {
 	if len(l.tls.untrimmed) > 0 {
 		l.trimTLS(now)
 	}
+	l.persistTick() // persist.go
 	l.r.finish()
 }
 

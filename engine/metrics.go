@@ -58,6 +58,8 @@ type Snapshot struct {
 
 	TLS TLSSnapshot `json:"tls"` // TLS, protocol mismatches, PROXY protocol (tls.go)
 
+	Store StoreStats `json:"store"` // durable state (persist.go)
+
 	MemoryBytes     uint64 `json:"go_memory_bytes"`
 	HeapBytes       uint64 `json:"go_heap_bytes"`
 	Goroutines      uint64 `json:"go_goroutines"`
@@ -178,6 +180,7 @@ func (b *Broker) Snapshot() Snapshot {
 	sn.MemoryBytes, sn.HeapBytes, sn.Goroutines, sn.GCCycles = get(0), get(1), get(2), get(3)
 	sn.MemoryReturns = b.memReturn.runs.Load()
 	sn.TLS = b.tlsSnapshot()
+	sn.Store = b.storeStats() // persist.go
 	return sn
 }
 
@@ -252,6 +255,11 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	w.single("tinymq_queued_messages", "gauge", "Messages waiting in session queues.", float64(sn.Queued))
 	w.single("tinymq_inflight_messages", "gauge", "Outbound QoS 1/2 messages awaiting acknowledgement.", float64(sn.Inflight))
 	w.single("tinymq_sse_streams", "gauge", "Open Server-Sent Events streams.", float64(sn.Streams))
+	if st := &sn.Store; st.Enabled { // persist.go
+		w.single("tinymq_store_errors_total", "counter", "Failed store commits and syncs (disk full, I/O errors).", float64(st.Errors))
+		w.single("tinymq_store_refused_total", "counter", "Store submissions refused because the writer queue was full (retried).", float64(st.Refused))
+		w.single("tinymq_store_healthy", "gauge", "1 while the store takes writes, 0 while it is failing.", b2f(st.Healthy))
+	}
 	w.single("tinymq_http_requests_total", "counter", "HTTP requests served.", float64(sn.HTTPRequests))
 	w.single("tinymq_http_errors_total", "counter", "HTTP requests answered with 4xx or 5xx.", float64(sn.HTTPErrors))
 	w.single("tinymq_sse_streams_opened_total", "counter", "SSE streams opened.", float64(sn.StreamsOpened))

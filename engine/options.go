@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"runtime"
 	"time"
+
+	"github.com/tinymq/tinymq/engine/store"
 )
 
 // Options configure a Broker. The zero value of every field means "use the
@@ -97,6 +99,19 @@ type Options struct {
 	// has been offline this long, with its subscriptions and queue
 	// (0: never, as Mosquitto's persistent_client_expiration).
 	SessionExpiry time.Duration
+
+	// Durable state (persist.go, docs/durability.md). Persistence turns
+	// the store on; its zero value keeps everything in memory (the test
+	// suite's brokers), cmd/tinymq turns it on by default. DataDir is the
+	// store's directory (default "./data"), Fsync when a write counts as
+	// durable (default store.FsyncInterval; store.FsyncAlways holds QoS
+	// 1/2 acknowledgements until their records are synced) and
+	// FsyncInterval the interval's period (default 1 s).
+	Persistence   bool
+	DataDir       string
+	Fsync         store.Fsync
+	FsyncInterval time.Duration
+	storeFS       store.FS // tests: the store's file system (injected errors); nil: the OS
 
 	// MQTT 5.0 (docs/mqtt5.md).
 	//
@@ -304,6 +319,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.AuthFailDelayMax == 0 {
 		o.AuthFailDelayMax = d.AuthFailDelayMax
+	}
+	if o.DataDir == "" {
+		o.DataDir = "./data" // persistence
+	}
+	if o.FsyncInterval <= 0 {
+		o.FsyncInterval = time.Second // persistence
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

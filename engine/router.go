@@ -83,6 +83,7 @@ type router struct {
 	idOff [2][3][2]int
 	valid uint16   // bit ver*6+qos*2+retain set when enc[ver][qos][retain] holds the current PUBLISH
 	msg   *message // owned copy, made on first need
+	mid   uint64   // msg's store message id, 0 until stored (persist.go)
 
 	// The current PUBLISH as SSE event data, made on first need.
 	sse       []byte
@@ -200,6 +201,7 @@ func (r *router) resetEncodings() {
 	r.readOf = nil
 	r.sseValid = false
 	r.msg = nil
+	r.mid = 0 // persist.go
 	r.cur.topic, r.cur.payload, r.cur.props, r.cur.from = nil, nil, nil, nil
 }
 
@@ -259,6 +261,7 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 	if retain {
 		if owned != nil && len(payload) > 0 {
 			b.retained.Set(topicName, owned)
+			b.persistRetained(topicName, owned) // persist.go
 		} else {
 			b.storeRetained(topicName, payload, props, qos, expiry)
 		}
@@ -338,6 +341,8 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
+			} else {
+				r.persistQueued(s) // persist.go
 			}
 		}
 	case qos == 0:
@@ -360,6 +365,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if r.writeLocked(s, qos, retainFlag, id, sid) {
 				st := s.state()
 				st.inflight = append(st.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag, sid: sid})
+				r.persistSent(s) // persist.go
 				r.stats.msgsOut.Add(1)
 				r.stats.msgsOutBy[s.c.proto][qos].Add(1)
 				wrote = true
@@ -375,6 +381,8 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
+			} else {
+				r.persistQueued(s) // persist.go
 			}
 		}
 	}
@@ -436,6 +444,7 @@ func (r *router) finish() {
 		return
 	}
 	r.finishing = true
+	r.b.persistFlush(r.l) // persist.go: submit this batch's records first
 	if l := r.l; l != nil {
 		for len(l.pendingWills) > 0 || len(l.dirty) > 0 {
 			for len(l.pendingWills) > 0 {
@@ -464,9 +473,12 @@ func (r *router) finish() {
 func (b *Broker) storeRetained(topicName, payload, props []byte, qos uint8, expiry uint32) {
 	if len(payload) == 0 {
 		b.retained.Delete(topicName)
+		b.persistRetained(topicName, nil) // persist.go
 		return
 	}
-	b.retained.Set(topicName, newMessage(topicName, payload, props, qos, true, expiry))
+	m := newMessage(topicName, payload, props, qos, true, expiry)
+	b.retained.Set(topicName, m)
+	b.persistRetained(topicName, m) // persist.go
 }
 
 // counters are per-loop statistics; the $SYS publisher sums them. Atomic so

@@ -25,6 +25,7 @@ type session struct {
 	clean        bool
 	dead         bool // discarded; routers that still hold it skip it
 	sse          bool // an HTTP event stream, not an MQTT client
+	persisted    bool // the store holds this session (persist.go)
 	version      codec.Version
 	lastID       uint16
 	outBuffered  int32                      // bytes gnet held for c after the last flush
@@ -43,6 +44,7 @@ type sessionState struct {
 	inflight []inflight // outbound QoS 1/2 in send order [MQTT-4.6.0-6]
 	qos2in   []uint16   // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
 	seq      uint64     // SSE: last event id
+	qTail    uint64     // last queue position given out (persist.go: store queue keys)
 	v5       *sess5     // MQTT 5 connection and session state (v5.go); nil for 3.x
 }
 
@@ -100,6 +102,8 @@ type queued struct {
 	qos    uint8
 	retain bool
 	sid    uint32 // MQTT 5 subscription identifier of the matching subscription
+	pos    uint64 // queue position (persist.go)
+	mid    uint64 // store message id, 0 when not stored (persist.go)
 }
 
 type inflight struct {
@@ -109,6 +113,7 @@ type inflight struct {
 	retain bool
 	rel    bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
 	sid    uint32
+	mid    uint64 // store message id, 0 when not stored (persist.go)
 }
 
 // blockedLocked reports whether c already holds its cap of unsent bytes
@@ -187,7 +192,8 @@ func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool, s
 		}
 		return false
 	}
-	st.q = append(st.q, queued{m: m, qos: qos, retain: retain, sid: sid})
+	st.qTail++ // persist.go: the entry's store position
+	st.q = append(st.q, queued{m: m, qos: qos, retain: retain, sid: sid, pos: st.qTail})
 	st.qBytes += len(m.payload)
 	return true
 }
@@ -211,6 +217,7 @@ func (s *session) drainLocked(b *Broker) bool {
 				st.q[0] = queued{}
 				st.q = st.q[1:]
 				st.qBytes -= len(e.m.payload)
+				b.persistDequeued(s, &e, 0) // persist.go
 				continue
 			}
 			if e.qos > 0 && len(st.inflight) >= cap {
@@ -224,11 +231,13 @@ func (s *session) drainLocked(b *Broker) bool {
 			st.q = st.q[1:]
 			st.qBytes -= len(e.m.payload)
 			if !s.appendPublishLocked(b, e.m, e.qos, e.retain, false, id, e.sid) {
-				b.sysStats.tooLarge.Add(1) // as if sent (5.0 [MQTT-3.1.2-25])
+				b.sysStats.tooLarge.Add(1)  // as if sent (5.0 [MQTT-3.1.2-25])
+				b.persistDequeued(s, &e, 0) // persist.go
 				continue
 			}
+			b.persistDequeued(s, &e, id) // persist.go
 			if e.qos > 0 {
-				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain, sid: e.sid})
+				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain, sid: e.sid, mid: e.mid})
 			}
 			wrote = true
 		}
@@ -280,8 +289,10 @@ func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) (bool, error) {
 		case t == codec.TypePubrec:
 			f.rel = true                                                 // a repeated PUBREC gets PUBREL again
 			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id) // [MQTT-4.3.3-3]
+			b.persistPubrec(s, f)
 			return true, nil
 		}
+		b.persistAcked(s, id)                    // persist.go
 		copy(st.inflight[i:], st.inflight[i+1:]) // PUBACK (QoS 1), PUBCOMP after PUBREL (QoS 2)
 		st.inflight[len(st.inflight)-1] = inflight{}
 		st.inflight = st.inflight[:len(st.inflight)-1]

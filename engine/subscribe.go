@@ -72,9 +72,11 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 		case i >= 0:
 			s.subs[i].qos, s.subs[i].opts, s.subs[i].id = granted, opts, sid
 			filter = s.subs[i].filter
+			b.persistSub(s, &s.subs[i]) // persist.go
 		case !full:
 			filter = string(sub.Filter)
 			s.subs = append(s.subs, subEntry{filter: filter, qos: granted, opts: opts, id: sid})
+			b.persistSub(s, &s.subs[len(s.subs)-1]) // persist.go
 		}
 		s.mu.Unlock()
 		if full {
@@ -145,6 +147,7 @@ var errSharedNoLocal = &codec.Error{Code: codec.ProtocolError, Msg: "No Local on
 func (b *Broker) dropExpiredRetained(t string, now int64) {
 	if m, ok := b.retained.Get([]byte(t)); ok && m.expired(now) {
 		b.retained.Delete([]byte(t))
+		b.persistRetained([]byte(t), nil) // persist.go
 	}
 }
 
@@ -179,6 +182,7 @@ func (c *conn) onUnsubscribe(h codec.FixedHeader, body []byte) error {
 			s.subs[i] = s.subs[last]
 			s.subs[last] = subEntry{}
 			s.subs = s.subs[:last]
+			b.persistUnsub(s, f) // persist.go
 		}
 		s.mu.Unlock()
 		if ok {

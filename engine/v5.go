@@ -544,6 +544,7 @@ func (l *loop) publishWill(s *session, w *message) {
 		delay = min(v.willDelay, s.expirySecs(b))
 		if delay > 0 {
 			v.dwill = w
+			b.persistWill(s, w, b.now.Load()+int64(delay)) // persist.go
 		}
 	}
 	s.mu.Unlock()
@@ -585,6 +586,7 @@ func (l *loop) runDelayedWills(now int64) {
 		live := v != nil && v.dwill == d.m
 		if live {
 			v.dwill = nil
+			l.b.persistWillDone(s) // persist.go
 		}
 		s.mu.Unlock()
 		if live {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/tinymq/tinymq/engine"
+	"github.com/tinymq/tinymq/engine/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -91,6 +92,10 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.IntVar(&o.MaxOutboundBytes, "max-outbound-bytes", d.MaxOutboundBytes, "unsent bytes per connection above which QoS 0 messages are dropped")
 	fs.DurationVar(&o.SlowConsumerAfter, "slow-consumer-timeout", d.SlowConsumerAfter, "disconnect a client whose queue stays full this long")
 	fs.DurationVar(&o.SessionExpiry, "session-expiry", 0, "discard persistent sessions offline this long (0: never)")
+	fs.StringVar(&o.DataDir, "data-dir", "./data", "directory of the durable state (retained messages, persistent sessions, delayed wills)")
+	fs.BoolVar(&o.Persistence, "persistence", true, "keep retained messages and persistent sessions in --data-dir across restarts (false: memory only)")
+	fsync := fs.String("fsync", "interval", "when a write is durable: always (QoS 1/2 acknowledged once synced), interval (synced every --fsync-interval) or none (the OS decides)")
+	fs.DurationVar(&o.FsyncInterval, "fsync-interval", time.Second, "how often --fsync interval syncs the write-ahead log")
 	fs.BoolVar(&o.ReturnIdleMemory, "return-idle-memory", d.ReturnIdleMemory, "give free heap pages back to the OS when a burst of allocation (a connect storm) is over")
 	fs.DurationVar(&o.SysInterval, "sys-interval", d.SysInterval, "how often $SYS topics are published (0 or negative: never)")
 	fs.StringVar(&o.PasswordFile, "password-file", "", "Mosquitto password file (mosquitto_passwd or `tinymq passwd`): users and their hashed passwords")
@@ -160,6 +165,14 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 		if name = strings.TrimSpace(name); name != "" {
 			o.ProxyProtocol = append(o.ProxyProtocol, name)
 		}
+	}
+	f, err := store.ParseFsync(*fsync)
+	if err != nil {
+		return nil, fmt.Errorf("--fsync: %w", err)
+	}
+	o.Fsync = f
+	if o.FsyncInterval <= 0 {
+		return nil, errors.New("--fsync-interval: must be above 0")
 	}
 	if o.SysInterval <= 0 {
 		o.SysInterval = -1 // documented: 0 or negative disables $SYS

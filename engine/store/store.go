@@ -79,12 +79,18 @@ type Options struct {
 	OnError func(err error)
 	// Now is the clock for expiry checks; default time.Now.
 	Now func() time.Time
+	// FS is the file system pebble uses; nil: the OS. For tests of the
+	// code above the store (pebble's errorfs injects disk errors).
+	FS FS
 
 	fs          vfs.FS          // tests: injected errors; nil: the OS
 	beforeSync  func()          // tests: called on the writer before a synced commit
 	afterSync   func(n uint64)  // tests: called after a synced commit of up to seq n, before OnDurable
 	afterCommit func(sync bool) // tests: called after each successful commit
 }
+
+// FS is pebble's file system interface (vfs.FS).
+type FS = vfs.FS
 
 // Errors.
 var (
@@ -169,6 +175,9 @@ func Open(o Options) (*Store, error) {
 	}
 	s := &Store{opts: o, fs: o.fs, ch: make(chan *Batch, o.QueueLen), quit: make(chan struct{}), done: make(chan struct{}),
 		pages: make(chan pageReq, o.QueueLen), readerDone: make(chan struct{})}
+	if s.fs == nil {
+		s.fs = o.FS
+	}
 	if s.fs == nil {
 		s.fs = vfs.Default
 	}

@@ -1,0 +1,610 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/engine/store"
+)
+
+// Durable state: the engine's side of engine/store (docs/durability.md;
+// docs/store.md "What the engine calls, and when" is the plan followed).
+//
+// Memory stays the source of truth for routing. Every change to a retained
+// message or to a persistent session (clean session 0, or a v5 Session
+// Expiry Interval above 0) is also appended as a store record to one
+// pending store.Batch shared by every loop, in the order memory saw it: the
+// record is appended while the lock that guards the change (session.mu) is
+// held, and persister.mu is a leaf lock under it. So the records of one
+// session keep their order whichever loop wrote them, and a Dequeue never
+// overtakes its Enqueue (docs/store.md "Order across loops"). The batch is
+// submitted at the end of each unit of loop work (router.finish) and on
+// every tick; Submit never blocks. Clean sessions write nothing.
+//
+// With --fsync always, the PUBACK or PUBREC of a QoS 1/2 PUBLISH that
+// wrote records waits on its loop (loopPersist.held) until the store posts
+// that the batch holding them is durable (OnDurable, on the store's writer
+// goroutine, wakes the loop); later acknowledgements of the same connection
+// wait behind it, so they keep their order (MQTT 3.1.1 section 4.6). While
+// the store is failing (Store.Health) every mode holds them: no
+// acknowledgement for a message the store could not take.
+
+// persister is the broker's store and the records not yet submitted.
+type persister struct {
+	st     *store.Store
+	dir    string
+	fsync  store.Fsync
+	always bool // acknowledgements wait for durability
+
+	mu      sync.Mutex
+	batch   *store.Batch    // records not yet submitted; guarded by mu
+	lastSeq uint64          // guarded by mu: sequence number of the last batch submitted
+	wills   []recoveredWill // guarded by mu: recovered delayed wills not yet taken by a loop
+
+	pending  atomic.Bool   // batch holds records
+	hasWills atomic.Bool   // wills is not empty
+	durable  atomic.Uint64 // highest sequence number posted durable
+	errs     atomic.Uint64 // failed commits and syncs (OnError)
+	refused  atomic.Uint64 // submissions refused with ErrQueueFull
+	log      rateLimiter
+}
+
+// recoveredWill is a delayed will read back at startup, waiting for a loop
+// to file it (loop.adoptWills).
+type recoveredWill struct {
+	s   *session
+	m   *message
+	due int64 // unix second
+}
+
+// heldAck is a PUBACK or PUBREC waiting for durability.
+type heldAck struct {
+	c   *conn
+	seq uint64 // the store sequence number that must be durable; 0 until the records are submitted
+	id  uint16
+	t   codec.Type
+	rc  codec.ReasonCode
+}
+
+// loopPersist is a loop's durable-state scratch. Owned by the loop, except
+// waiting and durPending (atomics read by the store's writer goroutine).
+type loopPersist struct {
+	wrote      bool            // a record was appended on this loop since ackHold
+	held       []heldAck       // in arrival order; seqs never decrease, the unassigned ones at the tail
+	heldBy     map[*conn]int32 // held acknowledgements per connection
+	unassigned int             // held acknowledgements at the tail with seq 0
+	durRun     gnet.Runnable
+	waiting    atomic.Bool // held is not empty
+	durPending atomic.Bool // a durRun is on its way
+}
+
+// openStore opens and loads the data directory when persistence is on.
+// Runs in New, before any listener exists.
+func (b *Broker) openStore() error {
+	o := &b.opts
+	if !o.Persistence {
+		return nil
+	}
+	p := &persister{dir: o.DataDir, fsync: o.Fsync, always: o.Fsync == store.FsyncAlways, batch: store.NewBatch()}
+	st, err := store.Open(store.Options{
+		Dir:       o.DataDir,
+		Fsync:     o.Fsync,
+		Interval:  o.FsyncInterval,
+		OnDurable: b.onDurable,
+		OnError:   b.onStoreError,
+		FS:        o.storeFS,
+	})
+	if err != nil {
+		return fmt.Errorf("engine: cannot open the data directory %s (--data-dir): %w", o.DataDir, err)
+	}
+	p.st = st
+	b.ps = p
+	if err := b.recover(); err != nil {
+		_ = st.Close()
+		b.ps = nil
+		return fmt.Errorf("engine: cannot recover the data directory %s: %w", o.DataDir, err)
+	}
+	return nil
+}
+
+// closeStore submits what is pending and closes the store. Runs in Stop,
+// after the loops ended.
+func (b *Broker) closeStore() error {
+	p := b.ps
+	if p == nil {
+		return nil
+	}
+	p.flush()
+	p.mu.Lock()
+	if p.batch.Len() > 0 {
+		b.log.Error("store: records not submitted at shutdown", "records", p.batch.Len())
+	}
+	p.mu.Unlock()
+	if err := p.st.Close(); err != nil {
+		return fmt.Errorf("engine: closing the data directory %s: %w", p.dir, err)
+	}
+	return nil
+}
+
+// onDurable is the store's OnDurable: it wakes the loops holding
+// acknowledgements. Store writer goroutine; never blocks.
+func (b *Broker) onDurable(seq uint64) {
+	p := b.ps
+	if p == nil {
+		return
+	}
+	p.durable.Store(seq)
+	for _, l := range b.allLoops() {
+		ps := &l.ps
+		if ps.waiting.Load() && ps.durPending.CompareAndSwap(false, true) {
+			if err := l.el.Execute(context.Background(), ps.durRun); err != nil {
+				ps.durPending.Store(false) // shutting down
+			}
+		}
+	}
+}
+
+// onStoreError is the store's OnError: counted, and logged at most once a
+// second. Store writer goroutine or pebble's; never blocks.
+func (b *Broker) onStoreError(err error) {
+	p := b.ps
+	if p == nil {
+		return
+	}
+	p.errs.Add(1)
+	if p.log.allow(time.Now().Unix()) {
+		b.log.Error("store: write failed; QoS 1/2 acknowledgements are held until it works again",
+			"dir", p.dir, "err", err.Error())
+	}
+}
+
+// StoreHealth is nil while the store takes writes (or persistence is off),
+// the store's last error otherwise. Any goroutine.
+func (b *Broker) StoreHealth() error {
+	if b.ps == nil {
+		return nil
+	}
+	return b.ps.st.Health()
+}
+
+// begin locks the pending batch for appending records. Any goroutine
+// (under the session's lock when the records are a session's).
+func (p *persister) begin() *store.Batch {
+	p.mu.Lock()
+	return p.batch
+}
+
+// end unlocks the pending batch; l, when not nil, is the loop that wrote.
+func (p *persister) end(l *loop) {
+	p.pending.Store(true)
+	p.mu.Unlock()
+	if l != nil {
+		l.ps.wrote = true
+	}
+}
+
+// flush submits the pending batch. It returns a sequence number at or
+// above that of every record appended before the call, and false when the
+// store refused the batch (it stays pending, and later records are
+// appended behind it). Any goroutine; never blocks.
+func (p *persister) flush() (uint64, bool) {
+	if !p.pending.Load() {
+		p.mu.Lock()
+		seq := p.lastSeq
+		p.mu.Unlock()
+		return seq, true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.batch.Len() == 0 {
+		p.pending.Store(false)
+		return p.lastSeq, true
+	}
+	seq, err := p.st.Submit(p.batch)
+	if err != nil {
+		// ErrQueueFull: the writer is behind or failing; retried at the
+		// next flush or tick. ErrClosed: shutting down.
+		p.refused.Add(1)
+		return 0, false
+	}
+	p.batch = store.NewBatch()
+	p.lastSeq = seq
+	p.pending.Store(false)
+	return seq, true
+}
+
+// persistFlush submits the pending records and gives this loop's held
+// acknowledgements the sequence number to wait for, releasing those
+// already durable. l is nil for the $SYS router. Runs on l.
+func (b *Broker) persistFlush(l *loop) {
+	p := b.ps
+	if p == nil {
+		return
+	}
+	if l == nil {
+		p.flush()
+		return
+	}
+	ps := &l.ps
+	if !p.pending.Load() && ps.unassigned == 0 {
+		return
+	}
+	seq, ok := p.flush()
+	if !ok || ps.unassigned == 0 {
+		return
+	}
+	for i := len(ps.held) - ps.unassigned; i < len(ps.held); i++ {
+		ps.held[i].seq = seq
+	}
+	ps.unassigned = 0
+	if p.durable.Load() >= seq {
+		l.releaseAcks()
+	}
+}
+
+// ackHold prepares the acknowledgement of an inbound QoS 1/2 PUBLISH: it
+// reports whether the acknowledgement must be decided after the
+// deliveries (ackDurable), which is when it may have to wait for the
+// store. Runs on l.
+func (l *loop) ackHold() bool {
+	p := l.b.ps
+	if p == nil {
+		return false
+	}
+	l.ps.wrote = false
+	return p.always || p.st.Health() != nil
+}
+
+// ackDurable sends PUBACK or PUBREC for a PUBLISH routed after ackHold:
+// at once when it wrote no record and c has no acknowledgement waiting,
+// otherwise once the store says its records are durable. Runs on c's loop.
+func (l *loop) ackDurable(c *conn, t codec.Type, id uint16, rc codec.ReasonCode) {
+	ps := &l.ps
+	if !ps.wrote && ps.heldBy[c] == 0 {
+		c.sendAck(t, id, rc)
+		return
+	}
+	if ps.heldBy == nil {
+		ps.heldBy = make(map[*conn]int32)
+	}
+	if ps.durRun == nil {
+		ps.durRun = gnet.RunnableFunc(func(context.Context) error { l.durableRun(); return nil })
+	}
+	ps.held = append(ps.held, heldAck{c: c, id: id, t: t, rc: rc})
+	ps.heldBy[c]++
+	ps.unassigned++
+	ps.waiting.Store(true)
+}
+
+// durableRun releases the acknowledgements the store's last durability
+// post covers. Runs on l (posted by onDurable).
+func (l *loop) durableRun() {
+	l.ps.durPending.Store(false)
+	l.releaseAcks()
+	l.r.finish()
+}
+
+// releaseAcks sends the held acknowledgements whose records are durable,
+// in order. Runs on l.
+func (l *loop) releaseAcks() {
+	ps := &l.ps
+	d := l.b.ps.durable.Load()
+	i := 0
+	for ; i < len(ps.held); i++ {
+		h := &ps.held[i]
+		if h.seq == 0 || h.seq > d {
+			break
+		}
+		if n := ps.heldBy[h.c] - 1; n > 0 {
+			ps.heldBy[h.c] = n
+		} else {
+			delete(ps.heldBy, h.c)
+		}
+		if h.c.open {
+			h.c.sendAck(h.t, h.id, h.rc)
+		}
+	}
+	if i > 0 {
+		n := copy(ps.held, ps.held[i:])
+		clear(ps.held[n:])
+		ps.held = ps.held[:n]
+	}
+	if len(ps.held) == 0 {
+		ps.waiting.Store(false)
+	}
+}
+
+// persistTick submits what is pending (a refused batch is retried here),
+// releases what became durable, and files recovered delayed wills. Runs on
+// l (tick).
+func (l *loop) persistTick() {
+	p := l.b.ps
+	if p == nil {
+		return
+	}
+	l.b.persistFlush(l)
+	if len(l.ps.held) > 0 {
+		l.releaseAcks()
+	}
+	if p.hasWills.Load() {
+		p.mu.Lock()
+		ws := p.wills
+		p.wills = nil
+		p.hasWills.Store(false)
+		p.mu.Unlock()
+		for _, w := range ws {
+			l.delayed = append(l.delayed, delayedWill{s: w.s, m: w.m, due: w.due})
+		}
+	}
+}
+
+// storeMessage is m as the store keeps it (slices alias m; the batch
+// copies them).
+func storeMessage(m *message) store.Message {
+	var exp int64
+	if m.expiry != 0 {
+		exp = int64(m.expiry) * 1000
+	}
+	return store.Message{Topic: m.topic, Payload: m.payload, Props: m.props(), QoS: m.qos, Retain: m.retain, Expiry: exp}
+}
+
+// persistRetained records a retained message set or replaced (m), or
+// deleted (m nil). $SYS values are not stored: they are made afresh. Any
+// goroutine.
+func (b *Broker) persistRetained(topicName []byte, m *message) {
+	p := b.ps
+	if p == nil || isSysTopic(topicName) {
+		return
+	}
+	bt := p.begin()
+	if m == nil {
+		bt.DeleteRetained(topicName)
+	} else {
+		sm := storeMessage(m)
+		sm.Topic, sm.Retain = topicName, true
+		bt.SetRetained(&sm)
+	}
+	p.end(nil)
+}
+
+// storeID is the store's message id of the current PUBLISH, putting the
+// message record into bt on first need (once per PUBLISH however many
+// sessions reference it). Runs on r's loop, bt locked.
+func (r *router) storeID(bt *store.Batch) uint64 {
+	if r.mid == 0 {
+		r.mid = r.b.ps.st.NextMessageID()
+		sm := storeMessage(r.owned())
+		bt.PutMessage(r.mid, &sm)
+	}
+	return r.mid
+}
+
+// persistQueued records the message just queued for s (s.mu held). Runs
+// on r's loop.
+func (r *router) persistQueued(s *session) {
+	p := r.b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	e := &s.st.q[len(s.st.q)-1]
+	bt := p.begin()
+	e.mid = r.storeID(bt)
+	bt.Enqueue(s.id, e.pos, e.mid, e.qos, e.retain)
+	p.end(r.l)
+}
+
+// persistSent records the message just put in flight to s (s.mu held).
+// Runs on r's loop.
+func (r *router) persistSent(s *session) {
+	p := r.b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	f := &s.st.inflight[len(s.st.inflight)-1]
+	bt := p.begin()
+	f.mid = r.storeID(bt)
+	bt.SetInflight(s.id, f.id, f.mid, f.qos, f.retain, store.PublishSent)
+	p.end(r.l)
+}
+
+// persistDequeued records that queued entry e left s's queue: dropped, or
+// sent (in flight with packet id id when id is not 0). s.mu held; any
+// goroutine.
+func (b *Broker) persistDequeued(s *session, e *queued, id uint16) {
+	p := b.ps
+	if p == nil || !s.persisted || e.pos == 0 {
+		return
+	}
+	bt := p.begin()
+	bt.Dequeue(s.id, e.pos)
+	if id != 0 && e.mid != 0 {
+		bt.SetInflight(s.id, id, e.mid, e.qos, e.retain, store.PublishSent)
+	}
+	p.end(nil)
+}
+
+// persistPubrec records that in-flight QoS 2 message f got PUBREC (PUBREL
+// sent). s.mu held; any goroutine.
+func (b *Broker) persistPubrec(s *session, f *inflight) {
+	p := b.ps
+	if p == nil || !s.persisted || f.mid == 0 {
+		return
+	}
+	bt := p.begin()
+	bt.SetInflight(s.id, f.id, f.mid, f.qos, f.retain, store.PubrelSent)
+	p.end(nil)
+}
+
+// persistAcked records that in-flight message id is done (PUBACK, or
+// PUBCOMP). s.mu held; any goroutine.
+func (b *Broker) persistAcked(s *session, id uint16) {
+	p := b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	bt := p.begin()
+	bt.DeleteInflight(s.id, id)
+	p.end(nil)
+}
+
+// persistQoS2In records an inbound QoS 2 packet id awaiting PUBREL (add)
+// or released. s.mu held; runs on s's loop l.
+func (l *loop) persistQoS2In(s *session, id uint16, add bool) {
+	p := l.b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	bt := p.begin()
+	if add {
+		bt.AddQoS2In(s.id, id)
+	} else {
+		bt.DeleteQoS2In(s.id, id)
+	}
+	p.end(l)
+}
+
+// persistSub records a subscription granted to s (s.mu held). Runs on s's
+// loop.
+func (b *Broker) persistSub(s *session, e *subEntry) {
+	p := b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	bt := p.begin()
+	bt.SetSubscription(s.id, &store.Subscription{Filter: []byte(e.filter), QoS: e.qos, Options: e.opts, ID: e.id})
+	p.end(nil)
+}
+
+// persistUnsub records a subscription removed (s.mu held). Runs on s's
+// loop.
+func (b *Broker) persistUnsub(s *session, filter []byte) {
+	p := b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	bt := p.begin()
+	bt.DeleteSubscription(s.id, filter)
+	p.end(nil)
+}
+
+// persistOnline records a session attached to a connection (s.mu held): a
+// persistent one gets its header with no expiry and loses a pending will
+// (the client came back); one that became clean is deleted. Runs on the
+// connection's loop.
+func (b *Broker) persistOnline(s *session) {
+	p := b.ps
+	if p == nil {
+		return
+	}
+	if s.clean {
+		b.persistDiscard(s)
+		return
+	}
+	wasStored := s.persisted
+	s.persisted = true
+	bt := p.begin()
+	bt.SetSession(s.id, &store.SessionInfo{ProtocolVersion: uint8(s.version)})
+	if wasStored {
+		bt.DeleteWill(s.id)
+	}
+	p.end(nil)
+}
+
+// persistOffline records a persistent session going offline (s.mu held):
+// its header with the expiry deadline. Runs on the connection's loop.
+func (b *Broker) persistOffline(s *session) {
+	p := b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	var deadline int64
+	if e := s.expirySecs(b); e != neverExpires {
+		deadline = (b.now.Load() + int64(e)) * 1000
+	}
+	bt := p.begin()
+	bt.SetSession(s.id, &store.SessionInfo{ProtocolVersion: uint8(s.version), Expiry: deadline})
+	p.end(nil)
+}
+
+// persistDiscard deletes a discarded session's records (s.mu held): clean
+// connect over it, clean disconnect, expiry. Any goroutine.
+func (b *Broker) persistDiscard(s *session) {
+	p := b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	s.persisted = false
+	bt := p.begin()
+	bt.DeleteSession(s.id)
+	p.end(nil)
+}
+
+// persistWill records a v5 will waiting for its delay, due at unix second
+// due (s.mu held). Runs on the connection's loop.
+func (b *Broker) persistWill(s *session, w *message, due int64) {
+	p := b.ps
+	if p == nil || !s.persisted {
+		return
+	}
+	sm := storeMessage(w)
+	sm.Expiry = 0
+	if w.expiry != 0 {
+		// A will's expiry is an interval until it is published
+		// (will5): stored as the deadline it will have then.
+		sm.Expiry = (due + int64(w.expiry)) * 1000
+	}
+	bt := p.begin()
+	bt.SetWill(s.id, &store.Will{Message: sm, Deadline: due * 1000})
+	p.end(nil)
+}
+
+// persistWillDone deletes a delayed will published or cancelled (s.mu
+// held). Runs on a loop.
+func (b *Broker) persistWillDone(s *session) {
+	p := b.ps
+	if p == nil {
+		return
+	}
+	bt := p.begin()
+	bt.DeleteWill(s.id)
+	p.end(nil)
+}
+
+// StoreStats are the store's counters for /metrics.
+type StoreStats struct {
+	Enabled bool   `json:"enabled"`
+	Fsync   string `json:"fsync,omitempty"`
+	Errors  uint64 `json:"errors"`  // failed commits and syncs
+	Refused uint64 `json:"refused"` // submissions refused: writer queue full
+	Healthy bool   `json:"healthy"`
+	Error   string `json:"error,omitempty"`
+	Durable uint64 `json:"durable_seq"`
+}
+
+// storeStats reads the store's counters. Any goroutine.
+func (b *Broker) storeStats() StoreStats {
+	p := b.ps
+	if p == nil {
+		return StoreStats{Healthy: true}
+	}
+	st := StoreStats{Enabled: true, Fsync: p.fsync.String(), Errors: p.errs.Load(), Refused: p.refused.Load(),
+		Durable: p.durable.Load(), Healthy: true}
+	if err := p.st.Health(); err != nil {
+		st.Healthy, st.Error = false, err.Error()
+	}
+	return st
+}
+
+// b2f is 1 for true, 0 for false (a Prometheus gauge).
+func b2f(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,135 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/engine/store"
+	"github.com/tinymq/tinymq/topic"
+)
+
+// recover rebuilds what the store holds: retained messages into the
+// retained index, persistent sessions (offline) into the session index
+// with their subscriptions in the trie, their in-flight messages, inbound
+// QoS 2 ids and queues, and pending delayed wills for the loops' ticks.
+// It logs what it found and how long it took. Runs in New, before the
+// listeners open (blocks on I/O).
+func (b *Broker) recover() error {
+	p := b.ps
+	now := time.Now()
+	nowMs := now.UnixMilli()
+	since := uint32(now.Unix())
+	var (
+		nQueued, dropped int
+		page             []store.Queued
+	)
+	stats, err := p.st.Load(store.Loader{
+		Retained: func(m store.Message) error {
+			b.retained.Set(m.Topic, newMessage(m.Topic, m.Payload, m.Props, m.QoS, true, expirySecond(m.Expiry)))
+			return nil
+		},
+		Session: func(rs *store.Session) error {
+			s := &session{id: rs.ClientID, version: codec.Version(rs.Info.ProtocolVersion), persisted: true, since: since}
+			st := s.state()
+			if s.version == codec.V5 {
+				exp := neverExpires
+				if rs.Info.Expiry != 0 {
+					exp = uint32(max((rs.Info.Expiry-nowMs+999)/1000, 1))
+				}
+				st.v5 = &sess5{expiry: exp} // the rest comes with the next CONNECT
+			}
+			for _, sub := range rs.Subs {
+				e := subEntry{filter: string(sub.Filter), qos: sub.QoS, opts: sub.Options, id: sub.ID}
+				s.subs = append(s.subs, e)
+				b.subs.SubscribeString(e.filter, topic.Sub[*session]{Key: s, QoS: e.qos, ID: e.id, Opts: e.opts})
+			}
+			var gone *store.Batch
+			for _, f := range rs.Inflight {
+				rel := f.State == store.PubrelSent
+				m := &message{}
+				if f.Message.Topic != nil {
+					m = storedMessage(&f.Message)
+				} else if !rel {
+					// Its message record is missing: nothing to re-send.
+					if gone == nil {
+						gone = p.begin()
+					}
+					gone.DeleteInflight(s.id, f.PacketID)
+					dropped++
+					continue
+				}
+				st.inflight = append(st.inflight, inflight{m: m, id: f.PacketID, qos: f.QoS, retain: f.Retain, rel: rel, mid: f.MsgID})
+				s.lastID = max(s.lastID, f.PacketID)
+			}
+			if gone != nil {
+				p.end(nil)
+			}
+			st.qos2in = append(st.qos2in, rs.QoS2In...)
+			st.qTail = rs.QueueTail
+			if rs.QueueTail != 0 {
+				var err error
+				page, err = p.st.Queue(s.id, rs.QueueHead-1, b.opts.MaxQueuedMsgs, page[:0])
+				if err != nil {
+					return err
+				}
+				for i := range page {
+					q := &page[i]
+					m := storedMessage(&q.Message)
+					st.q = append(st.q, queued{m: m, qos: q.QoS, retain: q.Retain, pos: q.Pos, mid: q.MsgID})
+					st.qBytes += len(m.payload)
+				}
+				nQueued += len(page)
+				clear(page)
+			}
+			b.sessions.Put(s)
+			return nil
+		},
+		Will: func(cid string, w store.Will) error {
+			s := b.sessions.Get(cid)
+			if s == nil {
+				// The session ended (expired) with its will still due:
+				// a session of its own, outside the index, carries it.
+				s = &session{id: cid, version: codec.V5, since: since}
+			}
+			v := s.v5()
+			if v == nil {
+				v = &sess5{}
+				s.state().v5 = v
+			}
+			m := storedMessage(&w.Message)
+			m.expiry = 0
+			if w.Message.Expiry != 0 {
+				// Stored as the deadline it has once published
+				// (persistWill); an interval until then (will5).
+				m.expiry = uint32(max((w.Message.Expiry-w.Deadline+999)/1000, 1))
+			}
+			v.dwill = m
+			p.wills = append(p.wills, recoveredWill{s: s, m: m, due: (w.Deadline + 999) / 1000})
+			p.hasWills.Store(true)
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	b.log.Info("store recovered", "dir", p.dir, "fsync", p.fsync.String(),
+		"retained", stats.Retained, "sessions", stats.Sessions, "subscriptions", stats.Subscriptions,
+		"queued", nQueued, "inflight", stats.Inflight, "qos2_in", stats.QoS2In, "wills", stats.Wills,
+		"expired_retained", stats.ExpiredRetained, "expired_sessions", stats.ExpiredSessions,
+		"inflight_without_message", dropped, "duration", stats.Duration.Round(time.Microsecond).String())
+	return nil
+}
+
+// storedMessage is an owned message from a store record.
+func storedMessage(m *store.Message) *message {
+	return newMessage(m.Topic, m.Payload, m.Props, m.QoS, m.Retain, expirySecond(m.Expiry))
+}
+
+// expirySecond turns the store's unix-millisecond deadline into a
+// message's unix second (rounded up; 0 stays never).
+func expirySecond(ms int64) uint32 {
+	if ms <= 0 {
+		return 0
+	}
+	return uint32(min((ms+999)/1000, 1<<32-1))
+}
