@@ -48,7 +48,8 @@ type brokerProc struct {
 func startBrokerProcess(t *testing.T, args ...string) *brokerProc {
 	t.Helper()
 	bin := brokerBinary(t)
-	args = append([]string{"--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sys-interval", "0"}, args...)
+	args = append([]string{"--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sys-interval", "0",
+		"--persistence=false"}, args...) // in memory, as before persistence (no ./data left behind)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
