@@ -58,7 +58,8 @@ func (b *Broker) recover() error {
 					dropped++
 					continue
 				}
-				st.inflight = append(st.inflight, inflight{m: m, id: f.PacketID, qos: f.QoS, retain: f.Retain, rel: rel, mid: f.MsgID})
+				st.inflight = append(st.inflight, inflight{m: m, id: f.PacketID, qos: f.QoS, retain: f.Retain, rel: rel, mid: f.MsgID,
+					sid: subID(s, m.topic)})
 				s.lastID = max(s.lastID, f.PacketID)
 			}
 			if gone != nil {
@@ -75,7 +76,7 @@ func (b *Broker) recover() error {
 				for i := range page {
 					q := &page[i]
 					m := storedMessage(&q.Message)
-					st.q = append(st.q, queued{m: m, qos: q.QoS, retain: q.Retain, pos: q.Pos, mid: q.MsgID})
+					st.q = append(st.q, queued{m: m, qos: q.QoS, retain: q.Retain, pos: q.Pos, mid: q.MsgID, sid: subID(s, m.topic)})
 					st.qBytes += len(m.payload)
 				}
 				nQueued += len(page)
@@ -132,4 +133,27 @@ func expirySecond(ms int64) uint32 {
 		return 0
 	}
 	return uint32(min((ms+999)/1000, 1<<32-1))
+}
+
+// subID is the MQTT 5 subscription identifier a recovered message gets:
+// the store keeps none per entry, so it is that of the session's first
+// subscription with an identifier that matches the topic (0: none).
+func subID(s *session, topicName []byte) uint32 {
+	if len(topicName) == 0 {
+		return 0
+	}
+	for i := range s.subs {
+		e := &s.subs[i]
+		if e.id == 0 {
+			continue
+		}
+		f := []byte(e.filter)
+		if _, inner, ok := topic.SplitShared(f); ok {
+			f = inner
+		}
+		if topic.MatchFilter(f, topicName) {
+			return e.id
+		}
+	}
+	return 0
 }

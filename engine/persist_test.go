@@ -1,0 +1,528 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/engine/store"
+)
+
+// persistentBroker starts a broker with persistence on in dir.
+func persistentBroker(t testing.TB, dir string, fsync store.Fsync, edit func(*Options)) *Broker {
+	t.Helper()
+	return startBroker(t, func(o *Options) {
+		o.Persistence, o.DataDir, o.Fsync = true, dir, fsync
+		o.FsyncInterval = 50 * time.Millisecond
+		if edit != nil {
+			edit(o)
+		}
+	})
+}
+
+// stopBroker stops b now (a SIGTERM does the same in cmd/tinymq); the
+// test's cleanup Stop is then a no-op.
+func stopBroker(t testing.TB, b *Broker) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+}
+
+// Retained messages survive a restart: set, replaced and deleted ones as
+// they ended, with their v5 properties; one whose message expiry passed
+// while the broker was down is gone.
+func TestPersistRetainedRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := persistentBroker(t, dir, store.FsyncInterval, nil)
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	pub.publish("r/a", "first", 1, true, 1)
+	pub.expect(codec.TypePuback, 5*time.Second)
+	pub.publish("r/a", "second", 1, true, 2) // replaces
+	pub.expect(codec.TypePuback, 5*time.Second)
+	pub.publish("r/b", "gone", 1, true, 3)
+	pub.expect(codec.TypePuback, 5*time.Second)
+	pub.publish("r/b", "", 1, true, 4) // deletes
+	pub.expect(codec.TypePuback, 5*time.Second)
+	pub.publish("r/c", "qos0", 0, true, 0)
+	v := connectV5(t, b.MQTTAddr(), "pub5", nil)
+	v.pub(&paho.Publish{Topic: "r/v5", QoS: 1, Retain: true, Payload: []byte("props"),
+		Properties: &paho.PublishProperties{ContentType: "text/plain", User: paho.UserProperties{{Key: "k", Value: "v"}}}})
+	v.pub(&paho.Publish{Topic: "r/short", QoS: 1, Retain: true, Payload: []byte("expires"),
+		Properties: &paho.PublishProperties{MessageExpiry: u32(1)}})
+	expired := time.Now().Add(2100 * time.Millisecond)
+	waitFor(t, 5*time.Second, "4 retained", func() bool { return b.Stats().Retained == 4 })
+	stopBroker(t, b)
+	for time.Now().Before(expired) { // the message expiry runs on while the broker is down
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	b = persistentBroker(t, dir, store.FsyncInterval, nil)
+	if n := b.Stats().Retained; n != 3 {
+		t.Fatalf("%d retained after restart; want 3 (r/a, r/c, r/v5)", n)
+	}
+	sub := connectV5(t, b.MQTTAddr(), "sub5", nil)
+	sub.sub("r/#", 1, nil)
+	got := map[string]*paho.Publish{}
+	for range 3 {
+		m := sub.next(5 * time.Second)
+		got[m.Topic] = m
+	}
+	sub.none(300 * time.Millisecond)
+	if m := got["r/a"]; m == nil || string(m.Payload) != "second" || !m.Retain {
+		t.Fatalf("r/a: %+v", m)
+	}
+	if m := got["r/c"]; m == nil || string(m.Payload) != "qos0" {
+		t.Fatalf("r/c: %+v", m)
+	}
+	m := got["r/v5"]
+	if m == nil || string(m.Payload) != "props" || m.Properties == nil || m.Properties.ContentType != "text/plain" ||
+		m.Properties.User.Get("k") != "v" {
+		t.Fatalf("r/v5 lost its properties: %+v", m)
+	}
+}
+
+// A 3.1.1 persistent session survives a restart: session present, its
+// subscription, the messages queued while it was offline (in order), the
+// message in flight (re-sent with DUP and its packet id), and an inbound
+// QoS 2 id (the re-sent PUBLISH is not delivered twice).
+func TestPersistSessionRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := persistentBroker(t, dir, store.FsyncAlways, nil)
+	p1 := dialRaw(t, b.MQTTAddr())
+	p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60})
+	p1.subscribe(1, codec.Subscription{Filter: []byte("q/#"), QoS: 2})
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	pub.publish("q/x", "inflight", 1, false, 1)
+	pub.expect(codec.TypePuback, 5*time.Second)
+	first := p1.expectPublish(5 * time.Second) // not acknowledged: stays in flight
+	// p1 publishes QoS 2 and gets PUBREC, but sends no PUBREL yet.
+	p1.publish("other/x", "exactly-once", 2, false, 7)
+	p1.expect(codec.TypePubrec, 5*time.Second)
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 1 })
+	for i := range 5 {
+		pub.publish("q/x", fmt.Sprint(i), 1, false, uint16(10+i))
+		pub.expect(codec.TypePuback, 5*time.Second)
+	}
+	stopBroker(t, b)
+
+	b = persistentBroker(t, dir, store.FsyncAlways, nil)
+	if st := b.Stats(); st.Subscriptions != 1 {
+		t.Fatalf("%d subscriptions after restart; want 1", st.Subscriptions)
+	}
+	watch := connected(t, b.MQTTAddr(), "watch", true)
+	watch.subscribe(1, codec.Subscription{Filter: []byte("other/#"), QoS: 2})
+	p1 = dialRaw(t, b.MQTTAddr())
+	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session present = 0 after restart; want 1")
+	}
+	again := p1.expectPublish(5 * time.Second)
+	if !again.Dup || again.PacketID != first.PacketID || string(again.Payload) != "inflight" {
+		t.Fatalf("in-flight message re-sent as %+v; want DUP, id %d", again, first.PacketID)
+	}
+	p1.write(codec.AppendAck(nil, codec.TypePuback, again.PacketID))
+	for i := range 5 {
+		p := p1.expectPublish(5 * time.Second)
+		if string(p.Payload) != fmt.Sprint(i) || p.QoS != 1 {
+			t.Fatalf("queued message %d: %q qos %d", i, p.Payload, p.QoS)
+		}
+		p1.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID))
+	}
+	// The QoS 2 PUBLISH re-sent after the restart is acknowledged but not
+	// routed again; PUBREL completes it.
+	dup := codec.Publish{Topic: []byte("other/x"), Payload: []byte("exactly-once"), QoS: 2, Dup: true, PacketID: 7}
+	p1.write(dup.AppendTo(nil, codec.V311))
+	p1.expect(codec.TypePubrec, 5*time.Second)
+	p1.write(codec.AppendAck(nil, codec.TypePubrel, 7))
+	p1.expect(codec.TypePubcomp, 5*time.Second)
+	watch.expectNothing(300 * time.Millisecond)
+	p1.expectNothing(100 * time.Millisecond)
+
+	// Everything was acknowledged: after another restart nothing is left
+	// to deliver, but the session and its subscription are.
+	p1.write([]byte{0xe0, 0})
+	p1.expectClosed(5 * time.Second)
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 1 })
+	stopBroker(t, b)
+	b = persistentBroker(t, dir, store.FsyncAlways, nil)
+	p1 = dialRaw(t, b.MQTTAddr())
+	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session present = 0 after the second restart")
+	}
+	p1.expectNothing(300 * time.Millisecond)
+	pub = connected(t, b.MQTTAddr(), "pub", true)
+	pub.publish("q/y", "live", 1, false, 1)
+	if p := p1.expectPublish(5 * time.Second); string(p.Payload) != "live" {
+		t.Fatalf("after the second restart: %q", p.Payload)
+	}
+}
+
+// A clean session over a stored one discards it in the store too; clean
+// sessions write nothing at all.
+func TestPersistCleanSessionWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	b := persistentBroker(t, dir, store.FsyncAlways, nil)
+	p := b.ps
+	seq := func() uint64 { p.flush(); p.mu.Lock(); defer p.mu.Unlock(); return p.lastSeq }
+	base := seq()
+	sub := connected(t, b.MQTTAddr(), "csub", true)
+	sub.subscribe(1, codec.Subscription{Filter: []byte("c/#"), QoS: 1})
+	pub := connected(t, b.MQTTAddr(), "cpub", true)
+	for i := range 20 {
+		pub.publish("c/x", "m", uint8(i%3), false, uint16(i+1))
+		if i%3 > 0 {
+			pub.expect(map[int]codec.Type{1: codec.TypePuback, 2: codec.TypePubrec}[i%3], 5*time.Second)
+		}
+	}
+	sub.c.Close()
+	pub.c.Close()
+	waitFor(t, 5*time.Second, "clients gone", func() bool { return b.Stats().Connected == 0 })
+	if got := seq(); got != base {
+		t.Fatalf("clean-session traffic submitted store batches up to %d (from %d)", got, base)
+	}
+
+	// A persistent session, then a clean connect over it: gone after a
+	// restart.
+	p1 := connected(t, b.MQTTAddr(), "p1", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("d/#"), QoS: 1})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 0 })
+	p1 = connected(t, b.MQTTAddr(), "p1", true)
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 gone", func() bool { return b.Stats().Connected == 0 })
+	stopBroker(t, b)
+	b = persistentBroker(t, dir, store.FsyncAlways, nil)
+	if st := b.Stats(); st.Subscriptions != 0 {
+		t.Fatalf("%d subscriptions after restart; want 0", st.Subscriptions)
+	}
+	rc := dialRaw(t, b.MQTTAddr())
+	if ack := rc.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); ack.SessionPresent {
+		t.Fatal("discarded session came back")
+	}
+}
+
+// One message queued for many offline sessions is one message record.
+func TestPersistMessageStoredOnce(t *testing.T) {
+	dir := t.TempDir()
+	b := persistentBroker(t, dir, store.FsyncNone, nil)
+	const n = 20
+	for i := range n {
+		c := connected(t, b.MQTTAddr(), fmt.Sprintf("s%d", i), false)
+		c.subscribe(1, codec.Subscription{Filter: []byte("fan/#"), QoS: 1})
+		c.c.Close()
+	}
+	waitFor(t, 5*time.Second, "offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	pub.publish("fan/x", "one", 1, false, 1)
+	pub.expect(codec.TypePuback, 5*time.Second)
+	b.ps.flush()
+	waitFor(t, 5*time.Second, "committed", func() bool {
+		q, _ := b.ps.st.Queue(fmt.Sprintf("s%d", n-1), 0, 10, nil)
+		return len(q) == 1
+	})
+	ids := map[uint64]bool{}
+	for i := range n {
+		q, err := b.ps.st.Queue(fmt.Sprintf("s%d", i), 0, 10, nil)
+		if err != nil || len(q) != 1 || string(q[0].Message.Payload) != "one" {
+			t.Fatalf("queue of s%d: %+v %v", i, q, err)
+		}
+		ids[q[0].MsgID] = true
+	}
+	if len(ids) != 1 {
+		t.Fatalf("%d message records for one PUBLISH to %d sessions; want 1", len(ids), n)
+	}
+}
+
+// MQTT 5: a session with an expiry interval survives a restart with its
+// subscription options and identifier; one whose expiry passed while the
+// broker was down is gone.
+func TestPersistV5SessionRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := persistentBroker(t, dir, store.FsyncInterval, nil)
+	cp := &paho.Connect{CleanStart: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(300)}}
+	v := connectV5(t, b.MQTTAddr(), "v5p", cp)
+	v.sub("v5/#", 1, &paho.SubscribeProperties{SubscriptionIdentifier: func() *int { i := 42; return &i }()},
+		func(o *paho.SubscribeOptions) { o.NoLocal = true })
+	short := connectV5(t, b.MQTTAddr(), "v5short", &paho.Connect{CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(1)}})
+	short.sub("v5/#", 1, nil)
+	_ = v.c.Disconnect(&paho.Disconnect{})
+	_ = short.c.Disconnect(&paho.Disconnect{})
+	expired := time.Now().Add(2100 * time.Millisecond)
+	waitFor(t, 5*time.Second, "offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connectV5(t, b.MQTTAddr(), "v5pub", nil)
+	pub.pub(&paho.Publish{Topic: "v5/a", QoS: 1, Payload: []byte("while away")})
+	stopBroker(t, b)
+	for time.Now().Before(expired) {
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	b = persistentBroker(t, dir, store.FsyncInterval, nil)
+	if st := b.Stats(); st.Subscriptions != 1 {
+		t.Fatalf("%d subscriptions after restart; want 1 (the expired session's is gone)", st.Subscriptions)
+	}
+	cp = &paho.Connect{CleanStart: false, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(300)}}
+	v = connectV5(t, b.MQTTAddr(), "v5p", cp)
+	if !v.ack.SessionPresent {
+		t.Fatal("session present = 0 after restart")
+	}
+	m := v.next(5 * time.Second)
+	if string(m.Payload) != "while away" || m.Properties == nil || m.Properties.SubscriptionIdentifier == nil ||
+		*m.Properties.SubscriptionIdentifier != 42 {
+		t.Fatalf("queued message %q props %+v; want subscription identifier 42", m.Payload, m.Properties)
+	}
+	v.pub(&paho.Publish{Topic: "v5/own", QoS: 1, Payload: []byte("no local")})
+	v.none(300 * time.Millisecond) // No Local survived the restart
+	s := connectV5(t, b.MQTTAddr(), "v5short", &paho.Connect{CleanStart: false})
+	if s.ack.SessionPresent {
+		t.Fatal("the expired session came back")
+	}
+}
+
+// A v5 will with a delay, pending when the broker stops, is published
+// after the restart once its delay is over.
+func TestPersistDelayedWillRestart(t *testing.T) {
+	dir := t.TempDir()
+	b := persistentBroker(t, dir, store.FsyncInterval, nil)
+	cp := &paho.Connect{CleanStart: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(300)},
+		WillMessage:    &paho.WillMessage{Topic: "wills/w1", QoS: 1, Payload: []byte("bye")},
+		WillProperties: &paho.WillProperties{WillDelayInterval: u32(2)}}
+	conn, err := net.DialTimeout("tcp", b.MQTTAddr(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cp.ClientID, cp.KeepAlive = "w1", 30
+	if _, err := c.Connect(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close() // no DISCONNECT: the will is due in 2 s
+	waitFor(t, 5*time.Second, "w1 offline", func() bool { return b.Stats().Connected == 0 })
+	due := time.Now().Add(2 * time.Second)
+	stopBroker(t, b)
+
+	b = persistentBroker(t, dir, store.FsyncInterval, nil)
+	sub := connectV5(t, b.MQTTAddr(), "wsub", nil)
+	sub.sub("wills/#", 1, nil)
+	m := sub.next(8 * time.Second)
+	if string(m.Payload) != "bye" {
+		t.Fatalf("will %q", m.Payload)
+	}
+	if time.Now().Before(due.Add(-time.Second)) {
+		t.Fatalf("will published %v before its delay ended", time.Until(due))
+	}
+}
+
+// With --fsync always a PUBACK means the message is committed to every
+// session queue it went to: the store has it when the publisher hears
+// back.
+func TestPersistFsyncAlwaysAckAfterDurable(t *testing.T) {
+	dir := t.TempDir()
+	b := persistentBroker(t, dir, store.FsyncAlways, nil)
+	p1 := connected(t, b.MQTTAddr(), "p1", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("a/#"), QoS: 2})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	for i := range 20 {
+		qos := uint8(1 + i%2)
+		pub.publish("a/x", fmt.Sprint(i), qos, false, uint16(i+1))
+		want := codec.TypePuback
+		if qos == 2 {
+			want = codec.TypePubrec
+		}
+		h, body := pub.expect(want, 5*time.Second)
+		var a codec.Ack
+		if err := a.Decode(codec.V311, h, body); err != nil || a.PacketID != uint16(i+1) {
+			t.Fatalf("ack %d: %+v %v", i, a, err)
+		}
+		q, err := b.ps.st.Queue("p1", 0, 100, nil)
+		if err != nil || len(q) != i+1 || string(q[i].Message.Payload) != fmt.Sprint(i) {
+			t.Fatalf("acknowledged message %d not in the store: %d entries, %v", i, len(q), err)
+		}
+		if qos == 2 {
+			pub.write(codec.AppendAck(nil, codec.TypePubrel, uint16(i+1)))
+			pub.expect(codec.TypePubcomp, 5*time.Second)
+		}
+	}
+	if d, c := b.ps.st.Durable(), b.ps.st.Committed(); d != c {
+		t.Logf("durable %d, committed %d", d, c)
+	}
+}
+
+// Acknowledgements held for durability keep their order on a connection:
+// a PUBLISH that wrote nothing is acknowledged after an earlier one still
+// waiting.
+func TestPersistHeldAcksInOrder(t *testing.T) {
+	dir := t.TempDir()
+	b := persistentBroker(t, dir, store.FsyncAlways, nil)
+	p1 := connected(t, b.MQTTAddr(), "p1", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("stored/#"), QoS: 1})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	var raw []byte
+	for i := range 50 {
+		topic := "stored/x"
+		if i%2 == 1 {
+			topic = "nobody/x" // writes no record
+		}
+		p := codec.Publish{Topic: []byte(topic), Payload: []byte("m"), QoS: 1, PacketID: uint16(i + 1)}
+		raw = p.AppendTo(raw, codec.V311)
+	}
+	pub.write(raw) // one read on the broker: the acks are held together
+	for i := range 50 {
+		h, body := pub.expect(codec.TypePuback, 5*time.Second)
+		var a codec.Ack
+		if err := a.Decode(codec.V311, h, body); err != nil || a.PacketID != uint16(i+1) {
+			t.Fatalf("PUBACK %d has id %d (%v); want them in order", i+1, a.PacketID, err)
+		}
+	}
+}
+
+// A store that fails (every write refused, like a full disk) holds QoS 1
+// acknowledgements, shows in /healthz and /metrics, and once it works
+// again the held acknowledgement goes out; QoS 0 routing never stops.
+func TestPersistStoreFailureHoldsAcks(t *testing.T) {
+	dir := t.TempDir()
+	inj := newFailingFS()
+	b := startHTTPBroker(t, func(o *Options) {
+		o.Persistence, o.DataDir, o.Fsync = true, dir, store.FsyncInterval
+		o.FsyncInterval = 20 * time.Millisecond
+		o.storeFS = inj.fs
+	})
+	p1 := connected(t, b.MQTTAddr(), "p1", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("f/#"), QoS: 1})
+	live := connected(t, b.MQTTAddr(), "live", true)
+	live.subscribe(1, codec.Subscription{Filter: []byte("f/#"), QoS: 0})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 1 })
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	pub.publish("f/x", "before", 1, false, 1)
+	pub.expect(codec.TypePuback, 5*time.Second)
+	live.expectPublish(5 * time.Second)
+
+	inj.on.Store(true)
+	pub.publish("f/x", "trigger", 1, false, 2) // interval mode: acknowledged, but its commit fails
+	pub.expect(codec.TypePuback, 5*time.Second)
+	live.expectPublish(5 * time.Second)
+	waitFor(t, 10*time.Second, "the store to report the failure", func() bool { return b.StoreHealth() != nil })
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + b.HTTPAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/healthz"); code != 503 || !strings.Contains(body, "store") {
+		t.Fatalf("/healthz while failing: %d %s", code, body)
+	}
+	if _, body := get("/metrics"); !strings.Contains(body, "tinymq_store_healthy 0") || strings.Contains(body, "tinymq_store_errors_total 0\n") {
+		t.Fatalf("/metrics while failing does not show it:\n%s", grepLines(body, "tinymq_store"))
+	}
+	pub.publish("f/x", "held", 1, false, 3)
+	if p := live.expectPublish(5 * time.Second); string(p.Payload) != "held" {
+		t.Fatalf("QoS 0 routing: %q", p.Payload)
+	}
+	pub.expectNothing(500 * time.Millisecond) // no PUBACK while the store fails
+
+	inj.on.Store(false)
+	h, body := pub.expect(codec.TypePuback, 10*time.Second)
+	var a codec.Ack
+	if err := a.Decode(codec.V311, h, body); err != nil || a.PacketID != 3 {
+		t.Fatalf("PUBACK after recovery: %+v %v", a, err)
+	}
+	waitFor(t, 5*time.Second, "healthy", func() bool { return b.StoreHealth() == nil })
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz after recovery: %d", code)
+	}
+	stopBroker(t, b)
+	b = persistentBroker(t, dir, store.FsyncInterval, nil)
+	p1 = dialRaw(t, b.MQTTAddr())
+	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session lost")
+	}
+	for _, want := range []string{"before", "trigger", "held"} {
+		p := p1.expectPublish(5 * time.Second)
+		if string(p.Payload) != want {
+			t.Fatalf("after recovery and restart: %q; want %q", p.Payload, want)
+		}
+		p1.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID))
+	}
+}
+
+// grepLines keeps the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// A data directory that cannot be opened fails New with an error naming
+// it; so does one in use by another broker.
+func TestPersistOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "not-a-dir")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := DefaultOptions()
+	o.MQTTAddr, o.HTTPAddr, o.Persistence, o.DataDir = "127.0.0.1:0", "", true, file
+	if _, err := New(o); err == nil || !strings.Contains(err.Error(), file) {
+		t.Fatalf("New on a file: %v; want an error naming %s", err, file)
+	}
+	data := filepath.Join(dir, "data")
+	persistentBroker(t, data, store.FsyncInterval, nil)
+	o.DataDir = data
+	_, err := New(o)
+	if err == nil || !strings.Contains(err.Error(), data) || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
+		t.Fatalf("second broker on %s: %v; want refused, naming the directory and pid", data, err)
+	}
+	t.Logf("refusal: %v", err)
+}
+
+// failingFS fails every write while on, like a full or failing disk.
+type failingFS struct {
+	on atomic.Bool
+	fs store.FS
+}
+
+func newFailingFS() *failingFS {
+	f := &failingFS{}
+	f.fs = errorfs.Wrap(vfs.Default, f)
+	return f
+}
+
+func (f *failingFS) String() string { return "failingFS" }
+
+// MaybeError implements errorfs.Injector.
+func (f *failingFS) MaybeError(op errorfs.Op) error {
+	if f.on.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+		return errorfs.ErrInjected
+	}
+	return nil
+}
