@@ -5,7 +5,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 1
 
-.PHONY: bench-report interop-deps all build run test race fuzz bench bench-peers check deps fmt vet conformance clean
+.PHONY: bench-report interop-deps all build run test race fuzz bench bench-peers check deps fmt vet conformance clean soak
 
 all: check test
 
@@ -20,6 +20,11 @@ run:
 ## unless TINYMQ_REQUIRE_INTEROP=1 (CI sets it).
 test:
 	$(GO) test -shuffle=on -count=1 $(PKGS)
+
+## soak: the SIGKILL crash test with 20 kills instead of make test's 3
+## (docs/durability.md).
+soak:
+	TINYMQ_CRASH_CYCLES=20 $(GO) test -count=1 -v -run '^TestPersistCrashSIGKILL$$' ./engine
 
 race:
 	$(GO) test -race -shuffle=on -count=1 $(PKGS)
