@@ -470,4 +470,3 @@ func countRetained(addr, filter string, want int) (int, error) {
 	}
 	return n, nil
 }
-
