@@ -373,6 +373,14 @@ func (b *Broker) persistRetained(topicName []byte, m *message) {
 	p.end(nil)
 }
 
+// wroteRetained notes that the current PUBLISH wrote a retained record,
+// so that its acknowledgement waits for it (ackDurable). Runs on r's loop.
+func (r *router) wroteRetained(topicName []byte) {
+	if r.b.ps != nil && r.l != nil && !isSysTopic(topicName) {
+		r.l.ps.wrote = true
+	}
+}
+
 // storeID is the store's message id of the current PUBLISH, putting the
 // message record into bt on first need (once per PUBLISH however many
 // sessions reference it). Runs on r's loop, bt locked.

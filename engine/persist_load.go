@@ -113,6 +113,11 @@ func (b *Broker) recover() error {
 	if err != nil {
 		return err
 	}
+	for _, line := range p.st.WALReplay() {
+		// Where pebble's replay of each write-ahead log stopped: at its
+		// end, or at the last good record before a torn or corrupt tail.
+		b.log.Info("store write-ahead log replayed", "dir", p.dir, "pebble", line)
+	}
 	b.log.Info("store recovered", "dir", p.dir, "fsync", p.fsync.String(),
 		"retained", stats.Retained, "sessions", stats.Sessions, "subscriptions", stats.Subscriptions,
 		"queued", nQueued, "inflight", stats.Inflight, "qos2_in", stats.QoS2In, "wills", stats.Wills,

@@ -265,6 +265,7 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 		} else {
 			b.storeRetained(topicName, payload, props, qos, expiry)
 		}
+		r.wroteRetained(topicName) // persist.go: the acknowledgement waits for it too
 	}
 	r.matches = topic.Dedup(b.subs.Match(topicName, r.matches[:0]), r.seen)
 	r.msg = owned

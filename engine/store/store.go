@@ -124,6 +124,9 @@ type Store struct {
 	nextMsg   atomic.Uint64
 	health    atomic.Pointer[error]
 
+	replayMu sync.Mutex
+	replay   []string // pebble's WAL replay lines from the opens (fatalLogger)
+
 	pages      chan pageReq // RequestQueue to the reader goroutine
 	readerDone chan struct{}
 
@@ -134,11 +137,21 @@ type Store struct {
 // fatalLogger turns pebble's Fatalf (it exits the process by default) into
 // a panic the writer recovers as an error, so an I/O failure is reported and
 // retried rather than killing the broker.
-type fatalLogger struct{}
+//
+// It also keeps what pebble says about replaying its write-ahead log at
+// open ("WAL N stopped reading at offset: O; replayed K keys in B
+// batches"): where recovery stopped, for the recovery log (WALReplay).
+type fatalLogger struct{ s *Store }
 
 type pebbleFatal struct{ msg string }
 
-func (fatalLogger) Infof(string, ...any)  {}
+func (l fatalLogger) Infof(format string, args ...any) {
+	if l.s != nil && strings.Contains(format, "stopped reading at offset") {
+		l.s.replayMu.Lock()
+		l.s.replay = append(l.s.replay, fmt.Sprintf(format, args...))
+		l.s.replayMu.Unlock()
+	}
+}
 func (fatalLogger) Errorf(string, ...any) {}
 func (fatalLogger) Fatalf(format string, args ...any) {
 	panic(pebbleFatal{fmt.Sprintf(format, args...)})
@@ -234,8 +247,14 @@ func (s *Store) openDB() (*pebble.DB, error) {
 		Cache:                       cache,
 		MemTableSize:                o.MemTableSize,
 		MemTableStopWritesThreshold: 4,
-		Logger:                      fatalLogger{},
+		Logger:                      fatalLogger{s},
 		CompactionConcurrencyRange:  func() (int, int) { return 1, o.MaxCompactions },
+		// WAL sync chunks record how far the log was synced, so that a
+		// damaged record with synced records after it is reported as
+		// corruption instead of being taken for a torn tail (which would
+		// silently drop everything after it). Pinned, not FormatNewest:
+		// a pebble upgrade must not ratchet the on-disk format unasked.
+		FormatMajorVersion: pebble.FormatWALSyncChunks,
 	}
 	if o.OnError != nil {
 		// Flush and compaction failures happen on pebble's goroutines; pebble
@@ -277,7 +296,17 @@ func (s *Store) checkVersion() error {
 	if nonEmpty {
 		return fmt.Errorf("%w: %s has data but no format version; not touching it", ErrVersion, s.opts.Dir)
 	}
-	return s.db.Set(keyFormatVersion, binary.BigEndian.AppendUint16(nil, FormatVersion), pebble.Sync)
+	if err := s.db.Set(keyFormatVersion, binary.BigEndian.AppendUint16(nil, FormatVersion), pebble.Sync); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	// A new pebble store starts its first write-ahead log before it
+	// ratchets to FormatWALSyncChunks, so that log has no sync offsets
+	// (corruption in it would read as a torn tail). A flush moves on to a
+	// log written in the new format.
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) initNextMsg() error {
@@ -316,6 +345,17 @@ func (s *Store) Submit(b *Batch) (uint64, error) {
 		b.seq = 0
 		return 0, ErrQueueFull
 	}
+}
+
+// WALReplay is what pebble reported about replaying its write-ahead logs
+// when the store was opened: per log, the offset where reading stopped
+// and how many batches it replayed. A torn or corrupt tail of the last log
+// (a crash in the middle of a write, a bad sector) ends the replay at the
+// last good record: that offset. Any goroutine.
+func (s *Store) WALReplay() []string {
+	s.replayMu.Lock()
+	defer s.replayMu.Unlock()
+	return append([]string(nil), s.replay...)
 }
 
 // Committed is the highest sequence number committed to pebble (visible to
