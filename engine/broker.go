@@ -156,6 +156,7 @@ func (b *Broker) Start() error {
 		addr, placeholder, err := resolveListenAddr(x.addr)
 		if err != nil {
 			release()
+			_ = b.closeStore() // persist.go: New opened it
 			return fmt.Errorf("engine: cannot listen on %s (%s): %w", x.addr, x.name, err)
 		}
 		if placeholder >= 0 {
@@ -183,6 +184,7 @@ func (b *Broker) Start() error {
 	case <-b.engReady:
 	case err := <-b.runErr:
 		release()
+		_ = b.closeStore() // persist.go
 		return fmt.Errorf("engine: cannot start listeners %v: %w", urls, err)
 	}
 	release()

@@ -52,6 +52,7 @@ type persister struct {
 	durable  atomic.Uint64 // highest sequence number posted durable
 	errs     atomic.Uint64 // failed commits and syncs (OnError)
 	refused  atomic.Uint64 // submissions refused with ErrQueueFull
+	shut     atomic.Bool   // closeStore ran
 	log      rateLimiter
 }
 
@@ -113,11 +114,11 @@ func (b *Broker) openStore() error {
 	return nil
 }
 
-// closeStore submits what is pending and closes the store. Runs in Stop,
-// after the loops ended.
+// closeStore submits what is pending and closes the store, once. Runs in
+// Stop after the loops ended, or in a Start that failed.
 func (b *Broker) closeStore() error {
 	p := b.ps
-	if p == nil {
+	if p == nil || !p.shut.CompareAndSwap(false, true) {
 		return nil
 	}
 	p.flush()
