@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -517,12 +518,27 @@ func (b *Broker) persistOnline(s *session) {
 	}
 	wasStored := s.persisted
 	s.persisted = true
+	var props [4]byte
 	bt := p.begin()
-	bt.SetSession(s.id, &store.SessionInfo{ProtocolVersion: uint8(s.version)})
+	bt.SetSession(s.id, &store.SessionInfo{ProtocolVersion: uint8(s.version), Props: sessionProps(&props, s)})
 	if wasStored {
 		bt.DeleteWill(s.id)
 	}
 	p.end(nil)
+}
+
+// sessionProps is what a session header keeps beyond the protocol version
+// and deadline: a v5 session's Session Expiry Interval (4 bytes, big
+// endian), so that a session that was online when the broker crashed
+// (its header has no deadline) expires that long after the restart. nil
+// for 3.x sessions.
+func sessionProps(dst *[4]byte, s *session) []byte {
+	v := s.v5()
+	if v == nil {
+		return nil
+	}
+	binary.BigEndian.PutUint32(dst[:], v.expiry)
+	return dst[:]
 }
 
 // persistOffline records a persistent session going offline (s.mu held):
@@ -536,8 +552,9 @@ func (b *Broker) persistOffline(s *session) {
 	if e := s.expirySecs(b); e != neverExpires {
 		deadline = (b.now.Load() + int64(e)) * 1000
 	}
+	var props [4]byte
 	bt := p.begin()
-	bt.SetSession(s.id, &store.SessionInfo{ProtocolVersion: uint8(s.version), Expiry: deadline})
+	bt.SetSession(s.id, &store.SessionInfo{ProtocolVersion: uint8(s.version), Expiry: deadline, Props: sessionProps(&props, s)})
 	p.end(nil)
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/tinymq/tinymq/codec"
@@ -18,7 +19,7 @@ func (b *Broker) recover() error {
 	p := b.ps
 	now := time.Now()
 	nowMs := now.UnixMilli()
-	since := uint32(now.Unix())
+	now32 := uint32(now.Unix())
 	var (
 		nQueued, dropped int
 		page             []store.Queued
@@ -29,14 +30,22 @@ func (b *Broker) recover() error {
 			return nil
 		},
 		Session: func(rs *store.Session) error {
-			s := &session{id: rs.ClientID, version: codec.Version(rs.Info.ProtocolVersion), persisted: true, since: since}
+			since := now32
+			s := &session{id: rs.ClientID, version: codec.Version(rs.Info.ProtocolVersion), persisted: true}
 			st := s.state()
 			if s.version == codec.V5 {
 				exp := neverExpires
-				if rs.Info.Expiry != 0 {
+				switch {
+				case rs.Info.Expiry != 0: // offline: what was left of it
 					exp = uint32(max((rs.Info.Expiry-nowMs+999)/1000, 1))
+				case len(rs.Info.Props) == 4: // online at a crash: counted from now
+					exp = binary.BigEndian.Uint32(rs.Info.Props)
 				}
 				st.v5 = &sess5{expiry: exp} // the rest comes with the next CONNECT
+			} else if e := b.opts.SessionExpiry; e > 0 && rs.Info.Expiry != 0 {
+				// 3.1.1 --session-expiry counts from when it went offline,
+				// which the deadline says (an online one counts from now).
+				since = uint32(max(rs.Info.Expiry/1000-int64(e.Seconds()), 1))
 			}
 			for _, sub := range rs.Subs {
 				e := subEntry{filter: string(sub.Filter), qos: sub.QoS, opts: sub.Options, id: sub.ID}
@@ -82,6 +91,7 @@ func (b *Broker) recover() error {
 				nQueued += len(page)
 				clear(page)
 			}
+			s.since = since
 			b.sessions.Put(s)
 			return nil
 		},
@@ -90,7 +100,7 @@ func (b *Broker) recover() error {
 			if s == nil {
 				// The session ended (expired) with its will still due:
 				// a session of its own, outside the index, carries it.
-				s = &session{id: cid, version: codec.V5, since: since}
+				s = &session{id: cid, version: codec.V5, since: now32}
 			}
 			v := s.v5()
 			if v == nil {

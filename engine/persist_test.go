@@ -526,3 +526,56 @@ func (f *failingFS) MaybeError(op errorfs.Op) error {
 	}
 	return nil
 }
+
+// 3.1.1 --session-expiry counts the time the broker was down: a session
+// offline for longer than it is gone after the restart; one offline for
+// less keeps what is left, not a fresh period.
+func TestPersistSessionExpiryRestart(t *testing.T) {
+	dir := t.TempDir()
+	exp := func(o *Options) { o.SessionExpiry = 3 * time.Second }
+	b := persistentBroker(t, dir, store.FsyncInterval, exp)
+	p1 := connected(t, b.MQTTAddr(), "gone", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("e/#"), QoS: 1})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "offline", func() bool { return b.Stats().Connected == 0 })
+	offline := time.Now()
+	stopBroker(t, b)
+	for time.Since(offline) < 3100*time.Millisecond { // past its expiry while the broker is down
+		time.Sleep(20 * time.Millisecond)
+	}
+	b = persistentBroker(t, dir, store.FsyncInterval, exp)
+	rc := dialRaw(t, b.MQTTAddr())
+	if ack := rc.connect(codec.Connect{ClientID: []byte("gone"), KeepAlive: 60}); ack.SessionPresent {
+		t.Fatal("a session expired while the broker was down came back")
+	}
+	rc.c.Close()
+
+	// Offline 1 s before a restart: it expires about 2 s after it, not 3.
+	p2 := connected(t, b.MQTTAddr(), "left", false)
+	p2.subscribe(1, codec.Subscription{Filter: []byte("e/#"), QoS: 1})
+	p2.c.Close()
+	waitFor(t, 5*time.Second, "offline", func() bool { return b.Stats().Connected == 0 })
+	offline = time.Now()
+	for time.Since(offline) < time.Second {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopBroker(t, b)
+	b = persistentBroker(t, dir, store.FsyncInterval, exp)
+	b.sessMu.Lock()
+	sess := b.sessions.Get("left")
+	b.sessMu.Unlock()
+	if sess == nil {
+		t.Fatal("session lost")
+	}
+	sess.mu.Lock()
+	since := int64(sess.since)
+	sess.mu.Unlock()
+	if d := since - offline.Unix(); d < -1 || d > 1 {
+		t.Fatalf("recovered session offline since %d; it went offline at %d (the restart must not reset its expiry)", since, offline.Unix())
+	}
+	waitFor(t, 10*time.Second, "the session to expire", func() bool {
+		b.sessMu.Lock()
+		defer b.sessMu.Unlock()
+		return b.sessions.Get("left") == nil
+	})
+}
