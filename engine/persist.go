@@ -33,8 +33,9 @@ import (
 // that the batch holding them is durable (OnDurable, on the store's writer
 // goroutine, wakes the loop); later acknowledgements of the same connection
 // wait behind it, so they keep their order (MQTT 3.1.1 section 4.6). While
-// the store is failing (Store.Health) every mode holds them: no
-// acknowledgement for a message the store could not take.
+// the store is failing (Store.Health), or its writer queue refused the last
+// batch, every mode holds them: no acknowledgement for a message the store
+// could not take.
 
 // persister is the broker's store and the records not yet submitted.
 type persister struct {
@@ -54,6 +55,7 @@ type persister struct {
 	errs     atomic.Uint64 // failed commits and syncs (OnError)
 	refused  atomic.Uint64 // submissions refused with ErrQueueFull
 	shut     atomic.Bool   // closeStore ran
+	backlog  atomic.Bool   // the last Submit was refused: the batch waits on the loops
 	log      rateLimiter
 }
 
@@ -213,8 +215,10 @@ func (p *persister) flush() (uint64, bool) {
 		// ErrQueueFull: the writer is behind or failing; retried at the
 		// next flush or tick. ErrClosed: shutting down.
 		p.refused.Add(1)
+		p.backlog.Store(true)
 		return 0, false
 	}
+	p.backlog.Store(false)
 	p.batch = store.NewBatch()
 	p.lastSeq = seq
 	p.pending.Store(false)
@@ -260,7 +264,10 @@ func (l *loop) ackHold() bool {
 		return false
 	}
 	l.ps.wrote = false
-	return p.always || p.st.Health() != nil
+	// A refused batch (the writer is behind) holds acknowledgements in
+	// every mode too: publishers slow down instead of messages being
+	// acknowledged that the store has not even taken (store.md).
+	return p.always || p.backlog.Load() || p.st.Health() != nil
 }
 
 // ackDurable sends PUBACK or PUBREC for a PUBLISH routed after ackHold:
