@@ -32,7 +32,7 @@ race:
 ## fuzz: each fuzz target for FUZZTIME (go test -fuzz takes one target at a
 ## time); fails on a crasher, not on Go 1.26's fuzz deadline race.
 fuzz:
-	GO=$(GO) FUZZTIME=$(FUZZTIME) bash .ci/fuzz ./codec ./topic ./engine/auth ./engine
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash .ci/fuzz ./codec ./topic ./engine/auth ./engine/store ./engine
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(BENCHCOUNT) $(PKGS)
