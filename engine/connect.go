@@ -344,7 +344,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 		if v := old.v5(); v != nil {
 			v.dwill = nil // 5.0 [MQTT-3.1.3-9]: a new connection in time cancels a delayed will
 		}
-		expired := old.c == nil && old.since != 0 && now-int64(old.since) >= int64(old.expirySecs(b))
+		expired := old.c == nil && old.since != 0 && now-int64(old.since) > int64(old.expirySecs(b))
 		if clean || old.clean || expired {
 			// [MQTT-3.1.2-6]: a clean connect discards the previous
 			// session; so does an expired one not yet swept.
@@ -468,7 +468,7 @@ func (b *Broker) expireSessions(now int64) {
 				continue
 			}
 			s.mu.Lock()
-			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) >= int64(s.expirySecs(b)) {
+			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) > int64(s.expirySecs(b)) {
 				s.dead = true // routers holding it skip it from now on
 				s.clearLocked()
 				dead = append(dead, s)

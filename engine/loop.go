@@ -177,7 +177,7 @@ func (l *loop) tick() {
 		l.sendRefusals(time.Now().UnixMilli())
 	}
 	if len(l.delayed) > 0 {
-		l.runDelayedWills(now)
+		l.runDelayedWills(time.Now().UnixMilli())
 	}
 	if len(l.tls.untrimmed) > 0 {
 		l.trimTLS(now)

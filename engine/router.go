@@ -58,9 +58,11 @@ func (m *message) contentType() []byte {
 	return propString(m.props(), codec.PropContentType)
 }
 
-// expired reports whether m's message expiry has passed at unix second now.
+// expired reports whether m's message expiry has passed at unix second
+// now. The clock is whole seconds, so a message lives its interval and up
+// to a second more, never less.
 func (m *message) expired(now int64) bool {
-	return m.expiry != 0 && now >= int64(m.expiry)
+	return m.expiry != 0 && now > int64(m.expiry)
 }
 
 // router routes PUBLISHes. Each loop has one, used only on that loop; the

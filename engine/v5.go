@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/panjf2000/gnet/v2"
@@ -531,7 +532,7 @@ var errExpiryRaised = &codec.Error{Code: codec.ProtocolError, Msg: "DISCONNECT s
 type delayedWill struct {
 	s   *session
 	m   *message
-	due int64 // unix second
+	due int64 // unix millisecond
 }
 
 // publishWill publishes a connection's will now or, for a v5 will with a
@@ -548,7 +549,7 @@ func (l *loop) publishWill(s *session, w *message) {
 	}
 	s.mu.Unlock()
 	if delay > 0 {
-		l.delayed = append(l.delayed, delayedWill{s: s, m: w, due: b.now.Load() + int64(delay)})
+		l.delayed = append(l.delayed, delayedWill{s: s, m: w, due: time.Now().UnixMilli() + int64(delay)*1000})
 		return
 	}
 	l.sendWill(w)
@@ -571,7 +572,8 @@ func (l *loop) sendWill(w *message) {
 }
 
 // runDelayedWills publishes the delayed wills that are due and whose
-// session got no new connection meanwhile. Runs on l (tick).
+// session got no new connection meanwhile; now is in unix milliseconds.
+// Runs on l (tick).
 func (l *loop) runDelayedWills(now int64) {
 	keep := l.delayed[:0]
 	for _, d := range l.delayed {

@@ -495,9 +495,22 @@ func (n *node[K]) matchSlow(name []byte, start int, dst []Sub[K]) []Sub[K] {
 	return dst
 }
 
+// dupFrom finds the entry at or after out[from] that s merges into (same
+// key, identifier and options, not shared), or -1.
+func dupFrom[K comparable](out []Sub[K], from int, s Sub[K]) int {
+	for j := from; j < len(out); j++ {
+		if out[j].Key == s.Key && !out[j].Shared && out[j].ID == s.ID && out[j].Opts == s.Opts {
+			return j
+		}
+	}
+	return -1
+}
+
 // Dedup merges, in place, the normal (non-shared) subscriptions of one key
 // into one entry with the highest QoS, as MQTT asks for overlapping
-// subscriptions [MQTT-3.3.5-1]. seen is scratch space reused across calls
+// subscriptions [MQTT-3.3.5-1]. Subscriptions of one key with different
+// MQTT 5 subscription identifiers or options stay apart: each gets its own
+// copy, carrying its own identifier (5.0 [MQTT-3.3.4-5]). seen is scratch space reused across calls
 // (it may be nil for small inputs); the result keeps first-seen order.
 func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 	if len(subs) < 2 {
@@ -509,7 +522,7 @@ func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 			dup := false
 			if !s.Shared {
 				for j := range out {
-					if out[j].Key == s.Key && !out[j].Shared {
+					if out[j].Key == s.Key && !out[j].Shared && out[j].ID == s.ID && out[j].Opts == s.Opts {
 						out[j].QoS = max(out[j].QoS, s.QoS)
 						dup = true
 						break
@@ -526,11 +539,16 @@ func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 	clear(seen)
 	for _, s := range subs {
 		if !s.Shared {
+			// seen holds the first entry of each key; a key's other
+			// entries (other identifiers or options) come after it.
 			if j, ok := seen[s.Key]; ok {
-				out[j].QoS = max(out[j].QoS, s.QoS)
-				continue
+				if k := dupFrom(out, j, s); k >= 0 {
+					out[k].QoS = max(out[k].QoS, s.QoS)
+					continue
+				}
+			} else {
+				seen[s.Key] = len(out)
 			}
-			seen[s.Key] = len(out)
 		}
 		out = append(out, s)
 	}
