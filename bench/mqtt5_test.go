@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -234,5 +235,38 @@ func TestPublisherV5Alias(t *testing.T) {
 			t.Fatalf("user property %q=%q; want k2 and 16 bytes", props[2].Key, props[2].Value)
 		}
 		buf = buf[n:]
+	}
+}
+
+// TestRunConnV5: the conn scenario's workers send 5.0 CONNECTs and read
+// the 5.0 CONNACK and SUBACK (fake broker: every CONNECT at level 5), hold
+// against a real Mosquitto, and report a refused subscription's code.
+func TestRunConnV5(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(addr string) ConnResult {
+		t.Helper()
+		res, err := RunConn(context.Background(), ConnConfig{Addr: addr, Conns: 40, PerWorker: 20, Sources: 2, KeepAlive: 60,
+			Subscribe: true, Dialers: 4, Hold: 10 * time.Millisecond, Timeout: 30 * time.Second, Executable: exe, MQTTVersion: "5"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	f := startFake(t)
+	if res := run(f.ln.Addr().String()); res.Connected != 40 || res.Failed != 0 || f.v5.Load() != 40 || f.subs.Load() != 40 {
+		t.Fatalf("fake: %+v; broker saw %d CONNECTs at level 5, %d SUBSCRIBEs; want 40 each", res, f.v5.Load(), f.subs.Load())
+	}
+	refused := startFakeCodes(t, 0, 0x87)
+	if res := run(refused.ln.Addr().String()); res.Connected != 0 || res.Failed != 40 || !strings.Contains(res.FirstError, "SUBACK reason 0x87") {
+		t.Fatalf("refused subscriptions: %+v; want 40 failed with SUBACK reason 0x87", res)
+	}
+	if c := children(t); len(c) != 0 {
+		t.Fatalf("worker processes left running: %v", c)
+	}
+	if res := run(mosquittotest.Start(t, t.TempDir(), mosquittoConf)); res.Connected != 40 || res.Failed != 0 {
+		t.Fatalf("mosquitto: %+v", res)
 	}
 }
