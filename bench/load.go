@@ -82,7 +82,8 @@ type LoadResult struct {
 	// AliasedPublishers is how many publishers sent topic aliases (none
 	// when the broker's maximum is 0). AliasErrors counts PUBLISHes whose
 	// alias the subscriber could not resolve (unknown, 0 or above its
-	// maximum), TopicMismatches deliveries whose (resolved) topic is not
+	// maximum) and AliasedDeliveries those it resolved from an alias the
+	// broker had set (a broker that aliases toward subscribers), TopicMismatches deliveries whose (resolved) topic is not
 	// the publisher's, PropsChecked deliveries whose user properties were
 	// checked and PropMismatches those among them that were not the ones
 	// sent, in order. AckErrors counts PUBACKs and PUBRECs with a failure
@@ -90,6 +91,7 @@ type LoadResult struct {
 	BrokerTopicAliasMax int    `json:"broker_topic_alias_max,omitempty"`
 	BrokerReceiveMax    int    `json:"broker_receive_max,omitempty"`
 	AliasedPublishers   int    `json:"aliased_publishers,omitempty"`
+	AliasedDeliveries   int64  `json:"aliased_deliveries,omitempty"`
 	AliasErrors         int64  `json:"alias_errors,omitempty"`
 	TopicMismatches     int64  `json:"topic_mismatches,omitempty"`
 	PropsChecked        int64  `json:"user_props_checked,omitempty"`
@@ -400,6 +402,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 			res.Delivered += t.recv[p].Load()
 		}
 		res.AliasErrors += sub.aliasErrors
+		res.AliasedDeliveries += sub.aliased
 		res.TopicMismatches += sub.topicMismatches
 		res.PropsChecked += sub.propsChecked
 		res.PropMismatches += sub.propMismatches
@@ -559,9 +562,9 @@ type subscriber struct {
 	ack  codec.Ack
 	disc codec.Disconnect
 
-	aliasErrors, topicMismatches, propsChecked, propMismatches int64
-	disconnected                                               bool
-	disconnectReason                                           codec.ReasonCode
+	aliasErrors, aliased, topicMismatches, propsChecked, propMismatches int64
+	disconnected                                                        bool
+	disconnectReason                                                    codec.ReasonCode
 }
 
 // newSubscriber is the read side of a subscriber at protocol level v that
@@ -682,6 +685,7 @@ func (s *subscriber) resolve(p *codec.Publish) (topic []byte, ok bool) {
 		s.aliasErrors++
 		return nil, false
 	}
+	s.aliased++
 	return s.aliases[a], true
 }
 

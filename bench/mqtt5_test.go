@@ -67,7 +67,7 @@ func TestLoadV5Mosquitto(t *testing.T) {
 // the run is as clean.
 func TestLoadV5MosquittoNoAliases(t *testing.T) {
 	addr := mosquittotest.Start(t, t.TempDir(), mosquittoConf+"max_topic_alias 0\n")
-	res, err := RunLoad(context.Background(), LoadConfig{Scenario: "fanin", Addr: addr, Publishers: 2, QoS: 1,
+	res, err := RunLoad(context.Background(), LoadConfig{Scenario: "pairs", Addr: addr, Publishers: 2, QoS: 1, // not fanin: see above
 		Duration: 200 * time.Millisecond, MQTTVersion: "5", TopicAlias: true, UserProps: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -193,6 +193,9 @@ func TestSubscriberV5Aliases(t *testing.T) {
 	if !done || n == len(in) || !s.disconnected || s.disconnectReason != codec.ServerShuttingDown {
 		t.Fatalf("DISCONNECT 0x8b: done %v, consumed %d of %d, reason %s", done, n, len(in), reasonHex(s.disconnectReason))
 	}
+	if s.aliased != 3 {
+		t.Fatalf("%d deliveries resolved from an alias; want 3", s.aliased)
+	}
 	if s.aliasErrors != 2 || s.topicMismatches != 1 || s.propsChecked != 9 || s.propMismatches != 2 {
 		t.Fatalf("alias errors %d topic mismatches %d checked %d prop mismatches %d; want 2, 1, 9, 2",
 			s.aliasErrors, s.topicMismatches, s.propsChecked, s.propMismatches)
@@ -268,5 +271,59 @@ func TestRunConnV5(t *testing.T) {
 	}
 	if res := run(mosquittotest.Start(t, t.TempDir(), mosquittoConf)); res.Connected != 40 || res.Failed != 0 {
 		t.Fatalf("mosquitto: %+v", res)
+	}
+}
+
+// TestCompareVersionsMosquitto: a comparison at "3.1.1,5" runs the load
+// set and the conn scenario once per version against a real Mosquitto,
+// with rows and idle-connection tables per version, and the v5 rows use
+// topic aliases and user properties.
+func TestCompareVersionsMosquitto(t *testing.T) {
+	bin := mosquittotest.Require(t, "mosquitto")
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	starters := map[string]func() (*Broker, error){"mosquitto": func() (*Broker, error) { return StartMosquitto(bin, dir) }}
+	opts := CompareOptions{
+		Set: []CompareScenario{{Name: "pairs qos1 x2",
+			Load: LoadConfig{Scenario: "pairs", Publishers: 2, QoS: 1, Window: 16, Duration: 200 * time.Millisecond, Payload: 64}}},
+		Conns:    ConnConfig{Conns: 20, PerWorker: 20, Sources: 1, KeepAlive: 60, Dialers: 4, Hold: 10 * time.Millisecond, Executable: exe},
+		Versions: []string{"3.1.1", "5"},
+		V5:       V5Options{TopicAlias: true, UserProps: 2},
+	}
+	rep, err := Compare(context.Background(), starters, []string{"mosquitto"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Rows) != 2 || rep.Rows[0].Scenario != "pairs qos1 x2 v3.1.1" || rep.Rows[1].Scenario != "pairs qos1 x2 v5" {
+		t.Fatalf("rows %+v", rep.Rows)
+	}
+	for _, row := range rep.Rows {
+		r := row.Results["mosquitto"]
+		if r.MQTTVersion != row.Load.MQTTVersion || r.Delivered == 0 || r.Lost != 0 || r.Delivered != r.Expected {
+			t.Fatalf("%s: %+v", row.Scenario, r)
+		}
+	}
+	if r := rep.Rows[1].Results["mosquitto"]; r.AliasedPublishers != 2 || r.PropsChecked != r.Delivered || r.PropMismatches != 0 {
+		t.Fatalf("v5 row without aliases or user properties: %+v", r)
+	}
+	if r := rep.Rows[0].Results["mosquitto"]; r.AliasedPublishers != 0 || r.PropsChecked != 0 {
+		t.Fatalf("3.1.1 row with v5 features: %+v", r)
+	}
+	for _, v := range []string{"3.1.1", "5"} {
+		if c := rep.Conn[v]["mosquitto"]; c.Connected != 20 || c.Failed != 0 {
+			t.Fatalf("conn v%s: %+v", v, c)
+		}
+	}
+	var out strings.Builder
+	WriteCompareTable(&out, rep.Rows, []string{"mosquitto"})
+	WriteCompareExtras(&out, rep, []string{"mosquitto"})
+	for _, want := range []string{"| pairs qos1 x2 v5 | aliased publishers / alias errors / user-property mismatches | 2 / 0 / 0 |",
+		"| idle connections (MQTT 3.1.1) |", "| idle connections (MQTT 5) |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("no %q in\n%s", want, out.String())
+		}
 	}
 }
