@@ -40,7 +40,7 @@ type ConnConfig struct {
 	MetricsURL string     // TinyMQ's /metrics: when set, its Go heap is read before and after
 	// MQTTVersion is the protocol of every CONNECT: "3.1.1" (default) or
 	// "5" (no CONNECT properties: the idle cost of the protocol alone).
-	MQTTVersion string `json:"mqtt_version,omitempty"`
+	MQTTVersion string
 }
 
 // ConnResult is the outcome of a conn run.

@@ -40,15 +40,15 @@ type LoadConfig struct {
 	// default) or "5". At 5 subscribers announce Receive Maximum = Window
 	// and publishers keep at most the broker's Receive Maximum of QoS > 0
 	// messages unacknowledged.
-	MQTTVersion string `json:"mqtt_version,omitempty"`
+	MQTTVersion string
 	// TopicAlias (5 only): publishers send their topic once with alias 1,
 	// then an empty topic and alias 1, when the broker's CONNACK allows
 	// aliases; subscribers announce Topic Alias Maximum 16 and resolve the
 	// aliases the broker sends.
-	TopicAlias bool `json:"topic_alias,omitempty"`
+	TopicAlias bool
 	// UserProps (5 only): user properties per PUBLISH, "k<i>" = 16 bytes;
 	// subscribers check that they arrive, in order.
-	UserProps int `json:"user_props,omitempty"`
+	UserProps int
 
 	// Progress, when set, is called about once a second with the
 	// connections up and the messages delivered so far.

@@ -327,3 +327,22 @@ func TestCompareVersionsMosquitto(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadV5MosquittoDisconnect: a broker that closes a 5.0 publisher
+// with DISCONNECT (Mosquitto's max_packet_size: 0x95, packet too large)
+// has the reason code reported, as an error or in the result.
+func TestLoadV5MosquittoDisconnect(t *testing.T) {
+	addr := mosquittotest.Start(t, t.TempDir(), mosquittoConf+"max_packet_size 100\n")
+	res, err := RunLoad(context.Background(), LoadConfig{Scenario: "pairs", Addr: addr, Publishers: 1, QoS: 1, Payload: 200,
+		Duration: 300 * time.Millisecond, Drain: time.Second, MQTTVersion: "5"})
+	if err != nil {
+		if !strings.Contains(err.Error(), "DISCONNECT 0x95") {
+			t.Fatalf("run: %v; want the broker's DISCONNECT 0x95", err)
+		}
+		t.Logf("run: %v", err)
+		return
+	}
+	if res.Disconnects != 1 || res.DisconnectReason != "0x95" {
+		t.Fatalf("%d DISCONNECTs (first %q); want 1 with 0x95: %+v", res.Disconnects, res.DisconnectReason, res)
+	}
+}

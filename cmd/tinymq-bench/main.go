@@ -72,6 +72,9 @@ scenarios:
   compare  start TinyMQ, Mosquitto and any --broker, run the scenario set against each, print ratios
   certs    write a throwaway CA, server and client certificate (ECDSA P-256) for conn --tls and brokers
 
+conn, fanin, fanout, pairs and compare take --mqtt-version 3.1.1|5 (compare: also 3.1.1,5);
+fanin, fanout, pairs and compare take --topic-alias and --user-props N with 5
+
 run "tinymq-bench <scenario> -h" for its flags`)
 }
 
