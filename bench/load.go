@@ -82,9 +82,10 @@ type LoadResult struct {
 	// AliasedPublishers is how many publishers sent topic aliases (none
 	// when the broker's maximum is 0). AliasErrors counts PUBLISHes whose
 	// alias the subscriber could not resolve (unknown, 0 or above its
-	// maximum) and AliasedDeliveries those it resolved from an alias the
-	// broker had set (a broker that aliases toward subscribers), TopicMismatches deliveries whose (resolved) topic is not
-	// the publisher's, PropsChecked deliveries whose user properties were
+	// maximum), AliasedDeliveries those it resolved from an alias the
+	// broker had set (brokers that alias toward subscribers),
+	// TopicMismatches deliveries whose (resolved) topic is not the
+	// publisher's, PropsChecked deliveries whose user properties were
 	// checked and PropMismatches those among them that were not the ones
 	// sent, in order. AckErrors counts PUBACKs and PUBRECs with a failure
 	// reason code (FirstAckReason the first one's, in hex).
