@@ -118,6 +118,7 @@ func TestV5SCRAM(t *testing.T) {
 	}
 }
 
+// [MQTT5-4.12.0-1] [MQTT5-4.12.1-1]
 func TestV5AuthUnknownMethod(t *testing.T) {
 	b := scramBroker(t)
 	rc := dialRaw(t, b.MQTTAddr())

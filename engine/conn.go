@@ -360,7 +360,7 @@ func (c *conn) fail(err error, h codec.FixedHeader) {
 	}
 	c.closeReason = closeProtocolError
 	if ce != nil {
-		c.disconnect5(ce.Code, ce.Msg) // 5.0: the client is told why [MQTT-4.13.1-1]
+		c.disconnect5(ce.Code, ce.Msg) // 5.0: the client is told why [MQTT5-4.13.1-1]
 	} else {
 		c.disconnect5(codec.UnspecifiedError, "")
 	}

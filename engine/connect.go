@@ -86,7 +86,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		}
 		pc.id = b.nextClientID() // [MQTT-3.1.3-6]
 		if pc.v5 != nil {
-			pc.v5.assigned = true // 5.0 [MQTT-3.2.2-16]: CONNACK names it
+			pc.v5.assigned = true // [MQTT5-3.2.2-16]: CONNACK names it
 		}
 	}
 	if len(pc.id) > b.opts.MaxClientIDLen {
@@ -342,7 +342,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 		kicked = old.c
 		old.c = nil
 		if v := old.v5(); v != nil {
-			v.dwill = nil // 5.0 [MQTT-3.1.3-9]: a new connection in time cancels a delayed will
+			v.dwill = nil // [MQTT5-3.1.3-9]: a new connection in time cancels a delayed will
 		}
 		expired := old.c == nil && old.since != 0 && now-int64(old.since) > int64(old.expirySecs(b))
 		if clean || old.clean || expired {
@@ -364,7 +364,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 	s.c, s.version = c, c.version
 	if pc.v5 != nil {
 		// Fresh connection state: aliases are never carried over (5.0
-		// [MQTT-3.3.2-7]).
+		// [MQTT5-3.3.2-7]).
 		s.state().v5 = pc.v5.session(b)
 		s.clean = s.st.v5.expiry == 0 // the session ends with the connection
 	} else {

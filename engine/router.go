@@ -185,7 +185,7 @@ func (r *router) writeLocked(s *session, qos uint8, retain bool, id uint16, sid 
 	}
 	raw, off := r.encoded(ver, qos, retain)
 	if v != nil && v.maxPacket != 0 && len(raw) > int(v.maxPacket) {
-		return false // 5.0 [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+		return false // [MQTT5-3.1.2-24] [MQTT5-3.1.2-25]
 	}
 	if qos == 0 {
 		s.appendLocked(raw)
@@ -207,7 +207,7 @@ func (r *router) resetEncodings() {
 
 // deliverMessage delivers an owned message (retained, queued or a will) to
 // one session with subscription identifier sid; an expired one is not
-// delivered (5.0 [MQTT-3.3.2-5]). Runs on r's loop.
+// delivered ([MQTT5-3.3.2-5]). Runs on r's loop.
 func (r *router) deliverMessage(s *session, m *message, qos uint8, retainFlag bool, sid uint32) {
 	if m.expired(r.b.now.Load()) {
 		return
@@ -282,12 +282,12 @@ func (r *router) route() {
 		s := sub.Key
 		sub.Key = nil
 		if sub.Opts&codec.SubOptNoLocal != 0 && s == r.cur.from {
-			continue // 5.0 [MQTT-3.8.3-3]: not to the publisher's own subscription
+			continue // [MQTT5-3.8.3-3]: not to the publisher's own subscription
 		}
 		q := min(r.cur.qos, sub.QoS) // delivered QoS = min(published, granted) [MQTT-3.8.4-6]
 		// Live delivery: RETAIN cleared [MQTT-3.3.1-9], unless the v5
-		// subscription asked for Retain As Published (5.0 [MQTT-3.3.1-12]
-		// [MQTT-3.3.1-13]).
+		// subscription asked for Retain As Published ([MQTT5-3.3.1-12]
+		// [MQTT5-3.3.1-13]).
 		ret := sub.Opts&codec.SubOptRetainAsPublished != 0 && r.cur.retain
 		r.deliver(s, q, ret, sub.ID)
 	}
@@ -366,7 +366,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 				r.stats.msgsOutBy[s.c.proto][qos].Add(1)
 				wrote = true
 			} else {
-				r.stats.tooLarge.Add(1) // as if sent (5.0 [MQTT-3.1.2-25])
+				r.stats.tooLarge.Add(1) // as if sent ([MQTT5-3.1.2-25])
 			}
 		} else {
 			// Nothing to write. When the queue starts, a flush on its loop

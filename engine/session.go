@@ -207,7 +207,7 @@ func (s *session) drainLocked(b *Broker) bool {
 			if (perms != nil && !perms.CanRead(e.m.topic)) || e.m.expired(now) {
 				// Queued while offline; the returning identity may not
 				// read it, or it expired while it waited (5.0
-				// [MQTT-3.3.2-5]).
+				// [MQTT5-3.3.2-5]).
 				st.q[0] = queued{}
 				st.q = st.q[1:]
 				st.qBytes -= len(e.m.payload)
@@ -224,7 +224,7 @@ func (s *session) drainLocked(b *Broker) bool {
 			st.q = st.q[1:]
 			st.qBytes -= len(e.m.payload)
 			if !s.appendPublishLocked(b, e.m, e.qos, e.retain, false, id, e.sid) {
-				b.sysStats.tooLarge.Add(1) // as if sent (5.0 [MQTT-3.1.2-25])
+				b.sysStats.tooLarge.Add(1) // as if sent ([MQTT5-3.1.2-25])
 				continue
 			}
 			if e.qos > 0 {

@@ -58,6 +58,7 @@ func rawPub5(topic, payload string, qos uint8, id uint16, edit func(*codec.Publi
 	return p.AppendTo(nil, codec.V5)
 }
 
+// [MQTT5-4.13.1-1] [MQTT5-3.3.2-9] [MQTT5-3.8.3-4]: protocol errors are answered with their reason code.
 func TestV5DisconnectReasons(t *testing.T) {
 	b := startBroker(t, func(o *Options) { o.MaxPacketSize = 1024 })
 	addr := b.MQTTAddr()
@@ -93,6 +94,7 @@ func TestV5DisconnectReasons(t *testing.T) {
 	}
 }
 
+// [MQTT5-4.13.2-1]: the server says why it closes.
 func TestV5DisconnectKeepAliveAndTakeover(t *testing.T) {
 	b := startBroker(t, nil)
 	addr := b.MQTTAddr()
@@ -104,6 +106,7 @@ func TestV5DisconnectKeepAliveAndTakeover(t *testing.T) {
 	idle.expectDisconnect(codec.KeepAliveTimeout)
 }
 
+// [MQTT5-4.13.2-1]
 func TestV5DisconnectAdministrativeAndShutdown(t *testing.T) {
 	b := startBroker(t, nil)
 	rc, _ := connected5(t, b.MQTTAddr(), "kickme", nil)
@@ -131,6 +134,7 @@ func TestV5ServerReferenceRedirects(t *testing.T) {
 	}
 }
 
+// [MQTT5-3.11.3-1]: reason codes in PUBACK, PUBREC, SUBACK, UNSUBACK.
 func TestV5AckReasonCodes(t *testing.T) {
 	b := startBroker(t, nil)
 	rc, _ := connected5(t, b.MQTTAddr(), "acks", nil)
@@ -185,6 +189,7 @@ func TestV5SubackQuota(t *testing.T) {
 	}
 }
 
+// [MQTT5-3.3.4-9]
 // A v5 client's Receive Maximum bounds the QoS 1 messages in flight to it.
 func TestV5ReceiveMaximumOutbound(t *testing.T) {
 	b := startBroker(t, nil)
@@ -222,6 +227,7 @@ func TestV5ReceiveMaximumInbound(t *testing.T) {
 	rc.expectDisconnect(codec.ReceiveMaximumExceeded)
 }
 
+// [MQTT5-3.1.2-24] [MQTT5-3.1.2-25]
 // A message larger than the client's Maximum Packet Size is not sent to it
 // and is counted; smaller ones still are.
 func TestV5MaximumPacketSizeOutbound(t *testing.T) {
@@ -241,6 +247,7 @@ func TestV5MaximumPacketSizeOutbound(t *testing.T) {
 	waitFor(t, 5*time.Second, "the drop counted", func() bool { return b.Stats().DroppedTooLarge == 1 })
 }
 
+// [MQTT5-3.3.2-12]
 // Inbound topic aliases: set with a topic, used with an empty one.
 func TestV5TopicAliasInbound(t *testing.T) {
 	b := startBroker(t, nil)
@@ -265,6 +272,7 @@ func TestV5TopicAliasInbound(t *testing.T) {
 	}
 }
 
+// [MQTT5-3.1.2-26] [MQTT5-3.3.2-11]
 // Outbound topic aliases: within the client's maximum, the topic is sent
 // once with the alias, then the alias alone; none when the maximum is 0.
 func TestV5TopicAliasOutbound(t *testing.T) {
@@ -299,6 +307,7 @@ func TestV5TopicAliasOutbound(t *testing.T) {
 	}
 }
 
+// [MQTT5-3.3.4-3] [MQTT5-3.3.4-5]
 // Subscription identifiers come with each matching PUBLISH; overlapping
 // subscriptions with different identifiers give one copy each.
 func TestV5SubscriptionIdentifiers(t *testing.T) {
@@ -330,6 +339,7 @@ func TestV5SubscriptionIdentifiers(t *testing.T) {
 	rc.expectNothing(200 * time.Millisecond)
 }
 
+// [MQTT5-3.8.3-3] [MQTT5-3.3.1-12] [MQTT5-3.3.1-13]
 // No Local, Retain As Published and Retain Handling.
 func TestV5SubscriptionOptions(t *testing.T) {
 	b := startBroker(t, nil)
@@ -367,6 +377,7 @@ func TestV5SubscriptionOptions(t *testing.T) {
 	}
 }
 
+// [MQTT5-3.3.2-5] [MQTT5-3.3.2-6]
 // Message expiry: forwarded with the time left; an expired queued or
 // retained message is not delivered.
 func TestV5MessageExpiry(t *testing.T) {
@@ -415,6 +426,7 @@ func TestV5MessageExpiry(t *testing.T) {
 	fresh.expectNothing(200 * time.Millisecond)
 }
 
+// [MQTT5-3.14.2-2]
 // Session expiry: kept within the interval, gone after it; 0 ends with
 // the connection; DISCONNECT may shorten it, not raise it from 0.
 func TestV5SessionExpiry(t *testing.T) {
@@ -453,6 +465,7 @@ func TestV5SessionExpiry(t *testing.T) {
 	z.expectDisconnect(codec.ProtocolError)
 }
 
+// [MQTT5-3.1.3-9]
 // Will delay: the will waits and is cancelled by a reconnection in time; a
 // DISCONNECT with 0x04 publishes it.
 func TestV5WillDelay(t *testing.T) {
@@ -502,6 +515,7 @@ func TestV5WillDelay(t *testing.T) {
 	watcher.expectNothing(500 * time.Millisecond)
 }
 
+// [MQTT5-3.3.2-17] [MQTT5-3.3.2-15]
 // Properties survive the retained store and the offline queue for v5
 // readers, and a v3.1.1 reader gets the message without them.
 func TestV5PropertiesStoredAndStripped(t *testing.T) {
@@ -531,5 +545,52 @@ func TestV5PropertiesStoredAndStripped(t *testing.T) {
 	got := (&codec.Publish{Topic: q.Topic, Payload: q.Payload, Retain: q.Retain}).AppendTo(nil, codec.V311)
 	if !bytes.Equal(want, got) {
 		t.Fatalf("3.1.1 encoding %x; want %x", got, want)
+	}
+}
+
+// [MQTT5-3.3.2-7]: an alias set on one connection means nothing on the
+// next.
+func TestV5TopicAliasNotCarriedOver(t *testing.T) {
+	b := startBroker(t, nil)
+	withAlias := func(p *codec.Publish) { p.Props.TopicAlias = 1; p.Props.Set(codec.PropTopicAlias) }
+	persistent := func(p *codec.Connect) {
+		p.CleanStart = false
+		p.Props.SessionExpiry = 60
+		p.Props.Set(codec.PropSessionExpiry)
+	}
+	a, _ := connected5(t, b.MQTTAddr(), "carry", persistent)
+	a.write(rawPub5("c/t", "x", 0, 0, withAlias))
+	a.write((&codec.Disconnect{}).AppendTo(nil, codec.V5))
+	a.expectClosed(5 * time.Second)
+	again, ack := connected5(t, b.MQTTAddr(), "carry", persistent)
+	if !ack.SessionPresent {
+		t.Fatal("session not resumed")
+	}
+	again.write(rawPub5("", "y", 0, 0, withAlias))
+	again.expectDisconnect(codec.ProtocolError)
+}
+
+// [MQTT5-3.1.2-29]: with Request Problem Information 0 the DISCONNECT
+// carries no reason string; by default it says what was wrong.
+func TestV5RequestProblemInformation(t *testing.T) {
+	b := startBroker(t, nil)
+	reason := func(edit func(*codec.Connect)) string {
+		rc, _ := connected5(t, b.MQTTAddr(), "pi", edit)
+		rc.write(rawPub5("a/+", "x", 0, 0, nil))
+		h, body := rc.expect(codec.TypeDisconnect, 5*time.Second)
+		var d codec.Disconnect
+		if err := d.Decode(codec.V5, h, body); err != nil {
+			t.Fatal(err)
+		}
+		return string(d.Props.ReasonString)
+	}
+	if r := reason(nil); r == "" {
+		t.Fatal("no reason string by default")
+	}
+	if r := reason(func(p *codec.Connect) {
+		p.Props.RequestProblemInfo = 0
+		p.Props.Set(codec.PropRequestProblemInfo)
+	}); r != "" {
+		t.Fatalf("reason string %q with Request Problem Information 0", r)
 	}
 }

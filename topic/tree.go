@@ -510,7 +510,7 @@ func dupFrom[K comparable](out []Sub[K], from int, s Sub[K]) int {
 // into one entry with the highest QoS, as MQTT asks for overlapping
 // subscriptions [MQTT-3.3.5-1]. Subscriptions of one key with different
 // MQTT 5 subscription identifiers or options stay apart: each gets its own
-// copy, carrying its own identifier (5.0 [MQTT-3.3.4-5]). seen is scratch space reused across calls
+// copy, carrying its own identifier ([MQTT5-3.3.4-5]). seen is scratch space reused across calls
 // (it may be nil for small inputs); the result keeps first-seen order.
 func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 	if len(subs) < 2 {
