@@ -474,12 +474,18 @@ func (c *conn) onAck(a *codec.Ack) error {
 	)
 	if a.Type == codec.TypePubrel {
 		// Releases an inbound QoS 2 id; an unknown id is answered too (as
-		// Mosquitto does), whatever the client's outbound state.
-		s.releaseQoS2InLocked(a.PacketID)
-		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
+		// Mosquitto does), whatever the client's outbound state: a v5
+		// client is told 0x92 "packet identifier not found".
+		known := s.releaseQoS2InLocked(a.PacketID)
+		if known || c.version != codec.V5 {
+			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
+		} else {
+			comp := codec.Ack{Type: codec.TypePubcomp, PacketID: a.PacketID, Reason: codec.PacketIdentifierNotFound}
+			s.buf().B = comp.AppendTo(s.buf().B, codec.V5)
+		}
 		wrote = true
 	} else {
-		wrote, err = s.ackLocked(c.l.b, a.Type, a.PacketID)
+		wrote, err = s.ackLocked(c.l.b, a)
 	}
 	s.mu.Unlock()
 	if err != nil {

@@ -263,7 +263,12 @@ func (s *session) resendLocked(b *Broker) {
 // delivery still awaiting PUBREC [MQTT-4.3.2-1] [MQTT-4.3.3-1]. An
 // acknowledgement for an id not in flight is ignored (PUBREC is answered
 // with PUBREL so the client can free the id), as Mosquitto does.
-func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) (bool, error) {
+//
+// v5: a PUBREC with a failure reason code (0x80 or above) ends the
+// delivery (no PUBREL: the client refused the message); a PUBREC for an
+// unknown id is answered with PUBREL 0x92 "packet identifier not found".
+func (s *session) ackLocked(b *Broker, a *codec.Ack) (bool, error) {
+	t, id := a.Type, a.PacketID
 	for i := range s.inflightLocked() {
 		st := s.st
 		f := &st.inflight[i]
@@ -277,6 +282,8 @@ func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) (bool, error) {
 			return false, errPubackForQoS2 // [MQTT-4.3.3-1] [MQTT-4.8.0-1]
 		case f.qos == 2 && t == codec.TypePubcomp && !f.rel:
 			return false, errPubcompBeforePubrec // [MQTT-4.3.3-1] [MQTT-4.8.0-1]
+		case t == codec.TypePubrec && a.Reason >= 0x80:
+			// refused by the client: the delivery ends here (5.0 §4.3.3)
 		case t == codec.TypePubrec:
 			f.rel = true                                                 // a repeated PUBREC gets PUBREL again
 			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id) // [MQTT-4.3.3-3]
@@ -287,9 +294,14 @@ func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) (bool, error) {
 		st.inflight = st.inflight[:len(st.inflight)-1]
 		return s.drainLocked(b), nil
 	}
-	if t == codec.TypePubrec {
+	if t == codec.TypePubrec && a.Reason < 0x80 {
 		// Unknown id: release it anyway so the client can free it.
-		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id)
+		if s.v5() != nil {
+			rel := codec.Ack{Type: codec.TypePubrel, PacketID: id, Reason: codec.PacketIdentifierNotFound}
+			s.buf().B = rel.AppendTo(s.buf().B, codec.V5)
+		} else {
+			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id)
+		}
 		return true, nil
 	}
 	return false, nil
@@ -328,16 +340,19 @@ func (s *session) hasQoS2InLocked(id uint16) bool {
 	return false
 }
 
-func (s *session) releaseQoS2InLocked(id uint16) {
+// releaseQoS2InLocked forgets an inbound QoS 2 id; it reports whether
+// the id was awaiting PUBREL.
+func (s *session) releaseQoS2InLocked(id uint16) bool {
 	if s.st == nil {
-		return
+		return false
 	}
 	q := s.st.qos2in
 	for i, x := range q {
 		if x == id {
 			q[i] = q[len(q)-1]
 			s.st.qos2in = q[:len(q)-1]
-			return
+			return true
 		}
 	}
+	return false
 }

@@ -594,3 +594,42 @@ func TestV5RequestProblemInformation(t *testing.T) {
 		t.Fatalf("reason string %q with Request Problem Information 0", r)
 	}
 }
+
+// PUBREL and PUBREC for ids the broker does not know get 0x92; a PUBREC
+// with a failure code ends the delivery without PUBREL.
+func TestV5PacketIdentifierNotFound(t *testing.T) {
+	b := startBroker(t, nil)
+	rc, _ := connected5(t, b.MQTTAddr(), "pid", nil)
+	readAck := func(want codec.Type) codec.Ack {
+		t.Helper()
+		h, body := rc.expect(want, 5*time.Second)
+		var a codec.Ack
+		if err := a.Decode(codec.V5, h, body); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	rc.write(codec.AppendAck(nil, codec.TypePubrel, 77))
+	if a := readAck(codec.TypePubcomp); a.Reason != codec.PacketIdentifierNotFound || a.PacketID != 77 {
+		t.Fatalf("PUBCOMP %+v; want 0x92", a)
+	}
+	rc.write(codec.AppendAck(nil, codec.TypePubrec, 78))
+	if a := readAck(codec.TypePubrel); a.Reason != codec.PacketIdentifierNotFound {
+		t.Fatalf("PUBREL %+v; want 0x92", a)
+	}
+	rc.subscribe(1, codec.Subscription{Filter: []byte("q2"), QoS: 2})
+	pub, _ := connected5(t, b.MQTTAddr(), "pid-pub", nil)
+	pub.write(rawPub5("q2", "x", 2, 1, nil))
+	p := rc.expectPublish(5 * time.Second)
+	refuse := codec.Ack{Type: codec.TypePubrec, PacketID: p.PacketID, Reason: codec.ImplementationSpecificError}
+	rc.write(refuse.AppendTo(nil, codec.V5))
+	rc.expectNothing(300 * time.Millisecond) // no PUBREL for a refused message
+	waitFor(t, 5*time.Second, "in-flight freed", func() bool {
+		b.sessMu.Lock()
+		s := b.sessions.Get("pid")
+		b.sessMu.Unlock()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.inflightLocked() == 0
+	})
+}
