@@ -538,27 +538,31 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 	}
 	l.stats.msgsIn.Add(1)
 	l.stats.msgsInBy[c.proto][p.QoS].Add(1)
+	var exp uint32
+	l.props5 = l.props5[:0]
 	if routable && v != nil {
-		var exp uint32
 		if p.Props.Has(codec.PropMessageExpiry) && p.Props.MessageExpiry > 0 {
 			exp = uint32(min(l.b.now.Load()+int64(p.Props.MessageExpiry), 1<<32-1))
 		}
-		l.props5 = forwardProps(l.props5[:0], &p.Props)
-		l.r.setMeta(l.props5, exp, c.s)
-	} else if routable {
-		l.r.setMeta(nil, 0, c.s)
+		l.props5 = forwardProps(l.props5, &p.Props)
 	}
+	// setMeta right before each publish/prepare: nothing is left behind
+	// for another publish on this loop when this one is not routed.
 	switch p.QoS {
 	case 0:
 		if routable {
+			l.r.setMeta(l.props5, exp, c.s)
 			l.r.publish(p.Topic, p.Payload, 0, p.Retain, nil)
 		}
 	case 1:
 		// The acknowledgement does not wait for durability, so it goes
 		// out before this message's deliveries, including one to this
 		// very connection.
-		if routable && l.r.prepare(p.Topic, p.Payload, 1, p.Retain, nil) == 0 && v != nil {
-			rc = codec.NoMatchingSubscribers // 5.0: accepted, nobody to give it to
+		if routable {
+			l.r.setMeta(l.props5, exp, c.s)
+			if l.r.prepare(p.Topic, p.Payload, 1, p.Retain, nil) == 0 && v != nil {
+				rc = codec.NoMatchingSubscribers // 5.0: accepted, nobody to give it to
+			}
 		}
 		c.sendAck(codec.TypePuback, p.PacketID, rc) // [MQTT-4.3.2-2]
 		if routable {
@@ -586,6 +590,7 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		// PUBLISH (DUP, PUBREL pending) is acknowledged again but not
 		// routed again: exactly once [MQTT-4.3.3-2].
 		if !dup && routable {
+			l.r.setMeta(l.props5, exp, c.s)
 			if l.r.prepare(p.Topic, p.Payload, 2, p.Retain, nil) == 0 && v != nil {
 				rc = codec.NoMatchingSubscribers
 			}
