@@ -632,23 +632,47 @@ func (c *conn) closeOnLoop(rc codec.ReasonCode, cause closeCause, then func()) e
 	}))
 }
 
-// tellShutdown sends DISCONNECT 0x8B "server shutting down" (with the
-// Server Reference, when one is configured) to every v5 client of every
-// loop, and waits until the loops have written it or ctx ends. Runs in
-// Stop.
+// tellShutdown ends the connections as Mosquitto does at shutdown, in two
+// rounds over every loop: first the wills of the connected clients and
+// every delayed will are published, then (once those deliveries reached
+// every loop's mailbox) each v5 client is sent DISCONNECT 0x8B "server
+// shutting down" (with the Server Reference when one is configured) after
+// what is queued for it. It waits for each round or for ctx. Runs in Stop.
 func (b *Broker) tellShutdown(ctx context.Context) {
+	b.onEveryLoop(ctx, func(l *loop) {
+		for _, slot := range l.wheel.slots {
+			for _, c := range slot {
+				if c.open && c.s != nil && c.will != nil && !c.s.sse {
+					w := c.will
+					c.will = nil
+					l.sendWill(w)
+				}
+			}
+		}
+		l.runDelayedWills(1<<62 - 1) // every delayed will is due now
+		l.r.finish()
+	})
+	b.onEveryLoop(ctx, func(l *loop) {
+		l.drainMailbox()
+		for _, slot := range l.wheel.slots {
+			for _, c := range slot {
+				if c.open && c.s != nil && c.version == codec.V5 {
+					c.disconnect5(codec.ServerShuttingDown, "")
+				}
+			}
+		}
+	})
+}
+
+// onEveryLoop runs fn on every loop and waits until all have run it, or
+// for ctx. Any goroutine but a loop.
+func (b *Broker) onEveryLoop(ctx context.Context, fn func(*loop)) {
 	var wg sync.WaitGroup
 	for _, l := range b.allLoops() {
 		wg.Add(1)
 		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			defer wg.Done()
-			for _, slot := range l.wheel.slots {
-				for _, c := range slot {
-					if c.open && c.s != nil && c.version == codec.V5 {
-						c.disconnect5(codec.ServerShuttingDown, "")
-					}
-				}
-			}
+			fn(l)
 			return nil
 		}))
 		if err != nil {

@@ -633,3 +633,46 @@ func TestV5PacketIdentifierNotFound(t *testing.T) {
 		return s.inflightLocked() == 0
 	})
 }
+
+// At shutdown the connected clients' wills and the delayed ones are
+// published (as Mosquitto does) and reach the subscribers before their
+// connections close.
+func TestShutdownPublishesWills(t *testing.T) {
+	b := startBroker(t, nil)
+	watcher, _ := connected5(t, b.MQTTAddr(), "w", nil)
+	watcher.subscribe(1, codec.Subscription{Filter: []byte("gone/#")})
+	c3 := dialRaw(t, b.MQTTAddr())
+	c3.connect(codec.Connect{ClientID: []byte("dev3"), CleanStart: true, KeepAlive: 60,
+		WillFlag: true, WillTopic: []byte("gone/dev3"), WillPayload: []byte("offline")})
+	d, _ := connected5(t, b.MQTTAddr(), "dev5", func(p *codec.Connect) {
+		p.Props.SessionExpiry = 60
+		p.Props.Set(codec.PropSessionExpiry)
+		p.WillFlag, p.WillTopic, p.WillPayload = true, []byte("gone/dev5"), []byte("later")
+		p.WillProps.WillDelay = 30
+		p.WillProps.Set(codec.PropWillDelay)
+	})
+	d.c.Close() // its will now waits 30 s
+	waitFor(t, 5*time.Second, "dev5 offline", func() bool { return b.Stats().Connected == 2 })
+	go func() { _ = b.Stop(t.Context()) }()
+	got := map[string]bool{}
+	for len(got) < 2 {
+		h, body, err := watcher.readPacket(5 * time.Second)
+		if err != nil {
+			t.Fatalf("wills received %v before: %v", got, err)
+		}
+		switch h.Type {
+		case codec.TypePublish:
+			var p codec.Publish
+			if err := p.Decode(codec.V5, h, body); err != nil {
+				t.Fatal(err)
+			}
+			got[string(p.Topic)] = true
+		case codec.TypeDisconnect:
+			t.Fatalf("DISCONNECT before the wills; got %v", got)
+		}
+	}
+	if !got["gone/dev3"] || !got["gone/dev5"] {
+		t.Fatalf("wills %v", got)
+	}
+	watcher.expectDisconnect(codec.ServerShuttingDown)
+}
