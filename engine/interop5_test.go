@@ -1,0 +1,240 @@
+package engine
+
+// MQTT 5 interop: mosquitto_sub/mosquitto_pub -V mqttv5, Python paho-mqtt
+// with protocol=MQTTv5 and MQTT.js 5 over WebSocket, each against a broker
+// started in-process. Each test skips when its client is missing, unless
+// TINYMQ_REQUIRE_INTEROP=1.
+
+import (
+	"context"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// lines splits a client's output into its non-empty lines.
+func lines(out string) []string {
+	var ls []string
+	for l := range strings.SplitSeq(out, "\n") {
+		if l = strings.TrimRight(l, "\r"); l != "" {
+			ls = append(ls, l)
+		}
+	}
+	return ls
+}
+
+// subTimesOut runs mosquitto_sub with -W and requires that it prints no
+// message and exits on the timeout (status 27).
+func subTimesOut(t *testing.T, ctx context.Context, what, sub string, args ...string) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, sub, args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); stdout.Len() != 0 || code != 27 {
+		t.Fatalf("%s: printed %q, exit %d (%v, stderr %q); want nothing and the -W timeout (27)", what, stdout.String(), code, err, stderr.String())
+	}
+}
+
+// v5 subscriber and publisher over QoS 0/1/2 and wildcards: every
+// matching message arrives once at min(published, granted) QoS; messages
+// on topics no filter matches do not.
+func TestInterop5MosquittoQoSWildcards(t *testing.T) {
+	sub := requireInterop(t, "mosquitto_sub")
+	pub := requireInterop(t, "mosquitto_pub")
+	b := startBroker(t, nil)
+	host, port := hostPort(t, b.MQTTAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// "v5/+" matches one level; "deep/#" any depth, deep itself included.
+	wait := startCmd(t, ctx, sub, "-V", "mqttv5", "-h", host, "-p", port, "-q", "2",
+		"-t", "v5/+", "-t", "deep/#", "-C", "5", "-W", "20", "-F", "%t|%q|%p")
+	waitFor(t, 5*time.Second, "mosquitto_sub subscribed twice", func() bool { return b.Stats().Subscriptions == 2 })
+	// Not matched: two levels under v5/, and a sibling of deep.
+	run(t, ctx, pub, "-V", "mqttv5", "-h", host, "-p", port, "-t", "v5/a/b", "-m", "no", "-q", "1")
+	run(t, ctx, pub, "-V", "mqttv5", "-h", host, "-p", port, "-t", "deeper", "-m", "no", "-q", "1")
+	for _, m := range []struct{ topic, qos string }{{"v5/q0", "0"}, {"v5/q1", "1"}, {"v5/q2", "2"}, {"deep", "1"}, {"deep/x/y/z", "2"}} {
+		run(t, ctx, pub, "-V", "mqttv5", "-h", host, "-p", port, "-t", m.topic, "-m", "m-"+m.topic, "-q", m.qos)
+	}
+	out, err := wait()
+	if err != nil {
+		t.Fatalf("mosquitto_sub: %v\n%s", err, out)
+	}
+	got := lines(out)
+	slices.Sort(got) // five publishers on five connections: no order between them
+	want := []string{"deep/x/y/z|2|m-deep/x/y/z", "deep|1|m-deep", "v5/q0|0|m-v5/q0", "v5/q1|1|m-v5/q1", "v5/q2|2|m-v5/q2"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("mosquitto_sub -V mqttv5 got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	// A QoS 1 subscription downgrades a QoS 2 message.
+	wait = startCmd(t, ctx, sub, "-V", "mqttv5", "-h", host, "-p", port, "-q", "1", "-t", "down/#", "-C", "1", "-W", "10", "-F", "%t|%q|%p")
+	waitFor(t, 5*time.Second, "QoS 1 subscriber", func() bool { return b.Stats().Subscriptions == 1 })
+	run(t, ctx, pub, "-V", "mqttv5", "-h", host, "-p", port, "-t", "down/2", "-m", "two", "-q", "2")
+	if out, err := wait(); err != nil || strings.TrimSpace(out) != "down/2|1|two" {
+		t.Fatalf("QoS 2 to a QoS 1 subscription: %q %v; want down/2|1|two", out, err)
+	}
+}
+
+// Retained messages to v5 clients: a new subscriber gets the retained
+// message with the retain flag; a live subscriber gets a retained publish
+// with the flag cleared, unless it subscribed with Retain As Published; an
+// empty retained payload clears the topic.
+func TestInterop5MosquittoRetained(t *testing.T) {
+	sub := requireInterop(t, "mosquitto_sub")
+	pub := requireInterop(t, "mosquitto_pub")
+	b := startBroker(t, nil)
+	host, port := hostPort(t, b.MQTTAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v5 := []string{"-V", "mqttv5", "-h", host, "-p", port}
+	with := func(args ...string) []string { return append(slices.Clone(v5), args...) }
+
+	run(t, ctx, pub, with("-t", "ret/a", "-m", "kept", "-q", "1", "-r")...)
+	waitFor(t, 5*time.Second, "retained stored", func() bool { return b.Stats().Retained == 1 })
+	out := run(t, ctx, sub, with("-t", "ret/#", "-q", "1", "-C", "1", "-W", "5", "-F", "%t|%r|%q|%p")...)
+	if strings.TrimSpace(out) != "ret/a|1|1|kept" {
+		t.Fatalf("new v5 subscriber: %q; want ret/a|1|1|kept", out)
+	}
+
+	// Live subscribers: one plain, one with Retain As Published.
+	plain := startCmd(t, ctx, sub, with("-t", "live/#", "-C", "1", "-W", "10", "-F", "%t|%r|%p")...)
+	rap := startCmd(t, ctx, sub, with("-t", "live/#", "--retain-as-published", "-C", "1", "-W", "10", "-F", "%t|%r|%p")...)
+	waitFor(t, 5*time.Second, "two live subscribers", func() bool { return b.Stats().Subscriptions == 2 })
+	run(t, ctx, pub, with("-t", "live/x", "-m", "now", "-r")...)
+	if out, err := plain(); err != nil || strings.TrimSpace(out) != "live/x|0|now" {
+		t.Fatalf("live subscriber, retained publish: %q %v; want retain flag 0", out, err)
+	}
+	if out, err := rap(); err != nil || strings.TrimSpace(out) != "live/x|1|now" {
+		t.Fatalf("live subscriber with --retain-as-published: %q %v; want retain flag 1", out, err)
+	}
+
+	// An empty retained payload clears; --retained-only then sees nothing
+	// on ret/# and times out (-W exits 27 on a timeout).
+	run(t, ctx, pub, with("-t", "ret/a", "-n", "-r")...)
+	waitFor(t, 5*time.Second, "retained cleared", func() bool { return b.Stats().Retained == 1 }) // live/x remains
+	subTimesOut(t, ctx, "after clearing ret/a, --retained-only", sub, with("-t", "ret/#", "--retained-only", "-C", "1", "-W", "2", "-F", "%t|%p")...)
+}
+
+// -D publish properties arrive on a v5 subscriber (-F prints them);
+// subscription identifiers given with -D subscribe come back in %S.
+func TestInterop5MosquittoProperties(t *testing.T) {
+	sub := requireInterop(t, "mosquitto_sub")
+	pub := requireInterop(t, "mosquitto_pub")
+	b := startBroker(t, nil)
+	host, port := hostPort(t, b.MQTTAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v5 := []string{"-V", "mqttv5", "-h", host, "-p", port}
+	with := func(args ...string) []string { return append(slices.Clone(v5), args...) }
+
+	wait := startCmd(t, ctx, sub, with("-t", "props/#", "-q", "1", "-D", "subscribe", "subscription-identifier", "7",
+		"-C", "2", "-W", "10", "-F", "%t|%P|%C|%E|%R|%D|%F|%S|%p")...)
+	waitFor(t, 5*time.Second, "subscribed", func() bool { return b.Stats().Subscriptions == 1 })
+	run(t, ctx, pub, with("-t", "props/full", "-m", "body", "-q", "1",
+		"-D", "publish", "user-property", "k", "v",
+		"-D", "publish", "content-type", "text/x",
+		"-D", "publish", "message-expiry-interval", "60",
+		"-D", "publish", "response-topic", "reply/here",
+		"-D", "publish", "correlation-data", "corr-42",
+		"-D", "publish", "payload-format-indicator", "1")...)
+	// A message without properties: no leftovers of the first one.
+	run(t, ctx, pub, with("-t", "props/bare", "-m", "plain", "-q", "1")...)
+	out, err := wait()
+	if err != nil {
+		t.Fatalf("mosquitto_sub: %v\n%s", err, out)
+	}
+	got := lines(out)
+	if len(got) != 2 {
+		t.Fatalf("want 2 lines, got %q", out)
+	}
+	f := strings.Split(got[0], "|")
+	if len(f) != 9 || f[0] != "props/full" {
+		t.Fatalf("first message: %q", got[0])
+	}
+	if f[1] != "k:v" || f[2] != "text/x" || f[4] != "reply/here" || f[5] != "corr-42" || f[6] != "1" || f[7] != "7" || f[8] != "body" {
+		t.Fatalf("properties: got %q; want user k:v, content type text/x, response topic reply/here, correlation corr-42, format 1, subscription id 7, payload body", got[0])
+	}
+	// The expiry the subscriber sees is what is left: 60 or a second less.
+	if e, err := strconv.Atoi(f[3]); err != nil || e < 58 || e > 60 {
+		t.Fatalf("message expiry interval %q; want 58..60", f[3])
+	}
+	if got[1] != "props/bare|||||||7|plain" {
+		t.Fatalf("second message: %q; want props/bare|||||||7|plain (only the subscription id)", got[1])
+	}
+}
+
+// Several user properties, repeated keys included, keep their order.
+func TestInterop5MosquittoUserProperties(t *testing.T) {
+	sub := requireInterop(t, "mosquitto_sub")
+	pub := requireInterop(t, "mosquitto_pub")
+	b := startBroker(t, nil)
+	host, port := hostPort(t, b.MQTTAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wait := startCmd(t, ctx, sub, "-V", "mqttv5", "-h", host, "-p", port, "-t", "up", "-C", "1", "-W", "10", "-F", "%P")
+	waitFor(t, 5*time.Second, "subscribed", func() bool { return b.Stats().Subscriptions == 1 })
+	run(t, ctx, pub, "-V", "mqttv5", "-h", host, "-p", port, "-t", "up", "-m", "x",
+		"-D", "publish", "user-property", "a", "1", "-D", "publish", "user-property", "b", "2", "-D", "publish", "user-property", "a", "3")
+	out, err := wait()
+	if err != nil || strings.TrimSpace(out) != "a:1 b:2 a:3" {
+		t.Fatalf("user properties: %q %v; want a:1 b:2 a:3", out, err)
+	}
+}
+
+// A persistent v5 session gets the QoS 1 messages published while it was
+// offline: with -c -i ID -x 60 (clean start 0, expiry 60), and with a
+// clean start that asks for expiry 60 as a -D connect property (the
+// session starts afresh but outlives the connection). A session with
+// expiry 0 does not survive its connection.
+func TestInterop5MosquittoPersistentSession(t *testing.T) {
+	sub := requireInterop(t, "mosquitto_sub")
+	pub := requireInterop(t, "mosquitto_pub")
+	b := startBroker(t, nil)
+	host, port := hostPort(t, b.MQTTAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	v5 := []string{"-V", "mqttv5", "-h", host, "-p", port}
+	with := func(args ...string) []string { return append(slices.Clone(v5), args...) }
+	resume := []string{"-c", "-x", "60"}
+
+	for _, tc := range []struct {
+		name  string
+		first []string
+	}{
+		{"x", []string{"-c", "-x", "60"}},
+		{"D", []string{"-D", "connect", "session-expiry-interval", "60"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "persist-" + tc.name
+			topic := "offline/" + tc.name
+			// -E: exit once subscribed; the session stays.
+			run(t, ctx, sub, with(append(slices.Clone(tc.first), "-i", id, "-q", "1", "-t", topic+"/#", "-E")...)...)
+			waitFor(t, 5*time.Second, "subscriber gone, session kept", func() bool {
+				st := b.Stats()
+				return st.Connected == 0 && st.Sessions == 1 && st.Subscriptions == 1
+			})
+			run(t, ctx, pub, with("-t", topic+"/1", "-m", "first", "-q", "1")...)
+			run(t, ctx, pub, with("-t", topic+"/2", "-m", "second", "-q", "1", "-D", "publish", "user-property", "k", "v")...)
+			out := run(t, ctx, sub, with(append(slices.Clone(resume), "-i", id, "-q", "1", "-t", topic+"/#",
+				"-C", "2", "-W", "10", "-F", "%t|%q|%P|%p")...)...)
+			want := topic + "/1|1||first\n" + topic + "/2|1|k:v|second"
+			if strings.TrimSpace(out) != want {
+				t.Fatalf("resumed session got\n%s\nwant\n%s", out, want)
+			}
+			// Now end it: a clean start with expiry 0 discards the session.
+			run(t, ctx, sub, with("-i", id, "-t", topic+"/#", "-E")...)
+			waitFor(t, 5*time.Second, "session discarded", func() bool { st := b.Stats(); return st.Sessions == 0 && st.Connected == 0 })
+		})
+	}
+
+	// Expiry 0 (neither -c nor -x): the session ends with the connection,
+	// so resuming it later finds nothing queued.
+	run(t, ctx, sub, with("-i", "transient", "-q", "1", "-t", "gone/#", "-E")...)
+	waitFor(t, 5*time.Second, "transient session gone", func() bool { st := b.Stats(); return st.Sessions == 0 && st.Subscriptions == 0 })
+	run(t, ctx, pub, with("-t", "gone/1", "-m", "lost", "-q", "1")...)
+	subTimesOut(t, ctx, "resuming an expiry-0 session", sub, with(append(slices.Clone(resume), "-i", "transient", "-q", "1", "-t", "gone/#", "-C", "1", "-W", "2", "-F", "%t|%p")...)...)
+}
