@@ -7,6 +7,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -237,4 +238,218 @@ func TestInterop5MosquittoPersistentSession(t *testing.T) {
 	waitFor(t, 5*time.Second, "transient session gone", func() bool { st := b.Stats(); return st.Sessions == 0 && st.Subscriptions == 0 })
 	run(t, ctx, pub, with("-t", "gone/1", "-m", "lost", "-q", "1")...)
 	subTimesOut(t, ctx, "resuming an expiry-0 session", sub, with(append(slices.Clone(resume), "-i", "transient", "-q", "1", "-t", "gone/#", "-C", "1", "-W", "2", "-F", "%t|%p")...)...)
+}
+
+// pyV5 is a paho-mqtt (protocol=MQTTv5) client in one of two roles, which
+// prints one JSON object per event.
+//
+// responder: subscribes to rr/req and answers one request on its Response
+// Topic with its Correlation Data, echoing the request's payload, user
+// properties and content type in the reply's payload.
+//
+// requester: connects asking for response information; subscribes to rr/#
+// with subscription identifier 42 and No Local, and to echo/# with
+// identifier 7; sends a request on rr/req (which its own rr/# must not
+// bring back), then a message on echo/x (which must come back), and prints
+// what arrives until it has the echo and the reply.
+const pyV5 = `
+import sys, json, queue
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+mode, port = sys.argv[1], int(sys.argv[2])
+NAMES = ("UserProperty", "ContentType", "ResponseTopic", "CorrelationData", "SubscriptionIdentifier",
+         "MessageExpiryInterval", "PayloadFormatIndicator", "ResponseInformation", "ReceiveMaximum",
+         "TopicAliasMaximum", "AssignedClientIdentifier", "ServerKeepAlive", "SessionExpiryInterval")
+
+def props(p):
+    d = {}
+    for n in NAMES:
+        if p is not None and hasattr(p, n):
+            v = getattr(p, n)
+            if isinstance(v, bytes):
+                v = v.decode()
+            if n == "UserProperty":
+                v = [list(x) for x in v]
+            d[n] = v
+    return d
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+connacks, subacks, msgs = queue.Queue(), queue.Queue(), queue.Queue()
+c = mqtt.Client(client_id="py5-" + mode, protocol=mqtt.MQTTv5)
+c.on_connect = lambda c, u, f, rc, p: connacks.put((rc.value, props(p)))
+c.on_subscribe = lambda c, u, mid, rcs, p: subacks.put([r.value for r in rcs])
+c.on_message = lambda c, u, m: msgs.put(m)
+cp = Properties(PacketTypes.CONNECT)
+cp.RequestResponseInformation = 1
+c.connect("127.0.0.1", port, 30, clean_start=True, properties=cp)
+c.loop_start()
+rc, p = connacks.get(timeout=10)
+emit(event="connack", rc=rc, props=p)
+
+def subscribe(topic, subid, no_local):
+    sp = Properties(PacketTypes.SUBSCRIBE)
+    if subid:
+        sp.SubscriptionIdentifier = subid
+    c.subscribe(topic, options=SubscribeOptions(qos=1, noLocal=no_local), properties=sp)
+    emit(event="suback", topic=topic, codes=subacks.get(timeout=10))
+
+if mode == "responder":
+    subscribe("rr/req", 0, False)
+    m = msgs.get(timeout=15)
+    rp = m.properties
+    emit(event="request", topic=m.topic, props=props(rp))
+    out = Properties(PacketTypes.PUBLISH)
+    out.CorrelationData = rp.CorrelationData
+    out.UserProperty = ("answered-by", "responder")
+    body = json.dumps({"req": m.payload.decode(), "user": [list(x) for x in rp.UserProperty], "ct": rp.ContentType})
+    c.publish(rp.ResponseTopic, body, qos=1, properties=out).wait_for_publish(10)
+else:
+    subscribe("rr/#", 42, True)
+    subscribe("echo/#", 7, False)
+    rq = Properties(PacketTypes.PUBLISH)
+    rq.ResponseTopic = "rr/reply/py5-requester"
+    rq.CorrelationData = b"corr-1"
+    rq.UserProperty = ("k", "v")
+    rq.UserProperty = ("k", "v2")
+    rq.ContentType = "application/json"
+    c.publish("rr/req", '{"q":1}', qos=1, properties=rq).wait_for_publish(10)
+    ep = Properties(PacketTypes.PUBLISH)
+    ep.UserProperty = ("echo", "1")
+    c.publish("echo/x", "self", qos=1, properties=ep).wait_for_publish(10)
+    seen = set()
+    while not {"echo/x", "rr/reply/py5-requester"} <= seen:
+        m = msgs.get(timeout=15)
+        seen.add(m.topic)
+        emit(event="message", topic=m.topic, payload=m.payload.decode(), qos=m.qos, props=props(m.properties))
+c.disconnect()
+c.loop_stop()
+`
+
+// pyEvent is one line of pyV5's output.
+type pyEvent struct {
+	Event   string         `json:"event"`
+	RC      int            `json:"rc"`
+	Topic   string         `json:"topic"`
+	Codes   []int          `json:"codes"`
+	Payload string         `json:"payload"`
+	QoS     int            `json:"qos"`
+	Props   map[string]any `json:"props"`
+}
+
+func pyEvents(t *testing.T, out string) []pyEvent {
+	t.Helper()
+	var evs []pyEvent
+	for _, l := range lines(out) {
+		var e pyEvent
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("python printed %q: %v\nall output:\n%s", l, err, out)
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+// jsonOf renders v as JSON, to compare decoded JSON values.
+func jsonOf(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// Python paho-mqtt, MQTT 5: CONNACK properties from the options (Receive
+// Maximum, Topic Alias Maximum, Response Information on request),
+// subscription identifiers, No Local, and a request/response exchange
+// with Response Topic, Correlation Data and user properties.
+func TestInterop5PythonPahoRequestResponse(t *testing.T) {
+	py := requirePython(t)
+	b := startBroker(t, func(o *Options) {
+		o.ReceiveMaximum = 50
+		o.MaxTopicAlias = 4
+		o.ResponseInformation = "resp/"
+	})
+	_, port := hostPort(t, b.MQTTAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	responder := startCmd(t, ctx, py, "-c", pyV5, "responder", port)
+	waitFor(t, 10*time.Second, "responder subscribed", func() bool { return b.Stats().Subscriptions == 1 })
+	requester := startCmd(t, ctx, py, "-c", pyV5, "requester", port)
+	reqOut, err := requester()
+	if err != nil {
+		t.Fatalf("requester: %v\n%s", err, reqOut)
+	}
+	respOut, err := responder()
+	if err != nil {
+		t.Fatalf("responder: %v\n%s", err, respOut)
+	}
+
+	t.Logf("requester:\n%s\nresponder:\n%s", reqOut, respOut)
+	evs := pyEvents(t, reqOut)
+	if len(evs) < 3 || evs[0].Event != "connack" || evs[1].Event != "suback" || evs[2].Event != "suback" {
+		t.Fatalf("requester events:\n%s", reqOut)
+	}
+	ack := evs[0]
+	if ack.RC != 0 || ack.Props["ReceiveMaximum"] != 50.0 || ack.Props["TopicAliasMaximum"] != 4.0 || ack.Props["ResponseInformation"] != "resp/py5-requester" {
+		t.Fatalf("CONNACK: rc %d props %v; want 0, ReceiveMaximum 50, TopicAliasMaximum 4, ResponseInformation resp/py5-requester", ack.RC, ack.Props)
+	}
+	for _, e := range evs[1:3] {
+		if !slices.Equal(e.Codes, []int{1}) {
+			t.Fatalf("SUBACK for %s: %v; want [1] (granted QoS 1)", e.Topic, e.Codes)
+		}
+	}
+	msgs := map[string]pyEvent{}
+	for _, e := range evs[3:] {
+		if e.Event != "message" {
+			t.Fatalf("unexpected event %+v", e)
+		}
+		if _, dup := msgs[e.Topic]; dup {
+			t.Fatalf("%s delivered twice:\n%s", e.Topic, reqOut)
+		}
+		msgs[e.Topic] = e
+	}
+	// [MQTT-3.8.3-3] No Local: the requester's own request on rr/req must
+	// not come back through its rr/# subscription. It was published before
+	// echo/x on the same connection, so it would have arrived first.
+	if e, ok := msgs["rr/req"]; ok {
+		t.Fatalf("No Local subscription rr/# received the client's own publish: %+v", e)
+	}
+	if len(msgs) != 2 {
+		t.Fatalf("requester got %d messages, want echo/x and the reply:\n%s", len(msgs), reqOut)
+	}
+	echo := msgs["echo/x"]
+	if echo.Payload != "self" || echo.QoS != 1 || jsonOf(echo.Props["SubscriptionIdentifier"]) != "[7]" ||
+		jsonOf(echo.Props["UserProperty"]) != `[["echo","1"]]` {
+		t.Fatalf("own echo/x: %+v; want payload self, QoS 1, subscription id [7], user property echo=1", echo)
+	}
+	reply := msgs["rr/reply/py5-requester"]
+	if jsonOf(reply.Props["SubscriptionIdentifier"]) != "[42]" || reply.Props["CorrelationData"] != "corr-1" ||
+		jsonOf(reply.Props["UserProperty"]) != `[["answered-by","responder"]]` {
+		t.Fatalf("reply: %+v; want subscription id [42], correlation data corr-1, user property answered-by=responder", reply)
+	}
+	var body struct {
+		Req  string     `json:"req"`
+		User [][]string `json:"user"`
+		CT   string     `json:"ct"`
+	}
+	if err := json.Unmarshal([]byte(reply.Payload), &body); err != nil {
+		t.Fatalf("reply payload %q: %v", reply.Payload, err)
+	}
+	if body.Req != `{"q":1}` || jsonOf(body.User) != `[["k","v"],["k","v2"]]` || body.CT != "application/json" {
+		t.Fatalf("the responder saw request %q, user properties %v, content type %q; want {\"q\":1}, k=v k=v2, application/json", body.Req, body.User, body.CT)
+	}
+
+	// The responder's view of the request: Response Topic and Correlation
+	// Data as sent, and no subscription identifier (it subscribed without).
+	var req *pyEvent
+	for _, e := range pyEvents(t, respOut) {
+		if e.Event == "request" {
+			req = &e
+		}
+	}
+	if req == nil || req.Topic != "rr/req" || req.Props["ResponseTopic"] != "rr/reply/py5-requester" || req.Props["CorrelationData"] != "corr-1" {
+		t.Fatalf("responder: %+v\n%s", req, respOut)
+	}
+	if _, ok := req.Props["SubscriptionIdentifier"]; ok {
+		t.Fatalf("request carries a subscription identifier the responder never set: %v", req.Props)
+	}
 }
