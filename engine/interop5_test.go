@@ -8,7 +8,10 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -451,5 +454,139 @@ func TestInterop5PythonPahoRequestResponse(t *testing.T) {
 	}
 	if _, ok := req.Props["SubscriptionIdentifier"]; ok {
 		t.Fatalf("request carries a subscription identifier the responder never set: %v", req.Props)
+	}
+}
+
+// mqttJS5 is an MQTT.js client at protocol version 5 over WebSocket
+// (argv[2]): it connects with a Topic Alias Maximum of 5, subscribes to
+// js5/# with subscription identifier 5, publishes one message with every
+// kind of publish property, then js5/alias three times using an inbound
+// topic alias (the topic once, then only the alias), and prints, as JSON
+// lines, the CONNACK, the SUBACK and each message it receives: the topic
+// on the wire (empty when the broker sent only an alias), the topic
+// MQTT.js resolved, and the properties.
+const mqttJS5 = `
+const mqtt = require('mqtt');
+const out = (o) => console.log(JSON.stringify(o));
+const c = mqtt.connect(process.argv[2], {clientId: 'js5', protocolVersion: 5, reconnectPeriod: 0, clean: true,
+  properties: {topicAliasMaximum: 5, requestResponseInformation: true}});
+const wire = [];
+c.on('packetreceive', (p) => { if (p.cmd === 'publish') wire.push(p.topic); });
+let n = 0;
+c.on('message', (topic, payload, p) => {
+  const props = Object.assign({}, p.properties || {});
+  if (props.correlationData) props.correlationData = props.correlationData.toString();
+  out({event: 'message', wire: wire.shift(), topic, payload: payload.toString(), qos: p.qos, props});
+  // After this handler MQTT.js sends the PUBACK: end the session after it.
+  if (++n === 4) setImmediate(() => c.end(false, {}, () => process.exit(0)));
+});
+c.on('connect', (ack) => {
+  out({event: 'connack', rc: ack.reasonCode, props: ack.properties || {}});
+  c.subscribe('js5/#', {qos: 1, properties: {subscriptionIdentifier: 5}}, (err, granted) => {
+    if (err) { out({event: 'error', where: 'subscribe', message: err.message}); process.exit(1); }
+    out({event: 'suback', codes: granted.map((g) => g.qos)});
+    c.publish('js5/props', 'with properties', {qos: 1, properties: {
+      userProperties: {k: 'v'}, contentType: 'text/plain', responseTopic: 'js5/resp',
+      correlationData: Buffer.from('c-1'), messageExpiryInterval: 30, payloadFormatIndicator: true}}, (err) => {
+      if (err) { out({event: 'error', where: 'publish', message: err.message}); process.exit(1); }
+      c.publish('js5/alias', 'a1', {qos: 1, properties: {topicAlias: 1}});
+      c.publish('', 'a2', {qos: 1, properties: {topicAlias: 1}});
+      c.publish('', 'a3', {qos: 1, properties: {topicAlias: 1}});
+    });
+  });
+});
+c.on('error', (e) => { out({event: 'error', where: 'client', message: e.message}); process.exit(1); });
+setTimeout(() => { out({event: 'timeout'}); process.exit(2); }, 15000);
+`
+
+// MQTT.js 5 over WebSocket: CONNACK properties, subscription identifier,
+// publish properties end to end, inbound topic aliases (a 3.1.1 client on
+// TCP gets the full topic), and outbound aliases MQTT.js resolves.
+func TestInterop5MQTTJSOverWebSocket(t *testing.T) {
+	node, modules := nodeMQTT(t)
+	b := startHTTPBroker(t, func(o *Options) { o.ResponseInformation = "r/" })
+	tcp := pahoClient(t, b.MQTTAddr(), "tcp311", true)
+	plain := pahoSubscribe(t, tcp, "js5/#", 1)
+	js := filepath.Join(t.TempDir(), "mqttjs5.js")
+	if err := os.WriteFile(js, []byte(mqttJS5), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, js, "ws://"+b.HTTPAddr()+"/mqtt")
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	raw, err := cmd.CombinedOutput()
+	out := string(raw)
+	t.Logf("mqtt.js:\n%s", out)
+	if err != nil {
+		t.Fatalf("mqtt.js: %v\n%s", err, out)
+	}
+	type jsEvent struct {
+		Event   string         `json:"event"`
+		RC      int            `json:"rc"`
+		Codes   []int          `json:"codes"`
+		Wire    *string        `json:"wire"`
+		Topic   string         `json:"topic"`
+		Payload string         `json:"payload"`
+		QoS     int            `json:"qos"`
+		Props   map[string]any `json:"props"`
+	}
+	var evs []jsEvent
+	for _, l := range lines(out) {
+		var e jsEvent
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("mqtt.js printed %q: %v", l, err)
+		}
+		evs = append(evs, e)
+	}
+	if len(evs) != 6 || evs[0].Event != "connack" || evs[1].Event != "suback" {
+		t.Fatalf("want connack, suback and 4 messages:\n%s", out)
+	}
+	if ack := evs[0]; ack.RC != 0 || ack.Props["responseInformation"] != "r/js5" || ack.Props["topicAliasMaximum"] != 10.0 {
+		t.Fatalf("CONNACK: rc %d props %v; want 0, responseInformation r/js5, topicAliasMaximum 10", ack.RC, ack.Props)
+	}
+	if !slices.Equal(evs[1].Codes, []int{1}) {
+		t.Fatalf("SUBACK: %v; want [1]", evs[1].Codes)
+	}
+	m := evs[2]
+	if m.Topic != "js5/props" || m.Payload != "with properties" || m.QoS != 1 {
+		t.Fatalf("first message: %+v", m)
+	}
+	p := m.Props
+	if jsonOf(p["userProperties"]) != `{"k":"v"}` || p["contentType"] != "text/plain" || p["responseTopic"] != "js5/resp" ||
+		p["correlationData"] != "c-1" || p["payloadFormatIndicator"] != true || jsonOf(p["subscriptionIdentifier"]) != "5" {
+		t.Fatalf("properties: %v", p)
+	}
+	if e, ok := p["messageExpiryInterval"].(float64); !ok || e < 28 || e > 30 {
+		t.Fatalf("messageExpiryInterval %v; want 28..30", p["messageExpiryInterval"])
+	}
+	// Inbound aliases resolved by the broker, outbound ones by MQTT.js.
+	sentAliasOnly := false
+	for i, e := range evs[3:] {
+		if e.Topic != "js5/alias" || e.Payload != fmt.Sprintf("a%d", i+1) {
+			t.Fatalf("aliased message %d: %+v; want js5/alias a%d", i+1, e, i+1)
+		}
+		if e.Wire == nil {
+			t.Fatalf("message %d: no wire topic recorded", i+1)
+		}
+		if *e.Wire == "" {
+			if _, ok := e.Props["topicAlias"]; !ok {
+				t.Fatalf("message %d: empty topic and no alias on the wire: %+v", i+1, e)
+			}
+			sentAliasOnly = true
+		}
+	}
+	if !sentAliasOnly {
+		t.Errorf("the broker never used an outbound topic alias (MaxTopicAliasOut %d, client's maximum 5)", b.opts.MaxTopicAliasOut)
+	}
+	for i, want := range []string{"js5/props|with properties", "js5/alias|a1", "js5/alias|a2", "js5/alias|a3"} {
+		select {
+		case r := <-plain:
+			if got := r.topic + "|" + r.payload; got != want {
+				t.Fatalf("3.1.1 subscriber message %d: %q; want %q", i+1, got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("3.1.1 subscriber: message %d (%s) missing", i+1, want)
+		}
 	}
 }
