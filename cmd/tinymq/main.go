@@ -91,6 +91,7 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.IntVar(&o.MaxOutboundBytes, "max-outbound-bytes", d.MaxOutboundBytes, "unsent bytes per connection above which QoS 0 messages are dropped")
 	fs.DurationVar(&o.SlowConsumerAfter, "slow-consumer-timeout", d.SlowConsumerAfter, "disconnect a client whose queue stays full this long")
 	fs.DurationVar(&o.SessionExpiry, "session-expiry", 0, "discard persistent sessions offline this long (0: never)")
+	fs.StringVar(&o.SharedStrategy, "shared-strategy", engine.SharedRoundRobin, "which member of a $share group gets a message: round_robin, random or least_loaded (members that cannot take it now are skipped)")
 	fs.BoolVar(&o.ReturnIdleMemory, "return-idle-memory", d.ReturnIdleMemory, "give free heap pages back to the OS when a burst of allocation (a connect storm) is over")
 	fs.DurationVar(&o.SysInterval, "sys-interval", d.SysInterval, "how often $SYS topics are published (0 or negative: never)")
 	fs.StringVar(&o.PasswordFile, "password-file", "", "Mosquitto password file (mosquitto_passwd or `tinymq passwd`): users and their hashed passwords")
