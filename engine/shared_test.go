@@ -366,3 +366,19 @@ func TestSharedNoRetained(t *testing.T) {
 		t.Fatalf("m5 got %q", m.Payload)
 	}
 }
+
+// The last member's session ends with a message unacknowledged: with
+// nobody left in the group it is dropped, and counted.
+func TestSharedLastMemberGoneDropsCounted(t *testing.T) {
+	b := startBroker(t, nil)
+	a := sharedRaw(t, b, "a", true, "$share/g/jobs", 1)
+	pub := pahoClient(t, b.MQTTAddr(), "pub", true)
+	publish3(t, pub, "jobs", "x", 1, false)
+	a.expectPublish(5 * time.Second)
+	before := b.Stats().Dropped
+	a.write([]byte{0xe0, 0})
+	waitFor(t, 5*time.Second, "the drop to be counted", func() bool { return b.Stats().Dropped == before+1 })
+	if n := b.subs.Count(); n != 0 {
+		t.Fatalf("%d subscriptions left; want 0", n)
+	}
+}

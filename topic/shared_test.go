@@ -117,3 +117,42 @@ func TestMatchGroupsAndPickFrom(t *testing.T) {
 		t.Error("PickFrom(0) found a group")
 	}
 }
+
+// BenchmarkMatchShared: one exact subscription and one group of 4 members
+// on the same filter, matched with no chooser (round-robin) and with one
+// that scans every member (as the engine's least_loaded does).
+func BenchmarkMatchShared(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		choose Chooser[int]
+	}{
+		{"chooser=none", nil},
+		{"chooser=scan", func(members []Sub[int], rr uint32) int {
+			best := -1
+			for i := range members {
+				if members[i].QoS >= 1 && best < 0 {
+					best = i
+				}
+			}
+			return best
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			tr := NewTree[int]()
+			tr.Subscribe([]byte("devices/1/cmd"), Sub[int]{Key: 100})
+			for i := range 4 {
+				tr.Subscribe([]byte("$share/g/devices/1/cmd"), Sub[int]{Key: i, QoS: 1})
+			}
+			tr.SetChooser(c.choose)
+			name := []byte("devices/1/cmd")
+			dst := make([]Sub[int], 0, 8)
+			groups := make([]GroupID, 0, 8)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(name)))
+			for b.Loop() {
+				dst, groups = tr.MatchGroups(name, dst[:0], groups[:0])
+			}
+			sinkN += len(dst) + len(groups)
+		})
+	}
+}
