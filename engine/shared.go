@@ -170,10 +170,9 @@ func (b *Broker) redistributeAnywhere(msgs []sharedMsg) {
 // is dropped and counted. The delivery is a new one: a new packet id,
 // DUP clear. Runs on r's loop (from finish).
 func (r *router) rerouteShared() {
-	for len(r.shared) > 0 {
-		x := r.shared[0]
-		r.shared[0] = sharedMsg{}
-		r.shared = r.shared[1:]
+	for i := 0; i < len(r.shared); i++ { // a delivery may close a connection and add more
+		x := r.shared[i]
+		r.shared[i] = sharedMsg{}
 		sub, ok := r.b.subs.PickFrom(x.grp)
 		if !ok {
 			r.stats.dropped.Add(1)

@@ -382,3 +382,42 @@ func TestSharedLastMemberGoneDropsCounted(t *testing.T) {
 		t.Fatalf("%d subscriptions left; want 0", n)
 	}
 }
+
+// A v5 member with Session Expiry 0 (the session ends with the
+// connection) that never acknowledges (paho.golang with manual acks)
+// disconnects: its two messages reach the other member.
+func TestSharedRedeliverV5ExpiryZero(t *testing.T) {
+	b := startBroker(t, nil)
+	a, err := dialV5(t, b.MQTTAddr(), &paho.Connect{ClientID: "a5", CleanStart: true}, func(c *paho.ClientConfig) {
+		c.EnableManualAcknowledgment = true
+	})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	a.sub("$share/g/jobs", 1, nil)
+	pub := connectV5(t, b.MQTTAddr(), "pub5", nil)
+	for _, p := range []string{"x", "y"} {
+		pub.pub(&paho.Publish{Topic: "jobs", QoS: 1, Payload: []byte(p)})
+		if m := a.next(5 * time.Second); string(m.Payload) != p {
+			t.Fatalf("a got %q; want %s", m.Payload, p)
+		}
+	}
+	if f, _, _ := sessionLoad(b, "a5"); f != 2 {
+		t.Fatalf("a holds %d in flight; want 2 (never acknowledged)", f)
+	}
+	other := sharedRaw(t, b, "other", true, "$share/g/jobs", 1)
+	if err := a.c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatalf("disconnect: %v", err)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		p := other.expectPublish(5 * time.Second)
+		if p.Dup {
+			t.Errorf("%s re-delivered with DUP; want a new message", p.Payload)
+		}
+		got[string(p.Payload)] = true
+	}
+	if !got["x"] || !got["y"] {
+		t.Fatalf("other got %v; want x and y", got)
+	}
+}
