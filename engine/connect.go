@@ -336,6 +336,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 		present bool
 		kicked  *conn
 		discard *session
+		orphans []sharedMsg // the discarded session's shared-group messages
 	)
 	if old != nil {
 		old.mu.Lock()
@@ -349,6 +350,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 			// [MQTT-3.1.2-6]: a clean connect discards the previous
 			// session; so does an expired one not yet swept.
 			old.dead = true
+			orphans = old.takeSharedLocked()
 			old.clearLocked()
 			discard = old
 		} else {
@@ -389,6 +391,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 
 	if discard != nil {
 		b.dropSubscriptions(discard)
+		c.l.redistribute(orphans) // to the groups' other members
 	}
 	if kicked != nil {
 		if b.opts.Verbose {
@@ -426,8 +429,10 @@ func (b *Broker) detach(c *conn) (resumed bool) {
 	}
 	s.outBuffered = 0
 	drop := s.clean
+	var orphans []sharedMsg
 	if drop {
 		s.dead = true
+		orphans = s.takeSharedLocked()
 		s.clearLocked()
 		b.sessions.Remove(s)
 	} else {
@@ -437,6 +442,7 @@ func (b *Broker) detach(c *conn) (resumed bool) {
 	b.sessMu.Unlock()
 	if drop {
 		b.dropSubscriptions(s)
+		c.l.redistribute(orphans) // shared-group messages go to another member (shared.go)
 	}
 	return false
 }
@@ -458,7 +464,10 @@ func (b *Broker) expireSessions(now int64) {
 	}
 	sweep := max(min(exp/2, indexShards*tickInterval), tickInterval)
 	per := int((indexShards*tickInterval + sweep - 1) / sweep)
-	var dead []*session
+	var (
+		dead    []*session
+		orphans []sharedMsg
+	)
 	b.sessMu.Lock()
 	for range per {
 		sh := &b.sessions.shards[b.sweepNext]
@@ -470,6 +479,7 @@ func (b *Broker) expireSessions(now int64) {
 			s.mu.Lock()
 			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) > int64(s.expirySecs(b)) {
 				s.dead = true // routers holding it skip it from now on
+				orphans = append(orphans, s.takeSharedLocked()...)
 				s.clearLocked()
 				dead = append(dead, s)
 			}
@@ -487,6 +497,7 @@ func (b *Broker) expireSessions(now int64) {
 			b.log.Info("session expired", "client", s.id)
 		}
 	}
+	b.redistributeAnywhere(orphans) // after dropSubscriptions: not to the expired members
 }
 
 // dropSubscriptions removes every subscription of a discarded session from

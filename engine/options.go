@@ -98,6 +98,12 @@ type Options struct {
 	// (0: never, as Mosquitto's persistent_client_expiration).
 	SessionExpiry time.Duration
 
+	// SharedStrategy picks the member of a shared-subscription group that
+	// gets a message, among those that can take it now: SharedRoundRobin
+	// ("round_robin", the default when empty), SharedRandom ("random") or
+	// SharedLeastLoaded ("least_loaded"). docs/shared.md.
+	SharedStrategy string
+
 	// MQTT 5.0 (docs/mqtt5.md).
 	//
 	// MaxSessionExpiry caps the Session Expiry Interval a v5 client asks

@@ -74,6 +74,7 @@ type router struct {
 	stats *counters
 
 	matches []topic.Sub[*session]
+	groups  []topic.GroupID  // the group of each shared entry of matches, in order (MatchGroups)
 	seen    map[*session]int // Dedup scratch
 	wakeups []*loop          // loops whose mailbox this batch made non-empty
 
@@ -96,6 +97,13 @@ type router struct {
 	// for finish instead of re-entering the router.
 	inRoute   int
 	finishing bool
+
+	// Shared subscriptions (shared.go): the group the delivery in
+	// progress came through (0: none), messages of ended members waiting
+	// for another member, and whether deliver is re-routing one.
+	grp       topic.GroupID
+	shared    []sharedMsg
+	rerouting bool
 
 	// The read decision for the current PUBLISH of the last ACL grants
 	// asked: a fan-out to many clients of one user (who share one
@@ -265,7 +273,8 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 			b.storeRetained(topicName, payload, props, qos, expiry)
 		}
 	}
-	r.matches = topic.Dedup(b.subs.Match(topicName, r.matches[:0]), r.seen)
+	m, g := b.subs.MatchGroups(topicName, r.matches[:0], r.groups[:0])
+	r.matches, r.groups = topic.Dedup(m, r.seen), g
 	r.msg = owned
 	r.setCur(topicName, payload, props, qos, retain, expiry)
 	r.cur.from = from
@@ -277,10 +286,16 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 func (r *router) route() {
 	r.inRoute++
 	defer func() { r.inRoute-- }()
+	shared := 0
 	for i := range r.matches {
 		sub := &r.matches[i]
 		s := sub.Key
 		sub.Key = nil
+		r.grp = 0
+		if sub.Shared {
+			r.grp = r.groups[shared] // Dedup keeps shared entries in order
+			shared++
+		}
 		if sub.Opts&codec.SubOptNoLocal != 0 && s == r.cur.from {
 			continue // [MQTT5-3.8.3-3]: not to the publisher's own subscription
 		}
@@ -291,6 +306,7 @@ func (r *router) route() {
 		ret := sub.Opts&codec.SubOptRetainAsPublished != 0 && r.cur.retain
 		r.deliver(s, q, ret, sub.ID)
 	}
+	r.grp = 0
 	r.resetEncodings()
 }
 
@@ -301,6 +317,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 	s.mu.Lock()
 	if s.dead {
 		s.mu.Unlock()
+		r.deadShared(qos, retainFlag) // a group member discarded since the pick
 		return
 	}
 	online := s.c != nil
@@ -337,7 +354,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 	case !online:
 		if qos > 0 || b.opts.QueueQoS0 {
 			wrote = false
-			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
+			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 			}
@@ -361,7 +378,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			id := s.nextIDLocked()
 			if r.writeLocked(s, qos, retainFlag, id, sid) {
 				st := s.state()
-				st.inflight = append(st.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag, sid: sid})
+				st.inflight = append(st.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag, sid: sid, grp: r.grp})
 				r.stats.msgsOut.Add(1)
 				r.stats.msgsOutBy[s.c.proto][qos].Add(1)
 				wrote = true
@@ -374,7 +391,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			// follows it until it drains: one mark per queue, not one
 			// (and, across loops, one wake-up) per queued message.
 			wrote = s.queuedLocked() == 0
-			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
+			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 			}
@@ -439,7 +456,8 @@ func (r *router) finish() {
 	}
 	r.finishing = true
 	if l := r.l; l != nil {
-		for len(l.pendingWills) > 0 || len(l.dirty) > 0 {
+		for len(l.pendingWills) > 0 || len(l.dirty) > 0 || len(r.shared) > 0 {
+			r.rerouteShared() // messages of ended shared-group members (shared.go)
 			for len(l.pendingWills) > 0 {
 				w := l.pendingWills[0]
 				l.pendingWills[0] = nil

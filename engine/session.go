@@ -8,6 +8,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/topic"
 )
 
 // session is the MQTT session of one client id. It outlives its connection
@@ -95,13 +96,17 @@ func (s *session) subIndex(filter []byte) int {
 	return -1
 }
 
+// queued is 24 bytes (16 before grp: the price of sending a shared
+// group's messages on when a member's session ends).
 type queued struct {
 	m      *message
 	qos    uint8
 	retain bool
-	sid    uint32 // MQTT 5 subscription identifier of the matching subscription
+	sid    uint32        // MQTT 5 subscription identifier of the matching subscription
+	grp    topic.GroupID // the shared group it came through, 0: none (shared.go)
 }
 
+// inflight is 24 bytes; grp fills what was padding.
 type inflight struct {
 	m      *message
 	id     uint16
@@ -109,6 +114,7 @@ type inflight struct {
 	retain bool
 	rel    bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
 	sid    uint32
+	grp    topic.GroupID
 }
 
 // blockedLocked reports whether c already holds its cap of unsent bytes
@@ -180,6 +186,12 @@ func (s *session) nextIDLocked() uint16 {
 // enqueueLocked queues m, or reports false when the session's queue is full
 // (the message is then dropped and counted by the caller).
 func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool, sid uint32) bool {
+	return s.enqueueGroupLocked(b, m, qos, retain, sid, 0)
+}
+
+// enqueueGroupLocked is enqueueLocked for a message that came through
+// shared group grp (0: none).
+func (s *session) enqueueGroupLocked(b *Broker, m *message, qos uint8, retain bool, sid uint32, grp topic.GroupID) bool {
 	st := s.state()
 	if len(st.q) >= b.opts.MaxQueuedMsgs || st.qBytes+len(m.payload) > b.opts.MaxQueuedBytes {
 		if s.fullSince == 0 {
@@ -187,7 +199,7 @@ func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool, s
 		}
 		return false
 	}
-	st.q = append(st.q, queued{m: m, qos: qos, retain: retain, sid: sid})
+	st.q = append(st.q, queued{m: m, qos: qos, retain: retain, sid: sid, grp: grp})
 	st.qBytes += len(m.payload)
 	return true
 }
@@ -228,7 +240,7 @@ func (s *session) drainLocked(b *Broker) bool {
 				continue
 			}
 			if e.qos > 0 {
-				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain, sid: e.sid})
+				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain, sid: e.sid, grp: e.grp})
 			}
 			wrote = true
 		}

@@ -101,6 +101,7 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.StringVar(&o.ServerReference, "server-reference", "", "redirect every client to this server: MQTT 5 CONNECTs are refused with 0x9C (0x9D with --server-moved) naming it, 3.x with CONNACK 3")
 	fs.BoolVar(&o.ServerMoved, "server-moved", false, "the --server-reference redirect is permanent (0x9D server moved, not 0x9C use another server)")
 	fs.StringVar(&o.ResponseInformation, "response-information", "", "base of response topics sent to MQTT 5 clients that request response information; the client id is appended (empty: none)")
+	fs.StringVar(&o.SharedStrategy, "shared-strategy", engine.SharedRoundRobin, "which member of a $share group gets a message: round_robin, random or least_loaded (members that cannot take it now are skipped)")
 	fs.BoolVar(&o.ReturnIdleMemory, "return-idle-memory", d.ReturnIdleMemory, "give free heap pages back to the OS when a burst of allocation (a connect storm) is over")
 	fs.DurationVar(&o.SysInterval, "sys-interval", d.SysInterval, "how often $SYS topics are published (0 or negative: never)")
 	fs.StringVar(&o.PasswordFile, "password-file", "", "Mosquitto password file (mosquitto_passwd or `tinymq passwd`): users and their hashed passwords")
