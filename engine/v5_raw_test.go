@@ -676,3 +676,19 @@ func TestShutdownPublishesWills(t *testing.T) {
 	}
 	watcher.expectDisconnect(codec.ServerShuttingDown)
 }
+
+// A v5 slow consumer (it reads but never acknowledges, so its queue stays
+// full) is told 0x97 when it is cut off.
+func TestV5SlowConsumerQuotaExceeded(t *testing.T) {
+	b := startBroker(t, func(o *Options) { o.MaxQueuedMsgs = 5; o.SlowConsumerAfter = time.Second })
+	sub, _ := connected5(t, b.MQTTAddr(), "hoarder", func(p *codec.Connect) {
+		p.Props.ReceiveMaximum = 1
+		p.Props.Set(codec.PropReceiveMaximum)
+	})
+	sub.subscribe(1, codec.Subscription{Filter: []byte("sc"), QoS: 1})
+	pub, _ := connected5(t, b.MQTTAddr(), "flood", nil)
+	for i := 1; i <= 20; i++ {
+		pub.write(rawPub5("sc", "x", 1, uint16(i), nil))
+	}
+	sub.expectDisconnect(codec.QuotaExceeded)
+}
