@@ -189,7 +189,8 @@ func DefaultCompareSet(d time.Duration) []CompareScenario {
 
 // CompareRow holds one scenario's results per broker.
 type CompareRow struct {
-	Scenario string
+	Scenario string     // the set's name, with " v5" (" v3.1.1") when the run is not 3.1.1 alone
+	Load     LoadConfig // what ran (Addr and BrokerPID are the last broker's)
 	Results  map[string]LoadResult
 }
 
@@ -207,60 +208,109 @@ type CompareOptions struct {
 	TLSStarters map[string]func() (*Broker, error)
 	TLSOrder    []string
 	Log         io.Writer
+
+	// Versions are the MQTT versions ("3.1.1", "5") the load set and the
+	// conn scenario run at, one after the other on each broker (empty:
+	// 3.1.1). The fleet and the TLS scenario run at 3.1.1. V5 applies to
+	// the load set's 5.0 rows: topic aliases and user properties.
+	Versions []string
+	V5       V5Options
+}
+
+// V5Options are the 5.0 features the comparison's 5.0 load rows use.
+type V5Options struct {
+	TopicAlias bool
+	UserProps  int
+}
+
+// compareVersions is opts.Versions, or 3.1.1 alone.
+func (o *CompareOptions) compareVersions() []string {
+	if len(o.Versions) == 0 {
+		return []string{"3.1.1"}
+	}
+	return o.Versions
+}
+
+// compareRows is the load set at each version, in order: the rows of the
+// report. Names get the version when the run is not 3.1.1 alone.
+func (o *CompareOptions) compareRows() []CompareRow {
+	vs := o.compareVersions()
+	var rows []CompareRow
+	for _, v := range vs {
+		for _, sc := range o.Set {
+			cfg := sc.Load
+			cfg.MQTTVersion = v
+			name := sc.Name
+			if len(vs) > 1 || v != "3.1.1" {
+				name += " v" + v
+			}
+			if v == "5" {
+				cfg.TopicAlias, cfg.UserProps = o.V5.TopicAlias, o.V5.UserProps
+			}
+			rows = append(rows, CompareRow{Scenario: name, Load: cfg, Results: map[string]LoadResult{}})
+		}
+	}
+	return rows
 }
 
 // CompareReport is a comparison's outcome.
 type CompareReport struct {
-	Rows  []CompareRow
-	Conn  map[string]ConnResult
-	Fleet map[string]FleetResult
-	TLS   map[string]ConnResult
+	Rows     []CompareRow
+	Versions []string                         // the versions Rows and Conn ran at, in order
+	Conn     map[string]map[string]ConnResult // version -> broker -> idle connections
+	Fleet    map[string]FleetResult
+	TLS      map[string]ConnResult
 }
 
 // Compare runs every scenario against every broker (started one at a
 // time, each fresh for the load set, the conn scenario and the fleet).
 func Compare(ctx context.Context, starters map[string]func() (*Broker, error), order []string, opts CompareOptions) (CompareReport, error) {
-	rep := CompareReport{Rows: make([]CompareRow, len(opts.Set)), Conn: map[string]ConnResult{}, Fleet: map[string]FleetResult{}, TLS: map[string]ConnResult{}}
+	rep := CompareReport{Rows: opts.compareRows(), Versions: opts.compareVersions(), Conn: map[string]map[string]ConnResult{},
+		Fleet: map[string]FleetResult{}, TLS: map[string]ConnResult{}}
 	log := opts.Log
 	if log == nil {
 		log = io.Discard
 	}
-	for i, sc := range opts.Set {
-		rep.Rows[i] = CompareRow{Scenario: sc.Name, Results: map[string]LoadResult{}}
-	}
 	for _, name := range order {
-		if len(opts.Set) > 0 {
+		if len(rep.Rows) > 0 {
 			b, err := starters[name]()
 			if err != nil {
 				return rep, err
 			}
-			for i, sc := range opts.Set {
-				cfg := sc.Load
+			for i := range rep.Rows {
+				row := &rep.Rows[i]
+				cfg := row.Load
 				cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
-				fmt.Fprintf(log, "%s: %s ...\n", name, sc.Name)
+				fmt.Fprintf(log, "%s: %s ...\n", name, row.Scenario)
 				res, err := RunLoad(ctx, cfg)
 				if err != nil {
 					b.Stop()
-					return rep, fmt.Errorf("%s %s: %w", name, sc.Name, err)
+					return rep, fmt.Errorf("%s %s: %w", name, row.Scenario, err)
 				}
-				rep.Rows[i].Results[name] = res
+				row.Results[name] = res
 			}
 			b.Stop()
 		}
-		if opts.Conns.Conns > 0 {
+		for _, v := range rep.Versions {
+			if opts.Conns.Conns <= 0 {
+				break
+			}
 			b, err := starters[name]()
 			if err != nil {
 				return rep, err
 			}
 			cfg := opts.Conns
-			cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
-			fmt.Fprintf(log, "%s: conn %d idle connections ...\n", name, cfg.Conns)
+			cfg.Addr, cfg.BrokerPID, cfg.MQTTVersion = b.Addr, b.PID(), v
+			fmt.Fprintf(log, "%s: conn %d idle MQTT %s connections ...\n", name, cfg.Conns, v)
 			res, err := RunConn(ctx, cfg, nil)
 			b.Stop()
 			if err != nil {
-				return rep, fmt.Errorf("%s conn: %w", name, err)
+				return rep, fmt.Errorf("%s conn v%s: %w", name, v, err)
 			}
-			rep.Conn[name] = res
+			if rep.Conn[v] == nil {
+				rep.Conn[v] = map[string]ConnResult{}
+			}
+			rep.Conn[v][name] = res
 		}
 		if opts.Fleet.Devices > 0 {
 			b, err := starters[name]()
@@ -373,12 +423,20 @@ func WriteCompareTLS(w io.Writer, rep CompareReport, order []string, what string
 
 // WriteCompareExtras prints the conn and fleet figures per broker.
 func WriteCompareExtras(w io.Writer, rep CompareReport, order []string) {
-	if len(rep.Conn) > 0 {
-		fmt.Fprintf(w, "\n| idle connections | %s |\n| --- |%s\n", strings.Join(order, " | "), strings.Repeat(" --- |", len(order)))
+	for _, v := range rep.Versions {
+		conn := rep.Conn[v]
+		if len(conn) == 0 {
+			continue
+		}
+		title := "idle connections"
+		if len(rep.Versions) > 1 || v != "3.1.1" {
+			title += " (MQTT " + v + ")"
+		}
+		fmt.Fprintf(w, "\n| %s | %s |\n| --- |%s\n", title, strings.Join(order, " | "), strings.Repeat(" --- |", len(order)))
 		line := func(name string, get func(ConnResult) string) {
 			fmt.Fprintf(w, "| %s |", name)
 			for _, b := range order {
-				fmt.Fprintf(w, " %s |", get(rep.Conn[b]))
+				fmt.Fprintf(w, " %s |", get(conn[b]))
 			}
 			fmt.Fprintln(w)
 		}
@@ -460,6 +518,15 @@ func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
 					fmt.Fprint(bw, " — |")
 				}
 			}
+			fmt.Fprintln(bw)
+		}
+		if row.Load.MQTTVersion == "5" && (row.Load.TopicAlias || row.Load.UserProps > 0) {
+			fmt.Fprintf(bw, "| %s | aliased publishers / alias errors / user-property mismatches |", row.Scenario)
+			for _, b := range order {
+				r := row.Results[b]
+				fmt.Fprintf(bw, " %d / %d / %d |", r.AliasedPublishers, r.AliasErrors, r.PropMismatches)
+			}
+			fmt.Fprint(bw, strings.Repeat(" |", len(order)-1))
 			fmt.Fprintln(bw)
 		}
 	}

@@ -38,6 +38,9 @@ type ConnConfig struct {
 	Executable string     // worker binary (default: this process's)
 	TLS        *TLSClient // when set, every connection completes a TLS handshake before CONNECT
 	MetricsURL string     // TinyMQ's /metrics: when set, its Go heap is read before and after
+	// MQTTVersion is the protocol of every CONNECT: "3.1.1" (default) or
+	// "5" (no CONNECT properties: the idle cost of the protocol alone).
+	MQTTVersion string
 }
 
 // ConnResult is the outcome of a conn run.
@@ -100,9 +103,12 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 	if cfg.IDPrefix == "" {
 		cfg.IDPrefix = "bench-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	}
+	v, err := ParseMQTTVersion(cfg.MQTTVersion)
+	if err != nil {
+		return ConnResult{}, err
+	}
 	exe := cfg.Executable
 	if exe == "" {
-		var err error
 		if exe, err = os.Executable(); err != nil {
 			return ConnResult{}, err
 		}
@@ -157,7 +163,7 @@ func RunConn(ctx context.Context, cfg ConnConfig, progress func(connected, faile
 		src := strings.Join(srcs, ",")
 		args := []string{"worker", "conn", "--addr", cfg.Addr, "--conns", strconv.Itoa(n), "--src", src,
 			"--keepalive", strconv.Itoa(cfg.KeepAlive), "--id-prefix", workerPrefix(cfg.IDPrefix, i),
-			"--dialers", strconv.Itoa(max(cfg.Dialers, 1))}
+			"--dialers", strconv.Itoa(max(cfg.Dialers, 1)), "--mqtt-version", VersionName(v)}
 		if cfg.Subscribe {
 			args = append(args, "--subscribe")
 		}
@@ -345,26 +351,30 @@ func WorkerMain(args []string, in io.Reader, out io.Writer) error {
 	fs.StringVar(&t.Curve, "tls-curve", "x25519", "")
 	fs.StringVar(&t.ServerName, "tls-server-name", "", "")
 	fs.BoolVar(&t.Resume, "tls-resume", false, "")
+	version := fs.String("mqtt-version", "3.1.1", "")
 	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	v, err := ParseMQTTVersion(*version)
+	if err != nil {
 		return err
 	}
 	var tc *tls.Config
 	if *useTLS {
-		var err error
 		if tc, err = t.Config(*addr); err != nil {
 			return err
 		}
 	}
-	return ConnWorker(*addr, *src, *n, *ka, *dialers, *sub, *prefix, tc, in, out)
+	return ConnWorker(*addr, *src, *n, *ka, *dialers, *sub, *prefix, v, tc, in, out)
 }
 
 // ConnWorker is the worker side of the conn scenario: it opens n
-// connections from the comma-separated source addresses src, in turn,
-// over TLS when tc is not nil (one configuration, and so one session
-// cache, for all), reports progress as JSON lines on out, and holds them
-// until in is closed. A held connection costs its socket and, with TLS,
-// its tls.Conn: no goroutine and no buffer of ours.
-func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idPrefix string, tc *tls.Config, in io.Reader, out io.Writer) error {
+// connections at protocol level v from the comma-separated source
+// addresses src, in turn, over TLS when tc is not nil (one configuration,
+// and so one session cache, for all), reports progress as JSON lines on
+// out, and holds them until in is closed. A held connection costs its
+// socket and, with TLS, its tls.Conn: no goroutine and no buffer of ours.
+func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idPrefix string, v codec.Version, tc *tls.Config, in io.Reader, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	var connected, failed, handshakes, resumed, handshakeNanos atomic.Int64
 	report := func() workerReport {
@@ -397,7 +407,7 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, 0, 256)
-			rd := make([]byte, 16)
+			rd := make([]byte, 256)
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= n {
@@ -407,7 +417,7 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 				if tc != nil {
 					hs = &handshakeStats{&handshakes, &resumed, &handshakeNanos}
 				}
-				c, err := dialDevice(&dialerList[i%len(dialerList)], addr, tc, hs, idPrefix+strconv.Itoa(i), keepAlive, subscribe, buf, rd)
+				c, err := dialDevice(&dialerList[i%len(dialerList)], addr, tc, hs, idPrefix+strconv.Itoa(i), v, keepAlive, subscribe, buf, rd)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
@@ -461,8 +471,9 @@ func ConnWorker(addr, src string, n, keepAlive, dialers int, subscribe bool, idP
 type handshakeStats struct{ done, resumed, nanos *atomic.Int64 }
 
 // dialDevice opens one connection, completes the TLS handshake when tc is
-// not nil (counted in hs), then CONNECT (and SUBSCRIBE).
-func dialDevice(d *net.Dialer, addr string, tc *tls.Config, hs *handshakeStats, id string, keepAlive int, subscribe bool, buf, rd []byte) (net.Conn, error) {
+// not nil (counted in hs), then CONNECT (and SUBSCRIBE) at protocol level
+// v. rd (at least 256 bytes) is scratch for the replies.
+func dialDevice(d *net.Dialer, addr string, tc *tls.Config, hs *handshakeStats, id string, v codec.Version, keepAlive int, subscribe bool, buf, rd []byte) (net.Conn, error) {
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -484,17 +495,25 @@ func dialDevice(d *net.Dialer, addr string, tc *tls.Config, hs *handshakeStats, 
 		}
 		c = tl
 	}
-	p := codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true,
+	p := codec.Connect{ProtocolName: []byte("MQTT"), Version: v, CleanStart: true,
 		KeepAlive: uint16(keepAlive), ClientID: []byte(id)}
 	buf = p.AppendTo(buf[:0])
 	if subscribe {
 		s := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("devices/" + id + "/cmd"), QoS: 1}}}
-		buf = s.AppendTo(buf, codec.V311)
+		buf = s.AppendTo(buf, v)
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(buf); err != nil {
 		c.Close()
 		return nil, err
+	}
+	if v == codec.V5 {
+		if err := deviceAcksV5(c, subscribe, rd); err != nil {
+			c.Close()
+			return nil, err
+		}
+		_ = c.SetDeadline(time.Time{})
+		return c, nil
 	}
 	want := 4
 	if subscribe {
@@ -510,4 +529,73 @@ func dialDevice(d *net.Dialer, addr string, tc *tls.Config, hs *handshakeStats, 
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// deviceAcksV5 reads a 5.0 device's CONNACK (and SUBACK), whose
+// properties make their size unknown in advance; a failure code, or a
+// DISCONNECT instead, is an error that carries the code in hex.
+func deviceAcksV5(c net.Conn, subscribe bool, rd []byte) error {
+	h, body, err := readFrameConn(c, rd)
+	if err != nil {
+		return fmt.Errorf("reading CONNACK: %w", err)
+	}
+	if h.Type != codec.TypeConnack {
+		return fmt.Errorf("connect: %s", unexpected(codec.V5, h, body))
+	}
+	var ack codec.Connack
+	if err := ack.Decode(codec.V5, h, body); err != nil {
+		return fmt.Errorf("CONNACK: %w", err)
+	}
+	if ack.Reason != codec.Success {
+		return fmt.Errorf("connection refused: CONNACK reason code %s", reasonHex(ack.Reason))
+	}
+	if !subscribe {
+		return nil
+	}
+	if h, body, err = readFrameConn(c, rd); err != nil {
+		return fmt.Errorf("reading SUBACK: %w", err)
+	}
+	if h.Type != codec.TypeSuback {
+		return fmt.Errorf("subscribe: %s", unexpected(codec.V5, h, body))
+	}
+	var sa codec.Suback
+	if err := sa.Decode(codec.V5, h, body); err != nil || len(sa.Reasons) != 1 {
+		return fmt.Errorf("SUBACK % x: %v", body, err)
+	}
+	if sa.Reasons[0] >= 0x80 {
+		return fmt.Errorf("subscription refused: SUBACK reason %s", reasonHex(sa.Reasons[0]))
+	}
+	return nil
+}
+
+// readFrameConn reads one packet from c into rd: the fixed header a byte
+// at a time past its first two, then the body. The body aliases rd; a
+// packet larger than rd is an error.
+func readFrameConn(c net.Conn, rd []byte) (codec.FixedHeader, []byte, error) {
+	if _, err := io.ReadFull(c, rd[:2]); err != nil {
+		return codec.FixedHeader{}, nil, err
+	}
+	n := 2
+	for {
+		h, _, err := codec.ReadFrame(rd[:n], 0)
+		if err != nil {
+			return h, nil, err
+		}
+		if h.HeaderLen > 0 {
+			if h.HeaderLen+h.Remaining > len(rd) {
+				return h, nil, fmt.Errorf("%s of %d bytes", h.Type, h.HeaderLen+h.Remaining)
+			}
+			if _, err := io.ReadFull(c, rd[n:h.HeaderLen+h.Remaining]); err != nil {
+				return h, nil, err
+			}
+			return h, rd[h.HeaderLen : h.HeaderLen+h.Remaining], nil
+		}
+		if n == 5 {
+			return h, nil, errors.New("bad fixed header")
+		}
+		if _, err := io.ReadFull(c, rd[n:n+1]); err != nil {
+			return h, nil, err
+		}
+		n++
+	}
 }

@@ -54,21 +54,27 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fakeBroker accepts connections and answers CONNECT and SUBSCRIBE; it
-// counts CONNECTs, SUBSCRIBEs and distinct source addresses.
+// fakeBroker accepts connections and answers CONNECT and SUBSCRIBE at
+// the CONNECT's protocol level, with connackCode and subackCode; it counts
+// CONNECTs (5.0 ones apart), SUBSCRIBEs and distinct source addresses.
 type fakeBroker struct {
-	ln             net.Listener
-	connects, subs atomic.Int64
-	sources        map[string]bool
-	srcCh          chan string
+	ln                      net.Listener
+	connects, v5, subs      atomic.Int64
+	sources                 map[string]bool
+	srcCh                   chan string
+	connackCode, subackCode byte // set before the first connection
 }
 
-func startFake(t *testing.T) *fakeBroker {
+func startFake(t *testing.T) *fakeBroker { return startFakeCodes(t, 0, 1) }
+
+// startFakeCodes is a fakeBroker that answers every CONNECT with
+// connackCode and every SUBSCRIBE with subackCode.
+func startFakeCodes(t *testing.T, connackCode, subackCode byte) *fakeBroker {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeBroker{ln: ln, srcCh: make(chan string, 1024)}
+	f := &fakeBroker{ln: ln, srcCh: make(chan string, 1024), connackCode: connackCode, subackCode: subackCode}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -90,6 +96,7 @@ func (f *fakeBroker) serve(c net.Conn) {
 	}
 	var buf []byte
 	tmp := make([]byte, 4096)
+	v := codec.V311
 	for {
 		n, err := c.Read(tmp)
 		if err != nil {
@@ -104,10 +111,21 @@ func (f *fakeBroker) serve(c net.Conn) {
 			switch h.Type {
 			case codec.TypeConnect:
 				f.connects.Add(1)
-				_, _ = c.Write([]byte{0x20, 2, 0, 0})
+				var p codec.Connect
+				if p.Decode(h, buf[h.HeaderLen:fn]) == nil && p.Version == codec.V5 {
+					v = codec.V5
+					f.v5.Add(1)
+					_, _ = c.Write([]byte{0x20, 3, 0, f.connackCode, 0}) // empty properties
+				} else {
+					_, _ = c.Write([]byte{0x20, 2, 0, f.connackCode})
+				}
 			case codec.TypeSubscribe:
 				f.subs.Add(1)
-				_, _ = c.Write([]byte{0x90, 3, buf[h.HeaderLen], buf[h.HeaderLen+1], 1})
+				if v == codec.V5 {
+					_, _ = c.Write([]byte{0x90, 4, buf[h.HeaderLen], buf[h.HeaderLen+1], 0, f.subackCode})
+				} else {
+					_, _ = c.Write([]byte{0x90, 3, buf[h.HeaderLen], buf[h.HeaderLen+1], f.subackCode})
+				}
 			}
 			buf = buf[fn:]
 		}

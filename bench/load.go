@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -35,6 +36,20 @@ type LoadConfig struct {
 	Drain       time.Duration // longest wait for the last deliveries after publishing stops
 	BrokerPID   int           // when > 0, broker CPU time is read from /proc
 
+	// MQTTVersion is the protocol every connection speaks: "3.1.1" (the
+	// default) or "5". At 5 subscribers announce Receive Maximum = Window
+	// and publishers keep at most the broker's Receive Maximum of QoS > 0
+	// messages unacknowledged.
+	MQTTVersion string
+	// TopicAlias (5 only): publishers send their topic once with alias 1,
+	// then an empty topic and alias 1, when the broker's CONNACK allows
+	// aliases; subscribers announce Topic Alias Maximum 16 and resolve the
+	// aliases the broker sends.
+	TopicAlias bool
+	// UserProps (5 only): user properties per PUBLISH, "k<i>" = 16 bytes;
+	// subscribers check that they arrive, in order.
+	UserProps int
+
 	// Progress, when set, is called about once a second with the
 	// connections up and the messages delivered so far.
 	Progress func(connected, delivered int64) `json:"-"`
@@ -58,6 +73,38 @@ type LoadResult struct {
 	BrokerCPU      float64 `json:"broker_cpu_seconds,omitempty"`
 	PerBrokerCPU   float64 `json:"delivered_per_broker_cpu_second,omitempty"`
 	BrokerRSSAfter int64   `json:"broker_rss_after,omitempty"`
+
+	MQTTVersion string `json:"mqtt_version"` // "3.1.1" or "5"
+
+	// MQTT 5 (zero at 3.1.1). BrokerTopicAliasMax and BrokerReceiveMax are
+	// the smallest Topic Alias Maximum and Receive Maximum the broker's
+	// CONNACKs gave the publishers (Receive Maximum absent: 65535);
+	// AliasedPublishers is how many publishers sent topic aliases (none
+	// when the broker's maximum is 0). AliasErrors counts PUBLISHes whose
+	// alias the subscriber could not resolve (unknown, 0 or above its
+	// maximum), AliasedDeliveries those it resolved from an alias the
+	// broker had set (brokers that alias toward subscribers),
+	// TopicMismatches deliveries whose (resolved) topic is not the
+	// publisher's, PropsChecked deliveries whose user properties were
+	// checked and PropMismatches those among them that were not the ones
+	// sent, in order. AckErrors counts PUBACKs and PUBRECs with a failure
+	// reason code (FirstAckReason the first one's, in hex).
+	BrokerTopicAliasMax int    `json:"broker_topic_alias_max,omitempty"`
+	BrokerReceiveMax    int    `json:"broker_receive_max,omitempty"`
+	AliasedPublishers   int    `json:"aliased_publishers,omitempty"`
+	AliasedDeliveries   int64  `json:"aliased_deliveries,omitempty"`
+	AliasErrors         int64  `json:"alias_errors,omitempty"`
+	TopicMismatches     int64  `json:"topic_mismatches,omitempty"`
+	PropsChecked        int64  `json:"user_props_checked,omitempty"`
+	PropMismatches      int64  `json:"user_prop_mismatches,omitempty"`
+	AckErrors           int64  `json:"ack_errors,omitempty"`
+	FirstAckReason      string `json:"first_ack_reason,omitempty"`
+
+	// Disconnects counts the DISCONNECT packets the broker sent (any
+	// version; 3.1.1 has none), DisconnectReason is the first one's reason
+	// code in hex.
+	Disconnects      int64  `json:"server_disconnects,omitempty"`
+	DisconnectReason string `json:"server_disconnect_reason,omitempty"`
 }
 
 const headerLen = 24 // publisher index, sequence, send time (unix ns)
@@ -130,14 +177,36 @@ func (c *LoadConfig) Normalize() error {
 	if c.QoS > 2 {
 		return errors.New("QoS must be 0, 1 or 2")
 	}
+	v, err := ParseMQTTVersion(c.MQTTVersion)
+	if err != nil {
+		return err
+	}
+	c.MQTTVersion = VersionName(v)
+	if v != codec.V5 && (c.TopicAlias || c.UserProps != 0) {
+		return errors.New("--topic-alias and --user-props need --mqtt-version 5")
+	}
+	if c.UserProps < 0 || c.UserProps > maxUserProps {
+		return fmt.Errorf("user properties: %d; want 0 to %d", c.UserProps, maxUserProps)
+	}
 	c.Payload = max(c.Payload, headerLen)
 	if c.Window <= 0 {
 		c.Window = 256
+	}
+	if v == codec.V5 {
+		c.Window = min(c.Window, 65535) // it is the subscribers' Receive Maximum
 	}
 	if c.Drain <= 0 {
 		c.Drain = 10 * time.Second
 	}
 	return nil
+}
+
+// version is the normalized configuration's protocol level.
+func (c *LoadConfig) version() codec.Version {
+	if c.MQTTVersion == "5" {
+		return codec.V5
+	}
+	return codec.V311
 }
 
 // RunLoad runs a fanin, fanout or pairs scenario against cfg.Addr.
@@ -147,10 +216,27 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 		return res, err
 	}
 	pubTopic, subFilter, receives, _ := cfg.topology()
+	v := cfg.version()
+	res.MQTTVersion = cfg.MQTTVersion
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	tallies := make([]*tally, cfg.Subscribers)
+	topics := make([][]byte, cfg.Publishers)
+	for p := range topics {
+		topics[p] = []byte(pubTopic(p))
+	}
+	userProps := benchUserProps(cfg.UserProps)
+	var subProps codec.Properties
+	if v == codec.V5 {
+		subProps.ReceiveMaximum = uint16(cfg.Window)
+		subProps.Set(codec.PropReceiveMaximum)
+		if cfg.TopicAlias {
+			subProps.TopicAliasMaximum = subTopicAliasMax
+			subProps.Set(codec.PropTopicAliasMaximum)
+		}
+	}
+
+	subs := make([]*subscriber, cfg.Subscribers)
 	var conns []net.Conn
 	defer func() {
 		for _, c := range conns {
@@ -158,28 +244,29 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 		}
 	}()
 	var wg sync.WaitGroup
-	for s := range tallies {
+	for s := range subs {
 		t := &tally{recv: make([]atomic.Int64, cfg.Publishers), seen: make([][]uint64, cfg.Publishers),
 			maxSeq: make([]int64, cfg.Publishers), hist: hdrhistogram.New(1, 60_000_000, 3)}
-		tallies[s] = t
-		c, r, err := dialMQTT(cfg.Addr, fmt.Sprintf("bench-sub-%d", s))
+		sub := newSubscriber(v, t, topics, userProps, subProps.TopicAliasMaximum)
+		subs[s] = sub
+		c, r, _, err := dialVersion(cfg.Addr, fmt.Sprintf("bench-sub-%d", s), "", v, &subProps)
 		if err != nil {
 			return res, err
 		}
 		conns = append(conns, c)
-		if err := subscribeOne(c, r, subFilter(s), cfg.QoS); err != nil {
+		if err := subscribeVersion(c, r, v, subFilter(s), cfg.QoS); err != nil {
 			return res, err
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); subscriberLoop(c, r, t) }()
+		go func() { defer wg.Done(); sub.loop(c, r) }()
 	}
 
 	// received(p): deliveries of publisher p at its slowest subscriber.
 	received := func(p int) int64 {
 		m := int64(-1)
-		for s, t := range tallies {
+		for s, sub := range subs {
 			if receives(s, p) {
-				if v := t.recv[p].Load(); m < 0 || v < m {
+				if v := sub.t.recv[p].Load(); m < 0 || v < m {
 					m = v
 				}
 			}
@@ -195,23 +282,46 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 		cpu0 = st.CPUSeconds
 	}
 	sent := make([]atomic.Int64, cfg.Publishers)
+	var pstats pubStats
 	start := time.Now()
 	stop := start.Add(cfg.Duration)
 	var pwg sync.WaitGroup
 	errCh := make(chan error, cfg.Publishers)
 	for p := 0; p < cfg.Publishers; p++ {
-		c, r, err := dialMQTT(cfg.Addr, fmt.Sprintf("bench-pub-%d", p))
+		c, r, ack, err := dialVersion(cfg.Addr, fmt.Sprintf("bench-pub-%d", p), "", v, nil)
 		if err != nil {
 			return res, err
 		}
 		conns = append(conns, c)
+		pc := &pubConn{c: c, r: r, v: v, receiveMax: 65535}
+		if v == codec.V5 {
+			if ack.Props.Has(codec.PropMaximumQoS) && cfg.QoS > ack.Props.MaximumQoS {
+				return res, fmt.Errorf("publisher %d: the broker's Maximum QoS is %d", p, ack.Props.MaximumQoS)
+			}
+			if ack.Props.Has(codec.PropReceiveMaximum) {
+				pc.receiveMax = ack.Props.ReceiveMaximum
+			}
+			pc.aliasMax = ack.Props.TopicAliasMaximum // absent: 0, no aliases
+		}
+		if p == 0 || int(pc.aliasMax) < res.BrokerTopicAliasMax {
+			res.BrokerTopicAliasMax = int(pc.aliasMax)
+		}
+		if p == 0 || int(pc.receiveMax) < res.BrokerReceiveMax {
+			res.BrokerReceiveMax = int(pc.receiveMax)
+		}
+		if cfg.TopicAlias && pc.aliasMax > 0 {
+			res.AliasedPublishers++
+		}
 		pwg.Add(1)
 		go func(p int) {
 			defer pwg.Done()
-			if err := publisherLoop(ctx, c, r, p, pubTopic(p), &cfg, start, stop, &sent[p], func() int64 { return received(p) }); err != nil {
+			if err := publisherLoop(ctx, pc, p, topics[p], userProps, &cfg, start, stop, &sent[p], &pstats, func() int64 { return received(p) }); err != nil {
 				errCh <- err
 			}
 		}(p)
+	}
+	if v != codec.V5 {
+		res.BrokerTopicAliasMax, res.BrokerReceiveMax = 0, 0
 	}
 	stopProgress := make(chan struct{})
 	defer close(stopProgress)
@@ -226,9 +336,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 					return
 				case <-t.C:
 					var total int64
-					for _, tl := range tallies {
-						for p := range tl.recv {
-							total += tl.recv[p].Load()
+					for _, sub := range subs {
+						for p := range sub.t.recv {
+							total += sub.t.recv[p].Load()
 						}
 					}
 					cfg.Progress(conns, total)
@@ -244,7 +354,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	}
 	for p := range sent {
 		res.Sent += sent[p].Load()
-		for s := range tallies {
+		for s := range subs {
 			if receives(s, p) {
 				res.Expected += sent[p].Load()
 			}
@@ -255,9 +365,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	lastTotal, lastMove := int64(-1), time.Now()
 	for {
 		var total int64
-		for _, t := range tallies {
-			for p := range t.recv {
-				total += t.recv[p].Load()
+		for _, sub := range subs {
+			for p := range sub.t.recv {
+				total += sub.t.recv[p].Load()
 			}
 		}
 		if total >= res.Expected || time.Now().After(deadline) || time.Since(lastMove) > 2*time.Second {
@@ -270,8 +380,8 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	}
 	var end int64
 	merged := hdrhistogram.New(1, 60_000_000, 3)
-	for _, t := range tallies {
-		end = max(end, t.last.Load())
+	for _, sub := range subs {
+		end = max(end, sub.t.last.Load())
 	}
 	if cfg.BrokerPID > 0 {
 		if st, err := ReadProc(cfg.BrokerPID); err == nil {
@@ -284,14 +394,27 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	}
 	conns = nil
 	wg.Wait()
-	for _, t := range tallies {
+	for _, sub := range subs {
+		t := sub.t
 		merged.Merge(t.hist)
 		res.Duplicates += t.dups
 		res.OutOfOrder += t.reorder
 		for p := range t.recv {
 			res.Delivered += t.recv[p].Load()
 		}
+		res.AliasErrors += sub.aliasErrors
+		res.AliasedDeliveries += sub.aliased
+		res.TopicMismatches += sub.topicMismatches
+		res.PropsChecked += sub.propsChecked
+		res.PropMismatches += sub.propMismatches
+		if sub.disconnected {
+			res.Disconnects++
+			if res.DisconnectReason == "" {
+				res.DisconnectReason = reasonHex(sub.disconnectReason)
+			}
+		}
 	}
+	pstats.addTo(&res)
 	res.Lost = res.Expected - res.Delivered
 	if end > 0 {
 		res.Seconds = float64(end-start.UnixNano()) / 1e9
@@ -315,39 +438,84 @@ func dialMQTT(addr, id string) (net.Conn, *bufio.Reader, error) { return dialMQT
 // dialMQTTAuth connects a clean 3.1.1 session; a non-empty key is sent as
 // the password (TinyMQ's API key).
 func dialMQTTAuth(addr, id, key string) (net.Conn, *bufio.Reader, error) {
+	c, r, _, err := dialVersion(addr, id, key, codec.V311, nil)
+	return c, r, err
+}
+
+// dialVersion connects a clean session at protocol level v with the
+// CONNECT properties props (5 only; nil: none) and returns the broker's
+// CONNACK (its properties alias memory of their own). A CONNACK with a
+// failure code is an error that carries the code in hex. A non-empty key is
+// sent as the password (TinyMQ's API key).
+func dialVersion(addr, id, key string, v codec.Version, props *codec.Properties) (net.Conn, *bufio.Reader, *codec.Connack, error) {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	p := codec.Connect{Version: codec.V311, CleanStart: true, KeepAlive: 60, ClientID: []byte(id)}
+	p := codec.Connect{Version: v, CleanStart: true, KeepAlive: 60, ClientID: []byte(id)}
+	if props != nil && v == codec.V5 {
+		p.Props = *props
+	}
 	if key != "" {
 		p.UsernameFlag, p.Username, p.PasswordFlag, p.Password = true, []byte("bench"), true, []byte(key)
 	}
 	if _, err := c.Write(p.AppendTo(nil)); err != nil {
 		c.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	r := bufio.NewReaderSize(c, 256*1024)
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	h, body, err := readPacket(r)
-	if err != nil || h.Type != codec.TypeConnack || len(body) < 2 || body[1] != 0 {
+	if err != nil {
 		c.Close()
-		return nil, nil, fmt.Errorf("connect %s: %v %v", id, h.Type, err)
+		return nil, nil, nil, fmt.Errorf("connect %s: %v", id, err)
+	}
+	if h.Type != codec.TypeConnack {
+		c.Close()
+		return nil, nil, nil, fmt.Errorf("connect %s: %s", id, unexpected(v, h, body))
+	}
+	ack := &codec.Connack{}
+	if err := ack.Decode(v, h, body); err != nil {
+		c.Close()
+		return nil, nil, nil, fmt.Errorf("connect %s: CONNACK: %v", id, err)
+	}
+	// A 5.0 CONNACK succeeds only with 0x00; a 3.1.1 broker answering a
+	// 5.0 CONNECT sends return code 0x01 (unacceptable protocol version).
+	if ack.Reason != codec.Success {
+		c.Close()
+		return nil, nil, nil, fmt.Errorf("connect %s: CONNACK %s %s", id, codeWord(v), reasonHex(ack.Reason))
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	return c, r, nil
+	return c, r, ack, nil
 }
 
-// subscribeOne subscribes c to filter and waits (at most 10 s) for the
-// SUBACK.
+// subscribeOne subscribes a 3.1.1 connection c to filter (subscribeVersion).
 func subscribeOne(c net.Conn, r *bufio.Reader, filter string, qos uint8) error {
+	return subscribeVersion(c, r, codec.V311, filter, qos)
+}
+
+// subscribeVersion subscribes c, at protocol level v, to filter and waits
+// (at most 10 s) for the SUBACK; a failure code (0x80 and up) is an error
+// that carries the code in hex.
+func subscribeVersion(c net.Conn, r *bufio.Reader, v codec.Version, filter string, qos uint8) error {
 	sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte(filter), QoS: qos}}}
-	if _, err := c.Write(sub.AppendTo(nil, codec.V311)); err != nil {
+	if _, err := c.Write(sub.AppendTo(nil, v)); err != nil {
 		return err
 	}
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if h, _, err := readPacket(r); err != nil || h.Type != codec.TypeSuback {
-		return fmt.Errorf("subscribe %s: %v %v", filter, h.Type, err)
+	h, body, err := readPacket(r)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %v", filter, err)
+	}
+	if h.Type != codec.TypeSuback {
+		return fmt.Errorf("subscribe %s: %s", filter, unexpected(v, h, body))
+	}
+	var ack codec.Suback
+	if err := ack.Decode(v, h, body); err != nil || len(ack.Reasons) != 1 {
+		return fmt.Errorf("subscribe %s: SUBACK % x: %v", filter, body, err)
+	}
+	if ack.Reasons[0] >= 0x80 {
+		return fmt.Errorf("subscribe %s: SUBACK reason %s", filter, reasonHex(ack.Reasons[0]))
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	return nil
@@ -375,12 +543,50 @@ func readPacket(r *bufio.Reader) (codec.FixedHeader, []byte, error) {
 	return codec.FixedHeader{}, nil, errors.New("bad header")
 }
 
-// subscriberLoop reads deliveries, acknowledges them and tallies them.
+// subscriberLoop reads a 3.1.1 connection's deliveries, acknowledges them
+// and tallies them, without topic or property checks.
 func subscriberLoop(c net.Conn, r *bufio.Reader, t *tally) {
+	newSubscriber(codec.V311, t, nil, nil, 0).loop(c, r)
+}
+
+// subscriber is one subscribing connection's read side. It runs on that
+// connection's goroutine, and its counters are read once loop has returned.
+type subscriber struct {
+	v codec.Version
+	t *tally
+
+	topics    [][]byte             // per publisher: the topic it publishes to (nil: not checked)
+	userProps []codec.UserProperty // 5.0: the user properties every PUBLISH carries (nil: not checked)
+	aliases   [][]byte             // 5.0: topic per alias 1..len-1 (owned, reused); nil entry: not set
+
+	pub  codec.Publish // decode scratch, reused: decoding allocates nothing once it has grown
+	ack  codec.Ack
+	disc codec.Disconnect
+
+	aliasErrors, aliased, topicMismatches, propsChecked, propMismatches int64
+	disconnected                                                        bool
+	disconnectReason                                                    codec.ReasonCode
+}
+
+// newSubscriber is the read side of a subscriber at protocol level v that
+// announced Topic Alias Maximum aliasMax (5.0). topics, when not nil, is
+// each publisher's topic, checked against every delivery's (resolved)
+// topic; userProps, when not nil, the user properties every delivery must
+// carry, in order.
+func newSubscriber(v codec.Version, t *tally, topics [][]byte, userProps []codec.UserProperty, aliasMax uint16) *subscriber {
+	s := &subscriber{v: v, t: t, topics: topics, userProps: userProps}
+	if v == codec.V5 {
+		s.aliases = make([][]byte, int(aliasMax)+1)
+	}
+	return s
+}
+
+// loop reads deliveries until the connection closes or the broker sends
+// DISCONNECT, acknowledging and tallying each (handle).
+func (s *subscriber) loop(c net.Conn, r *bufio.Reader) {
 	buf := make([]byte, 0, 512*1024)
 	tmp := make([]byte, 256*1024)
 	out := make([]byte, 0, 64*1024)
-	var p codec.Publish
 	for {
 		n, err := r.Read(tmp)
 		if err != nil {
@@ -388,86 +594,241 @@ func subscriberLoop(c net.Conn, r *bufio.Reader, t *tally) {
 		}
 		now := time.Now().UnixNano()
 		buf = append(buf, tmp[:n]...)
-		off := 0
-		out = out[:0]
-		for {
-			h, fn, err := codec.ReadFrame(buf[off:], 0)
-			if err != nil || fn == 0 {
-				break
-			}
-			body := buf[off+h.HeaderLen : off+fn]
-			switch h.Type {
-			case codec.TypePublish:
-				if p.Decode(codec.V311, h, body) == nil {
-					if len(p.Payload) >= headerLen {
-						pl := p.Payload
-						t.record(int(binary.BigEndian.Uint64(pl)), int64(binary.BigEndian.Uint64(pl[8:])),
-							int64(binary.BigEndian.Uint64(pl[16:])), now)
-					}
-					switch p.QoS {
-					case 1:
-						out = codec.AppendAck(out, codec.TypePuback, p.PacketID)
-					case 2:
-						out = codec.AppendAck(out, codec.TypePubrec, p.PacketID)
-					}
-				}
-			case codec.TypePubrel:
-				var a codec.Ack
-				if a.Decode(codec.V311, h, body) == nil {
-					out = codec.AppendAck(out, codec.TypePubcomp, a.PacketID)
-				}
-			}
-			off += fn
-		}
+		var off int
+		var done bool
+		off, out, done = s.handle(buf, now, out[:0])
 		buf = append(buf[:0], buf[off:]...)
 		if len(out) > 0 {
 			if _, err := c.Write(out); err != nil {
 				return
 			}
 		}
+		if done {
+			return
+		}
 	}
 }
 
+// handle processes the whole frames at the start of buf, received at now
+// (unix ns): it tallies each delivery, appends the acknowledgements to out
+// and returns the bytes consumed, out, and whether the broker sent
+// DISCONNECT (then the rest is not read). It allocates nothing once the
+// scratch has grown.
+func (s *subscriber) handle(buf []byte, now int64, out []byte) (int, []byte, bool) {
+	off := 0
+	for {
+		h, fn, err := codec.ReadFrame(buf[off:], 0)
+		if err != nil || fn == 0 {
+			return off, out, false
+		}
+		body := buf[off+h.HeaderLen : off+fn]
+		off += fn
+		switch h.Type {
+		case codec.TypePublish:
+			p := &s.pub
+			if p.Decode(s.v, h, body) != nil {
+				continue
+			}
+			topic, ok := p.Topic, true
+			if s.v == codec.V5 {
+				topic, ok = s.resolve(p)
+				if s.userProps != nil {
+					s.propsChecked++
+					if !sameUserProps(p.Props.User, s.userProps) {
+						s.propMismatches++
+					}
+				}
+			}
+			if len(p.Payload) >= headerLen {
+				pl := p.Payload
+				pi := int(binary.BigEndian.Uint64(pl))
+				if ok && s.topics != nil && pi >= 0 && pi < len(s.topics) && !bytes.Equal(topic, s.topics[pi]) {
+					s.topicMismatches++
+				}
+				s.t.record(pi, int64(binary.BigEndian.Uint64(pl[8:])), int64(binary.BigEndian.Uint64(pl[16:])), now)
+			}
+			switch p.QoS {
+			case 1:
+				out = codec.AppendAck(out, codec.TypePuback, p.PacketID)
+			case 2:
+				out = codec.AppendAck(out, codec.TypePubrec, p.PacketID)
+			}
+		case codec.TypePubrel:
+			if s.ack.Decode(s.v, h, body) == nil {
+				out = codec.AppendAck(out, codec.TypePubcomp, s.ack.PacketID)
+			}
+		case codec.TypeDisconnect:
+			_ = s.disc.Decode(s.v, h, body)
+			s.disconnected, s.disconnectReason = true, s.disc.Reason
+			return off, out, true
+		}
+	}
+}
+
+// resolve returns the topic of a 5.0 PUBLISH: its own, which with a topic
+// alias also sets the alias, or the alias's when the topic is empty. An
+// alias that is 0, above the announced maximum or not set yet is counted
+// in aliasErrors and resolves to nothing (ok false).
+func (s *subscriber) resolve(p *codec.Publish) (topic []byte, ok bool) {
+	if !p.Props.Has(codec.PropTopicAlias) {
+		return p.Topic, true
+	}
+	a := int(p.Props.TopicAlias)
+	if a == 0 || a >= len(s.aliases) {
+		s.aliasErrors++ // the broker used an alias we did not allow
+		return nil, false
+	}
+	if len(p.Topic) > 0 {
+		s.aliases[a] = append(s.aliases[a][:0], p.Topic...)
+		return p.Topic, true
+	}
+	if s.aliases[a] == nil {
+		s.aliasErrors++
+		return nil, false
+	}
+	s.aliased++
+	return s.aliases[a], true
+}
+
+// pubConn is a publisher's connection and what its CONNACK granted.
+type pubConn struct {
+	c          net.Conn
+	r          *bufio.Reader
+	v          codec.Version
+	aliasMax   uint16 // 5.0: the broker's Topic Alias Maximum (0: no aliases)
+	receiveMax uint16 // 5.0: the broker's Receive Maximum (65535 at 3.1.1)
+}
+
+// pubStats are the publishers' shared counters of what the broker sent them.
+type pubStats struct {
+	ackErrors      atomic.Int64
+	firstAckReason atomic.Int32 // reason+1; 0: none yet
+	disconnects    atomic.Int64
+	firstDisc      atomic.Int32 // reason+1; 0: none yet
+}
+
+// addTo adds the publishers' counters to res.
+func (s *pubStats) addTo(res *LoadResult) {
+	res.AckErrors = s.ackErrors.Load()
+	if r := s.firstAckReason.Load(); r > 0 {
+		res.FirstAckReason = reasonHex(codec.ReasonCode(r - 1))
+	}
+	res.Disconnects += s.disconnects.Load()
+	if r := s.firstDisc.Load(); r > 0 && res.DisconnectReason == "" {
+		res.DisconnectReason = reasonHex(codec.ReasonCode(r - 1))
+	}
+}
+
+// publisher is a publisher's encoder: one PUBLISH reused for every message,
+// its payload rewritten in place.
+type publisher struct {
+	v       codec.Version
+	p       codec.Publish
+	payload []byte
+	seq     int64
+	alias   bool // send the topic once with alias 1, then alias 1 alone
+}
+
+// newPublisher encodes publisher idx's messages to topic at protocol level
+// v, with the user properties props (5.0) and, when alias, topic alias 1.
+func newPublisher(v codec.Version, idx int, topic []byte, qos uint8, payloadLen int, props []codec.UserProperty, alias bool) *publisher {
+	pb := &publisher{v: v, payload: make([]byte, max(payloadLen, headerLen)), alias: alias}
+	binary.BigEndian.PutUint64(pb.payload, uint64(idx))
+	pb.p = codec.Publish{Topic: topic, QoS: qos, Payload: pb.payload}
+	if v == codec.V5 {
+		pb.p.Props.User = props
+		if len(props) > 0 {
+			pb.p.Props.Set(codec.PropUser)
+		}
+		if alias {
+			pb.p.Props.TopicAlias = 1
+			pb.p.Props.Set(codec.PropTopicAlias)
+		}
+	}
+	return pb
+}
+
+// appendBatch appends the next n messages, stamped with send time now
+// (unix ns), to out. It allocates nothing once out has grown.
+func (pb *publisher) appendBatch(out []byte, n, now int64) []byte {
+	p := &pb.p
+	for i := int64(0); i < n; i++ {
+		binary.BigEndian.PutUint64(pb.payload[8:], uint64(pb.seq))
+		binary.BigEndian.PutUint64(pb.payload[16:], uint64(now))
+		if p.QoS > 0 {
+			p.PacketID = uint16(pb.seq%65535) + 1
+		}
+		out = p.AppendTo(out, pb.v)
+		if pb.alias {
+			p.Topic = nil // the broker knows alias 1 from now on
+		}
+		pb.seq++
+	}
+	return out
+}
+
 // publisherLoop publishes until stop, keeping at most cfg.Window messages
-// unreceived (and, for QoS > 0, unacknowledged), at its share of cfg.Rate.
-func publisherLoop(ctx context.Context, c net.Conn, r *bufio.Reader, idx int, topic string, cfg *LoadConfig,
-	start, stop time.Time, sent *atomic.Int64, received func() int64) error {
-	var acked atomic.Int64 // PUBACK or PUBCOMP received
+// unreceived (and, for QoS > 0, at most cfg.Window and the broker's
+// Receive Maximum unacknowledged), at its share of cfg.Rate.
+func publisherLoop(ctx context.Context, pc *pubConn, idx int, topic []byte, props []codec.UserProperty, cfg *LoadConfig,
+	start, stop time.Time, sent *atomic.Int64, st *pubStats, received func() int64) error {
+	c, r, v := pc.c, pc.r, pc.v
+	var acked atomic.Int64 // PUBACK or PUBCOMP received (or a PUBREC with a failure code)
 	var wmu sync.Mutex
-	if cfg.QoS > 0 {
+	readerDone := make(chan struct{})
+	if cfg.QoS > 0 || v == codec.V5 { // 5.0: also to see a DISCONNECT's reason code
 		go func() { // ends when the connection closes
+			defer close(readerDone)
+			var a codec.Ack
 			for {
 				h, body, err := readPacket(r)
 				if err != nil {
 					return
 				}
 				switch h.Type {
-				case codec.TypePuback, codec.TypePubcomp:
-					acked.Add(1)
-				case codec.TypePubrec:
+				case codec.TypePuback, codec.TypePubrec, codec.TypePubcomp:
+					if a.Decode(v, h, body) != nil {
+						continue
+					}
+					failed := a.Reason >= 0x80
+					if failed {
+						st.ackErrors.Add(1)
+						st.firstAckReason.CompareAndSwap(0, int32(a.Reason)+1)
+					}
+					if h.Type != codec.TypePubrec || failed { // a failed PUBREC ends the exchange
+						acked.Add(1)
+						continue
+					}
 					wmu.Lock()
-					_, err = c.Write(codec.AppendAck(nil, codec.TypePubrel, binary.BigEndian.Uint16(body)))
+					_, err = c.Write(codec.AppendAck(nil, codec.TypePubrel, a.PacketID))
 					wmu.Unlock()
 					if err != nil {
 						return
 					}
+				case codec.TypeDisconnect:
+					var d codec.Disconnect
+					_ = d.Decode(v, h, body)
+					st.disconnects.Add(1)
+					st.firstDisc.CompareAndSwap(0, int32(d.Reason)+1)
+					return
 				}
 			}
 		}()
+	} else {
+		close(readerDone)
 	}
 	perPub := float64(cfg.Rate) / float64(max(cfg.Publishers, 1))
-	payload := make([]byte, cfg.Payload)
-	binary.BigEndian.PutUint64(payload, uint64(idx))
-	p := codec.Publish{Topic: []byte(topic), QoS: cfg.QoS, Payload: payload}
+	inflight := int64(min(cfg.Window, int(pc.receiveMax)))
+	pb := newPublisher(v, idx, topic, cfg.QoS, cfg.Payload, props, cfg.TopicAlias && pc.aliasMax > 0)
 	out := make([]byte, 0, 64*1024)
-	var seq int64
 	for time.Now().Before(stop) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		seq := pb.seq
 		credit := int64(cfg.Window) - (seq - received())
 		if cfg.QoS > 0 {
-			credit = min(credit, int64(cfg.Window)-(seq-acked.Load()))
+			credit = min(credit, inflight-(seq-acked.Load()))
 		}
 		if perPub > 0 {
 			due := int64(time.Since(start).Seconds()*perPub) + 1
@@ -478,29 +839,28 @@ func publisherLoop(ctx context.Context, c net.Conn, r *bufio.Reader, idx int, to
 			continue
 		}
 		credit = min(credit, 64)
-		out = out[:0]
-		now := time.Now().UnixNano()
-		for i := int64(0); i < credit; i++ {
-			binary.BigEndian.PutUint64(payload[8:], uint64(seq))
-			binary.BigEndian.PutUint64(payload[16:], uint64(now))
-			if cfg.QoS > 0 {
-				p.PacketID = uint16(seq%65535) + 1
-			}
-			out = p.AppendTo(out, codec.V311)
-			seq++
-		}
+		out = pb.appendBatch(out[:0], credit, time.Now().UnixNano())
 		wmu.Lock()
 		_, err := c.Write(out)
 		wmu.Unlock()
 		if err != nil {
+			// A broker that closes with a DISCONNECT says why: give the
+			// reader a moment to see it.
+			select {
+			case <-readerDone:
+			case <-time.After(time.Second):
+			}
+			if d := st.firstDisc.Load(); d > 0 {
+				return fmt.Errorf("publisher %d: the broker sent DISCONNECT %s: %w", idx, reasonHex(codec.ReasonCode(d-1)), err)
+			}
 			return fmt.Errorf("publisher %d: %w", idx, err)
 		}
-		sent.Store(seq)
+		sent.Store(pb.seq)
 	}
 	// Wait (bounded) for the last acknowledgements so the broker has them all.
 	if cfg.QoS > 0 {
 		deadline := time.Now().Add(cfg.Drain)
-		for acked.Load() < seq && time.Now().Before(deadline) {
+		for acked.Load() < pb.seq && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}
 	}

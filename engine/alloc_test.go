@@ -106,3 +106,47 @@ func TestAllocsHTTPPublish(t *testing.T) {
 		t.Fatalf("subscriber got %d bytes; want %d", got, want)
 	}
 }
+
+// TestAllocsRoutedQoS0V5 is TestAllocsRoutedQoS0 at MQTT 5: a v5
+// publisher (with a content type and correlation data, no user
+// properties) to a v5 subscriber allocates nothing in steady state.
+func TestAllocsRoutedQoS0V5(t *testing.T) {
+	o := DefaultOptions()
+	o.MQTTAddr = "127.0.0.1:0"
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := fakeLoop{}
+	sub := &fakeConn{el: el}
+	pub := &fakeConn{el: el}
+	for _, c := range []*fakeConn{sub, pub} {
+		if _, a := b.OnOpen(c); a != gnet.None {
+			t.Fatal("OnOpen refused")
+		}
+	}
+	feed(t, b, sub, (&codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V5, CleanStart: true, ClientID: []byte("sub")}).AppendTo(nil))
+	s := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("sensor/+/temp")}}}
+	feed(t, b, sub, s.AppendTo(nil, codec.V5))
+	feed(t, b, pub, (&codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V5, CleanStart: true, ClientID: []byte("pub")}).AppendTo(nil))
+	p := codec.Publish{Topic: []byte("sensor/kitchen/temp"), Payload: []byte("24.5")}
+	p.Props.ContentType, p.Props.CorrelationData = []byte("text/plain"), []byte{1, 2, 3}
+	p.Props.Set(codec.PropContentType)
+	p.Props.Set(codec.PropCorrelationData)
+	raw := p.AppendTo(nil, codec.V5)
+	before := sub.written
+	feed(t, b, pub, raw)
+	if sub.written-before != len(raw) { // same properties, same size
+		t.Fatalf("subscriber received %d bytes; want %d", sub.written-before, len(raw))
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		pub.in = raw
+		b.OnTraffic(pub)
+	})
+	if allocs != 0 {
+		t.Fatalf("routing a v5 QoS 0 PUBLISH: %.2f allocations; want 0", allocs)
+	}
+	if got, want := sub.written-before, 1002*len(raw); got != want {
+		t.Fatalf("subscriber got %d bytes; want %d", got, want)
+	}
+}

@@ -73,7 +73,7 @@ func (b *Broker) setupAuthMethods() {
 
 // startAuth5 begins the AUTH exchange of a v5 CONNECT that names an
 // Authentication Method: an unknown method is refused with 0x8C (5.0
-// [MQTT-4.12.0-1]), and the connection closed. Runs on c's loop.
+// [MQTT5-4.12.0-1]), and the connection closed. Runs on c's loop.
 func (c *conn) startAuth5(pc *pendingConnect, p *codec.Connect) error {
 	b := c.l.b
 	name := string(p.Props.AuthMethod)
@@ -165,7 +165,7 @@ func (c *conn) onAuth(h codec.FixedHeader, body []byte) error {
 		}
 		s.mu.Unlock()
 		if connected == "" || method != connected {
-			return errAuthMethod // 5.0 [MQTT-4.12.1-1]: the method of the CONNECT
+			return errAuthMethod // [MQTT5-4.12.1-1]: the method of the CONNECT
 		}
 		m := c.l.b.authMethods[method]
 		if m == nil {

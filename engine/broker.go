@@ -31,6 +31,8 @@ type Broker struct {
 	subs     *topic.Tree[*session]
 	retained *topic.Retained[*message]
 
+	sharedStrategy sharedStrategy // Options.SharedStrategy (shared.go)
+
 	sessMu    sync.Mutex
 	sessions  *sessionIndex // client id -> session (online or persistent)
 	sweepNext int           // next index shard for expireSessions; under sessMu
@@ -104,6 +106,10 @@ func New(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.sys = newRouter(b, nil, &b.sysStats)
+	if b.sharedStrategy, err = parseSharedStrategy(o.SharedStrategy); err != nil {
+		return nil, err
+	}
+	b.subs.SetChooser(b.chooseShared)
 	b.rate = newConnRate(o)
 	b.now.Store(time.Now().Unix())
 	if err := b.setupAuth(); err != nil {

@@ -16,7 +16,7 @@ func TestConformanceDoc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tag := regexp.MustCompile(`MQTT-\d+(?:\.\d+)*-\d+`)
+	tag := regexp.MustCompile(`MQTT5?-\d+(?:\.\d+)*-\d+`)
 	listed := map[string]bool{}
 	for _, id := range tag.FindAllString(string(doc), -1) {
 		listed[id] = true

@@ -360,7 +360,7 @@ func (c *conn) fail(err error, h codec.FixedHeader) {
 	}
 	c.closeReason = closeProtocolError
 	if ce != nil {
-		c.disconnect5(ce.Code, ce.Msg) // 5.0: the client is told why [MQTT-4.13.1-1]
+		c.disconnect5(ce.Code, ce.Msg) // 5.0: the client is told why [MQTT5-4.13.1-1]
 	} else {
 		c.disconnect5(codec.UnspecifiedError, "")
 	}
@@ -474,13 +474,21 @@ func (c *conn) onAck(a *codec.Ack) error {
 	)
 	if a.Type == codec.TypePubrel {
 		// Releases an inbound QoS 2 id; an unknown id is answered too (as
-		// Mosquitto does), whatever the client's outbound state.
-		s.releaseQoS2InLocked(a.PacketID)
-		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
-		c.l.persistQoS2In(s, a.PacketID, false)
+		// Mosquitto does), whatever the client's outbound state: a v5
+		// client is told 0x92 "packet identifier not found".
+		known := s.releaseQoS2InLocked(a.PacketID)
+		if known || c.version != codec.V5 {
+			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
+		} else {
+			comp := codec.Ack{Type: codec.TypePubcomp, PacketID: a.PacketID, Reason: codec.PacketIdentifierNotFound}
+			s.buf().B = comp.AppendTo(s.buf().B, codec.V5)
+		}
+		if known {
+			c.l.persistQoS2In(s, a.PacketID, false) // persist.go
+		}
 		wrote = true
 	} else {
-		wrote, err = s.ackLocked(c.l.b, a.Type, a.PacketID)
+		wrote, err = s.ackLocked(c.l.b, a)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -533,19 +541,20 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 	}
 	l.stats.msgsIn.Add(1)
 	l.stats.msgsInBy[c.proto][p.QoS].Add(1)
+	var exp uint32
+	l.props5 = l.props5[:0]
 	if routable && v != nil {
-		var exp uint32
 		if p.Props.Has(codec.PropMessageExpiry) && p.Props.MessageExpiry > 0 {
 			exp = uint32(min(l.b.now.Load()+int64(p.Props.MessageExpiry), 1<<32-1))
 		}
-		l.props5 = forwardProps(l.props5[:0], &p.Props)
-		l.r.setMeta(l.props5, exp, c.s)
-	} else if routable {
-		l.r.setMeta(nil, 0, c.s)
+		l.props5 = forwardProps(l.props5, &p.Props)
 	}
+	// setMeta right before each publish/prepare: nothing is left behind
+	// for another publish on this loop when this one is not routed.
 	switch p.QoS {
 	case 0:
 		if routable {
+			l.r.setMeta(l.props5, exp, c.s)
 			l.r.publish(p.Topic, p.Payload, 0, p.Retain, nil)
 		}
 	case 1:
@@ -553,8 +562,11 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		// the acknowledgement goes out before this message's
 		// deliveries, including one to this very connection.
 		held := l.ackHold() // persist.go: --fsync always decides after the deliveries
-		if routable && l.r.prepare(p.Topic, p.Payload, 1, p.Retain, nil) == 0 && v != nil {
-			rc = codec.NoMatchingSubscribers // 5.0: accepted, nobody to give it to
+		if routable {
+			l.r.setMeta(l.props5, exp, c.s)
+			if l.r.prepare(p.Topic, p.Payload, 1, p.Retain, nil) == 0 && v != nil {
+				rc = codec.NoMatchingSubscribers // 5.0: accepted, nobody to give it to
+			}
 		}
 		if !held {
 			c.sendAck(codec.TypePuback, p.PacketID, rc) // [MQTT-4.3.2-2]
@@ -589,6 +601,7 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		// PUBLISH (DUP, PUBREL pending) is acknowledged again but not
 		// routed again: exactly once [MQTT-4.3.3-2].
 		if !dup && routable {
+			l.r.setMeta(l.props5, exp, c.s)
 			if l.r.prepare(p.Topic, p.Payload, 2, p.Retain, nil) == 0 && v != nil {
 				rc = codec.NoMatchingSubscribers
 			}

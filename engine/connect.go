@@ -86,7 +86,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		}
 		pc.id = b.nextClientID() // [MQTT-3.1.3-6]
 		if pc.v5 != nil {
-			pc.v5.assigned = true // 5.0 [MQTT-3.2.2-16]: CONNACK names it
+			pc.v5.assigned = true // [MQTT5-3.2.2-16]: CONNACK names it
 		}
 	}
 	if len(pc.id) > b.opts.MaxClientIDLen {
@@ -336,19 +336,21 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 		present bool
 		kicked  *conn
 		discard *session
+		orphans []sharedMsg // the discarded session's shared-group messages
 	)
 	if old != nil {
 		old.mu.Lock()
 		kicked = old.c
 		old.c = nil
 		if v := old.v5(); v != nil {
-			v.dwill = nil // 5.0 [MQTT-3.1.3-9]: a new connection in time cancels a delayed will
+			v.dwill = nil // [MQTT5-3.1.3-9]: a new connection in time cancels a delayed will
 		}
-		expired := old.c == nil && old.since != 0 && now-int64(old.since) >= int64(old.expirySecs(b))
+		expired := old.c == nil && old.since != 0 && now-int64(old.since) > int64(old.expirySecs(b))
 		if clean || old.clean || expired {
 			// [MQTT-3.1.2-6]: a clean connect discards the previous
 			// session; so does an expired one not yet swept.
 			old.dead = true
+			orphans = old.takeSharedLocked()
 			old.clearLocked()
 			b.persistDiscard(old) // persist.go
 			discard = old
@@ -365,7 +367,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 	s.c, s.version = c, c.version
 	if pc.v5 != nil {
 		// Fresh connection state: aliases are never carried over (5.0
-		// [MQTT-3.3.2-7]).
+		// [MQTT5-3.3.2-7]).
 		s.state().v5 = pc.v5.session(b)
 		s.clean = s.st.v5.expiry == 0 // the session ends with the connection
 	} else {
@@ -391,6 +393,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 
 	if discard != nil {
 		b.dropSubscriptions(discard)
+		c.l.redistribute(orphans) // to the groups' other members
 	}
 	if kicked != nil {
 		if b.opts.Verbose {
@@ -428,8 +431,10 @@ func (b *Broker) detach(c *conn) (resumed bool) {
 	}
 	s.outBuffered = 0
 	drop := s.clean
+	var orphans []sharedMsg
 	if drop {
 		s.dead = true
+		orphans = s.takeSharedLocked()
 		s.clearLocked()
 		b.persistDiscard(s) // persist.go
 		b.sessions.Remove(s)
@@ -441,6 +446,7 @@ func (b *Broker) detach(c *conn) (resumed bool) {
 	b.sessMu.Unlock()
 	if drop {
 		b.dropSubscriptions(s)
+		c.l.redistribute(orphans) // shared-group messages go to another member (shared.go)
 	}
 	return false
 }
@@ -462,7 +468,10 @@ func (b *Broker) expireSessions(now int64) {
 	}
 	sweep := max(min(exp/2, indexShards*tickInterval), tickInterval)
 	per := int((indexShards*tickInterval + sweep - 1) / sweep)
-	var dead []*session
+	var (
+		dead    []*session
+		orphans []sharedMsg
+	)
 	b.sessMu.Lock()
 	for range per {
 		sh := &b.sessions.shards[b.sweepNext]
@@ -472,8 +481,9 @@ func (b *Broker) expireSessions(now int64) {
 				continue
 			}
 			s.mu.Lock()
-			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) >= int64(s.expirySecs(b)) {
+			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) > int64(s.expirySecs(b)) {
 				s.dead = true // routers holding it skip it from now on
+				orphans = append(orphans, s.takeSharedLocked()...)
 				s.clearLocked()
 				b.persistDiscard(s) // persist.go
 				dead = append(dead, s)
@@ -492,6 +502,7 @@ func (b *Broker) expireSessions(now int64) {
 			b.log.Info("session expired", "client", s.id)
 		}
 	}
+	b.redistributeAnywhere(orphans) // after dropSubscriptions: not to the expired members
 }
 
 // dropSubscriptions removes every subscription of a discarded session from

@@ -81,6 +81,10 @@ type httpLoop struct {
 	arg  []byte // percent-decoded query value
 	body []byte // response body scratch
 	cred []byte // decoded Basic credentials
+
+	p5    httpProps // MQTT 5 properties of the publish being served
+	props []byte    // ... encoded (forwardProps' format)
+	hdr   []byte    // extra response header lines
 }
 
 func (l *loop) http() *httpLoop {

@@ -30,7 +30,18 @@ func cpuTime() time.Duration {
 // µs per request (client and server are both in this process, so the CPU
 // figure is comparable between servers, not absolute).
 func httpLoad(b *testing.B, addr string, conns, depth int) {
-	req := []byte("POST /publish/bench/http HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\n0123456789abcdef")
+	httpLoadReq(b, addr, conns, depth, "POST /publish/bench/http HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\n0123456789abcdef")
+}
+
+// httpPropsReq is a publish with MQTT 5 properties: expiry, response
+// topic, correlation data, payload format and two user properties.
+const httpPropsReq = "POST /publish/bench/http?expiry=60 HTTP/1.1\r\nHost: bench\r\nContent-Type: text/plain\r\n" +
+	"MQTT-Response-Topic: bench/reply\r\nMQTT-Correlation-Data: AAECAw==\r\nMQTT-Payload-Format: utf8\r\n" +
+	"MQTT-User-unit: C\r\nMQTT-User-site: north\r\nContent-Length: 16\r\n\r\n0123456789abcdef"
+
+// httpLoadReq is httpLoad with a given request.
+func httpLoadReq(b *testing.B, addr string, conns, depth int, request string) {
+	req := []byte(request)
 	// Learn the response length from one probe request.
 	probe, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -135,6 +146,11 @@ func BenchmarkHTTPPublish(b *testing.B) {
 			br := startHTTPBroker(b, func(o *Options) { o.MaxOutboundBytes = 64 << 20 })
 			newBenchSubscriber(b, br.MQTTAddr(), "sub", "bench/http", 0, false)
 			httpLoad(b, br.HTTPAddr(), 16, depth)
+		})
+		b.Run(fmt.Sprintf("server=tinymq/props=v5/subs=1/pipeline=%d", depth), func(b *testing.B) {
+			br := startHTTPBroker(b, func(o *Options) { o.MaxOutboundBytes = 64 << 20 })
+			newBenchSubscriber(b, br.MQTTAddr(), "sub", "bench/http", 0, false)
+			httpLoadReq(b, br.HTTPAddr(), 16, depth, httpPropsReq)
 		})
 		b.Run(fmt.Sprintf("server=fasthttp/pipeline=%d", depth), func(b *testing.B) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -179,7 +179,7 @@ func (l *loop) tick() {
 		l.sendRefusals(time.Now().UnixMilli())
 	}
 	if len(l.delayed) > 0 {
-		l.runDelayedWills(now)
+		l.runDelayedWills(time.Now().UnixMilli())
 	}
 	if len(l.tls.untrimmed) > 0 {
 		l.trimTLS(now)
@@ -246,10 +246,9 @@ func (l *loop) recheckBlocked(now int64) {
 		c.lastOutbound = int32(ob)
 		full = full || (ob > 0 && now-int64(c.stuckSince) >= limit)
 		if full {
-			c.closeReason = closeSlowConsumer
 			l.stats.slowConsumers.Add(1)
 			c.onBlocked = false
-			_ = c.gc.Close()
+			c.closeWith(codec.QuotaExceeded, closeSlowConsumer) // 5.0: DISCONNECT 0x97
 			continue
 		}
 		if wrote {

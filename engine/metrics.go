@@ -100,6 +100,7 @@ func (b *Broker) Snapshot() Snapshot {
 		Dropped: map[string]uint64{
 			"slow_consumer": st.DroppedSlow,
 			"queue_full":    st.DroppedQueueFull,
+			"too_large":     st.DroppedTooLarge,
 		},
 		Subscriptions:   st.Subscriptions,
 		Retained:        st.Retained,

@@ -112,6 +112,11 @@ type Options struct {
 	Fsync         store.Fsync
 	FsyncInterval time.Duration
 	storeFS       store.FS // tests: the store's file system (injected errors); nil: the OS
+	// SharedStrategy picks the member of a shared-subscription group that
+	// gets a message, among those that can take it now: SharedRoundRobin
+	// ("round_robin", the default when empty), SharedRandom ("random") or
+	// SharedLeastLoaded ("least_loaded"). docs/shared.md.
+	SharedStrategy string
 
 	// MQTT 5.0 (docs/mqtt5.md).
 	//

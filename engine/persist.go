@@ -64,7 +64,7 @@ type persister struct {
 type recoveredWill struct {
 	s   *session
 	m   *message
-	due int64 // unix second
+	due int64 // unix millisecond (delayedWill.due)
 }
 
 // heldAck is a PUBACK or PUBREC waiting for durability.
@@ -578,8 +578,8 @@ func (b *Broker) persistDiscard(s *session) {
 	p.end(nil)
 }
 
-// persistWill records a v5 will waiting for its delay, due at unix second
-// due (s.mu held). Runs on the connection's loop.
+// persistWill records a v5 will waiting for its delay, due at unix
+// millisecond due (s.mu held). Runs on the connection's loop.
 func (b *Broker) persistWill(s *session, w *message, due int64) {
 	p := b.ps
 	if p == nil || !s.persisted {
@@ -590,10 +590,10 @@ func (b *Broker) persistWill(s *session, w *message, due int64) {
 	if w.expiry != 0 {
 		// A will's expiry is an interval until it is published
 		// (will5): stored as the deadline it will have then.
-		sm.Expiry = (due + int64(w.expiry)) * 1000
+		sm.Expiry = due + int64(w.expiry)*1000
 	}
 	bt := p.begin()
-	bt.SetWill(s.id, &store.Will{Message: sm, Deadline: due * 1000})
+	bt.SetWill(s.id, &store.Will{Message: sm, Deadline: due})
 	p.end(nil)
 }
 

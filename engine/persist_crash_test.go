@@ -2,11 +2,14 @@ package engine
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -14,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/tinymq/tinymq/codec"
 )
@@ -469,4 +474,84 @@ func countRetained(addr, filter string, want int) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// A v5 will with a delay, pending when the broker is killed, is published
+// after the restart once its delay is over (a clean shutdown publishes
+// pending wills instead, as Mosquitto does: only a crash leaves one in
+// the store).
+func TestPersistDelayedWillCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds and kills a broker binary")
+	}
+	bin := brokerBinary(t)
+	dir := t.TempDir()
+	addr, web := freeAddr(t), freeAddr(t)
+	start := func() *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr", web, "--sys-interval", "0",
+			"--data-dir", dir, "--fsync", "always", "--log-level", "warn")
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "the broker to listen", func() bool {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		return cmd
+	}
+	cmd := start()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill() // only the process this test started
+		_ = cmd.Wait()
+	})
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &paho.Connect{ClientID: "w1", KeepAlive: 30, CleanStart: true,
+		Properties:     &paho.ConnectProperties{SessionExpiryInterval: u32(300)},
+		WillMessage:    &paho.WillMessage{Topic: "wills/w1", QoS: 1, Payload: []byte("bye")},
+		WillProperties: &paho.WillProperties{WillDelayInterval: u32(5)}}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, cp); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close() // no DISCONNECT: the will is due in 5 s
+	due := time.Now().Add(5 * time.Second)
+	waitFor(t, 5*time.Second, "w1 offline", func() bool {
+		resp, err := http.Get("http://" + web + "/api/v1/stats")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Offline int `json:"sessions_offline"`
+		}
+		return json.NewDecoder(resp.Body).Decode(&st) == nil && st.Offline == 1
+	})
+	// The will record is submitted by the same loop batch that took the
+	// session offline and synced (--fsync always) a moment later.
+	time.Sleep(300 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	cmd = start()
+	sub := connectV5(t, addr, "wsub", nil)
+	sub.sub("wills/#", 1, nil)
+	m := sub.next(12 * time.Second)
+	if string(m.Payload) != "bye" {
+		t.Fatalf("will %q", m.Payload)
+	}
+	// Published at the restart would be about 4 s early.
+	if early := time.Until(due); early > 500*time.Millisecond {
+		t.Fatalf("will published %v before its delay ended", early)
+	}
 }

@@ -115,7 +115,7 @@ func (b *Broker) recover() error {
 				m.expiry = uint32(max((w.Message.Expiry-w.Deadline+999)/1000, 1))
 			}
 			v.dwill = m
-			p.wills = append(p.wills, recoveredWill{s: s, m: m, due: (w.Deadline + 999) / 1000})
+			p.wills = append(p.wills, recoveredWill{s: s, m: m, due: w.Deadline})
 			p.hasWills.Store(true)
 			return nil
 		},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -292,42 +291,6 @@ func TestPersistV5SessionRestart(t *testing.T) {
 	s := connectV5(t, b.MQTTAddr(), "v5short", &paho.Connect{CleanStart: false})
 	if s.ack.SessionPresent {
 		t.Fatal("the expired session came back")
-	}
-}
-
-// A v5 will with a delay, pending when the broker stops, is published
-// after the restart once its delay is over.
-func TestPersistDelayedWillRestart(t *testing.T) {
-	dir := t.TempDir()
-	b := persistentBroker(t, dir, store.FsyncInterval, nil)
-	cp := &paho.Connect{CleanStart: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(300)},
-		WillMessage:    &paho.WillMessage{Topic: "wills/w1", QoS: 1, Payload: []byte("bye")},
-		WillProperties: &paho.WillProperties{WillDelayInterval: u32(2)}}
-	conn, err := net.DialTimeout("tcp", b.MQTTAddr(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnClientError: func(error) {}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cp.ClientID, cp.KeepAlive = "w1", 30
-	if _, err := c.Connect(ctx, cp); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close() // no DISCONNECT: the will is due in 2 s
-	waitFor(t, 5*time.Second, "w1 offline", func() bool { return b.Stats().Connected == 0 })
-	due := time.Now().Add(2 * time.Second)
-	stopBroker(t, b)
-
-	b = persistentBroker(t, dir, store.FsyncInterval, nil)
-	sub := connectV5(t, b.MQTTAddr(), "wsub", nil)
-	sub.sub("wills/#", 1, nil)
-	m := sub.next(8 * time.Second)
-	if string(m.Payload) != "bye" {
-		t.Fatalf("will %q", m.Payload)
-	}
-	if time.Now().Before(due.Add(-time.Second)) {
-		t.Fatalf("will published %v before its delay ended", time.Until(due))
 	}
 }
 

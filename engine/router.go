@@ -58,9 +58,11 @@ func (m *message) contentType() []byte {
 	return propString(m.props(), codec.PropContentType)
 }
 
-// expired reports whether m's message expiry has passed at unix second now.
+// expired reports whether m's message expiry has passed at unix second
+// now. The clock is whole seconds, so a message lives its interval and up
+// to a second more, never less.
 func (m *message) expired(now int64) bool {
-	return m.expiry != 0 && now >= int64(m.expiry)
+	return m.expiry != 0 && now > int64(m.expiry)
 }
 
 // router routes PUBLISHes. Each loop has one, used only on that loop; the
@@ -72,6 +74,7 @@ type router struct {
 	stats *counters
 
 	matches []topic.Sub[*session]
+	groups  []topic.GroupID  // the group of each shared entry of matches, in order (MatchGroups)
 	seen    map[*session]int // Dedup scratch
 	wakeups []*loop          // loops whose mailbox this batch made non-empty
 
@@ -95,6 +98,13 @@ type router struct {
 	// for finish instead of re-entering the router.
 	inRoute   int
 	finishing bool
+
+	// Shared subscriptions (shared.go): the group the delivery in
+	// progress came through (0: none), messages of ended members waiting
+	// for another member, and whether deliver is re-routing one.
+	grp       topic.GroupID
+	shared    []sharedMsg
+	rerouting bool
 
 	// The read decision for the current PUBLISH of the last ACL grants
 	// asked: a fan-out to many clients of one user (who share one
@@ -184,7 +194,7 @@ func (r *router) writeLocked(s *session, qos uint8, retain bool, id uint16, sid 
 	}
 	raw, off := r.encoded(ver, qos, retain)
 	if v != nil && v.maxPacket != 0 && len(raw) > int(v.maxPacket) {
-		return false // 5.0 [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+		return false // [MQTT5-3.1.2-24] [MQTT5-3.1.2-25]
 	}
 	if qos == 0 {
 		s.appendLocked(raw)
@@ -207,7 +217,7 @@ func (r *router) resetEncodings() {
 
 // deliverMessage delivers an owned message (retained, queued or a will) to
 // one session with subscription identifier sid; an expired one is not
-// delivered (5.0 [MQTT-3.3.2-5]). Runs on r's loop.
+// delivered ([MQTT5-3.3.2-5]). Runs on r's loop.
 func (r *router) deliverMessage(s *session, m *message, qos uint8, retainFlag bool, sid uint32) {
 	if m.expired(r.b.now.Load()) {
 		return
@@ -267,7 +277,8 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 		}
 		r.wroteRetained(topicName) // persist.go: the acknowledgement waits for it too
 	}
-	r.matches = topic.Dedup(b.subs.Match(topicName, r.matches[:0]), r.seen)
+	m, g := b.subs.MatchGroups(topicName, r.matches[:0], r.groups[:0])
+	r.matches, r.groups = topic.Dedup(m, r.seen), g
 	r.msg = owned
 	r.setCur(topicName, payload, props, qos, retain, expiry)
 	r.cur.from = from
@@ -279,20 +290,27 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 func (r *router) route() {
 	r.inRoute++
 	defer func() { r.inRoute-- }()
+	shared := 0
 	for i := range r.matches {
 		sub := &r.matches[i]
 		s := sub.Key
 		sub.Key = nil
+		r.grp = 0
+		if sub.Shared {
+			r.grp = r.groups[shared] // Dedup keeps shared entries in order
+			shared++
+		}
 		if sub.Opts&codec.SubOptNoLocal != 0 && s == r.cur.from {
-			continue // 5.0 [MQTT-3.8.3-3]: not to the publisher's own subscription
+			continue // [MQTT5-3.8.3-3]: not to the publisher's own subscription
 		}
 		q := min(r.cur.qos, sub.QoS) // delivered QoS = min(published, granted) [MQTT-3.8.4-6]
 		// Live delivery: RETAIN cleared [MQTT-3.3.1-9], unless the v5
-		// subscription asked for Retain As Published (5.0 [MQTT-3.3.1-12]
-		// [MQTT-3.3.1-13]).
+		// subscription asked for Retain As Published ([MQTT5-3.3.1-12]
+		// [MQTT5-3.3.1-13]).
 		ret := sub.Opts&codec.SubOptRetainAsPublished != 0 && r.cur.retain
 		r.deliver(s, q, ret, sub.ID)
 	}
+	r.grp = 0
 	r.resetEncodings()
 }
 
@@ -303,6 +321,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 	s.mu.Lock()
 	if s.dead {
 		s.mu.Unlock()
+		r.deadShared(qos, retainFlag) // a group member discarded since the pick
 		return
 	}
 	online := s.c != nil
@@ -339,7 +358,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 	case !online:
 		if qos > 0 || b.opts.QueueQoS0 {
 			wrote = false
-			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
+			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 			} else {
@@ -365,13 +384,13 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			id := s.nextIDLocked()
 			if r.writeLocked(s, qos, retainFlag, id, sid) {
 				st := s.state()
-				st.inflight = append(st.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag, sid: sid})
+				st.inflight = append(st.inflight, inflight{m: r.owned(), id: id, qos: qos, retain: retainFlag, sid: sid, grp: r.grp})
 				r.persistSent(s) // persist.go
 				r.stats.msgsOut.Add(1)
 				r.stats.msgsOutBy[s.c.proto][qos].Add(1)
 				wrote = true
 			} else {
-				r.stats.tooLarge.Add(1) // as if sent (5.0 [MQTT-3.1.2-25])
+				r.stats.tooLarge.Add(1) // as if sent ([MQTT5-3.1.2-25])
 			}
 		} else {
 			// Nothing to write. When the queue starts, a flush on its loop
@@ -379,7 +398,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			// follows it until it drains: one mark per queue, not one
 			// (and, across loops, one wake-up) per queued message.
 			wrote = s.queuedLocked() == 0
-			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
+			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 			} else {
@@ -447,7 +466,8 @@ func (r *router) finish() {
 	r.finishing = true
 	r.b.persistFlush(r.l) // persist.go: submit this batch's records first
 	if l := r.l; l != nil {
-		for len(l.pendingWills) > 0 || len(l.dirty) > 0 {
+		for len(l.pendingWills) > 0 || len(l.dirty) > 0 || len(r.shared) > 0 {
+			r.rerouteShared() // messages of ended shared-group members (shared.go)
 			for len(l.pendingWills) > 0 {
 				w := l.pendingWills[0]
 				l.pendingWills[0] = nil

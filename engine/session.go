@@ -8,6 +8,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/topic"
 )
 
 // session is the MQTT session of one client id. It outlives its connection
@@ -97,15 +98,21 @@ func (s *session) subIndex(filter []byte) int {
 	return -1
 }
 
+// queued is 24 bytes (16 before grp: the price of sending a shared
+// group's messages on when a member's session ends), 40 with the store's
+// position and message id (persist.go).
 type queued struct {
 	m      *message
 	qos    uint8
 	retain bool
-	sid    uint32 // MQTT 5 subscription identifier of the matching subscription
-	pos    uint64 // queue position (persist.go)
-	mid    uint64 // store message id, 0 when not stored (persist.go)
+	sid    uint32        // MQTT 5 subscription identifier of the matching subscription
+	grp    topic.GroupID // the shared group it came through, 0: none (shared.go)
+	pos    uint64        // queue position (persist.go)
+	mid    uint64        // store message id, 0 when not stored (persist.go)
 }
 
+// inflight is 24 bytes; grp fills what was padding; 32 with the store's
+// message id (persist.go).
 type inflight struct {
 	m      *message
 	id     uint16
@@ -113,6 +120,7 @@ type inflight struct {
 	retain bool
 	rel    bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
 	sid    uint32
+	grp    topic.GroupID
 	mid    uint64 // store message id, 0 when not stored (persist.go)
 }
 
@@ -185,6 +193,12 @@ func (s *session) nextIDLocked() uint16 {
 // enqueueLocked queues m, or reports false when the session's queue is full
 // (the message is then dropped and counted by the caller).
 func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool, sid uint32) bool {
+	return s.enqueueGroupLocked(b, m, qos, retain, sid, 0)
+}
+
+// enqueueGroupLocked is enqueueLocked for a message that came through
+// shared group grp (0: none).
+func (s *session) enqueueGroupLocked(b *Broker, m *message, qos uint8, retain bool, sid uint32, grp topic.GroupID) bool {
 	st := s.state()
 	if len(st.q) >= b.opts.MaxQueuedMsgs || st.qBytes+len(m.payload) > b.opts.MaxQueuedBytes {
 		if s.fullSince == 0 {
@@ -193,7 +207,7 @@ func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool, s
 		return false
 	}
 	st.qTail++ // persist.go: the entry's store position
-	st.q = append(st.q, queued{m: m, qos: qos, retain: retain, sid: sid, pos: st.qTail})
+	st.q = append(st.q, queued{m: m, qos: qos, retain: retain, sid: sid, grp: grp, pos: st.qTail})
 	st.qBytes += len(m.payload)
 	return true
 }
@@ -213,7 +227,7 @@ func (s *session) drainLocked(b *Broker) bool {
 			if (perms != nil && !perms.CanRead(e.m.topic)) || e.m.expired(now) {
 				// Queued while offline; the returning identity may not
 				// read it, or it expired while it waited (5.0
-				// [MQTT-3.3.2-5]).
+				// [MQTT5-3.3.2-5]).
 				st.q[0] = queued{}
 				st.q = st.q[1:]
 				st.qBytes -= len(e.m.payload)
@@ -231,13 +245,13 @@ func (s *session) drainLocked(b *Broker) bool {
 			st.q = st.q[1:]
 			st.qBytes -= len(e.m.payload)
 			if !s.appendPublishLocked(b, e.m, e.qos, e.retain, false, id, e.sid) {
-				b.sysStats.tooLarge.Add(1)  // as if sent (5.0 [MQTT-3.1.2-25])
+				b.sysStats.tooLarge.Add(1)  // as if sent ([MQTT5-3.1.2-25])
 				b.persistDequeued(s, &e, 0) // persist.go
 				continue
 			}
 			b.persistDequeued(s, &e, id) // persist.go
 			if e.qos > 0 {
-				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain, sid: e.sid, mid: e.mid})
+				st.inflight = append(st.inflight, inflight{m: e.m, id: id, qos: e.qos, retain: e.retain, sid: e.sid, grp: e.grp, mid: e.mid})
 			}
 			wrote = true
 		}
@@ -272,7 +286,12 @@ func (s *session) resendLocked(b *Broker) {
 // delivery still awaiting PUBREC [MQTT-4.3.2-1] [MQTT-4.3.3-1]. An
 // acknowledgement for an id not in flight is ignored (PUBREC is answered
 // with PUBREL so the client can free the id), as Mosquitto does.
-func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) (bool, error) {
+//
+// v5: a PUBREC with a failure reason code (0x80 or above) ends the
+// delivery (no PUBREL: the client refused the message); a PUBREC for an
+// unknown id is answered with PUBREL 0x92 "packet identifier not found".
+func (s *session) ackLocked(b *Broker, a *codec.Ack) (bool, error) {
+	t, id := a.Type, a.PacketID
 	for i := range s.inflightLocked() {
 		st := s.st
 		f := &st.inflight[i]
@@ -286,6 +305,8 @@ func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) (bool, error) {
 			return false, errPubackForQoS2 // [MQTT-4.3.3-1] [MQTT-4.8.0-1]
 		case f.qos == 2 && t == codec.TypePubcomp && !f.rel:
 			return false, errPubcompBeforePubrec // [MQTT-4.3.3-1] [MQTT-4.8.0-1]
+		case t == codec.TypePubrec && a.Reason >= 0x80:
+			// refused by the client: the delivery ends here (5.0 §4.3.3)
 		case t == codec.TypePubrec:
 			f.rel = true                                                 // a repeated PUBREC gets PUBREL again
 			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id) // [MQTT-4.3.3-3]
@@ -298,9 +319,14 @@ func (s *session) ackLocked(b *Broker, t codec.Type, id uint16) (bool, error) {
 		st.inflight = st.inflight[:len(st.inflight)-1]
 		return s.drainLocked(b), nil
 	}
-	if t == codec.TypePubrec {
+	if t == codec.TypePubrec && a.Reason < 0x80 {
 		// Unknown id: release it anyway so the client can free it.
-		s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id)
+		if s.v5() != nil {
+			rel := codec.Ack{Type: codec.TypePubrel, PacketID: id, Reason: codec.PacketIdentifierNotFound}
+			s.buf().B = rel.AppendTo(s.buf().B, codec.V5)
+		} else {
+			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id)
+		}
 		return true, nil
 	}
 	return false, nil
@@ -339,16 +365,19 @@ func (s *session) hasQoS2InLocked(id uint16) bool {
 	return false
 }
 
-func (s *session) releaseQoS2InLocked(id uint16) {
+// releaseQoS2InLocked forgets an inbound QoS 2 id; it reports whether
+// the id was awaiting PUBREL.
+func (s *session) releaseQoS2InLocked(id uint16) bool {
 	if s.st == nil {
-		return
+		return false
 	}
 	q := s.st.qos2in
 	for i, x := range q {
 		if x == id {
 			q[i] = q[len(q)-1]
 			s.st.qos2in = q[:len(q)-1]
-			return
+			return true
 		}
 	}
+	return false
 }

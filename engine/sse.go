@@ -140,7 +140,9 @@ func (l *loop) heartbeat(now int64) {
 }
 
 // sseEvent appends one event for the current PUBLISH to s's buffer: the
-// data line is encoded once per publish and shared. s.mu is held.
+// data line is encoded once per publish and shared. A message with MQTT 5
+// properties or an expiry gets their fields too (appendJSONProps,
+// message_expiry_interval: seconds left). s.mu is held.
 func (r *router) sseEventLocked(s *session, retainFlag bool) {
 	if !r.sseValid || r.sseRetain != retainFlag {
 		d := append(r.sse[:0], `{"topic":`...)
@@ -155,6 +157,13 @@ func (r *router) sseEventLocked(s *session, retainFlag bool) {
 			d = append(d, `,"retain":false,"timestamp":`...)
 		}
 		d = strconv.AppendInt(d, time.Now().UnixMilli(), 10)
+		if len(r.cur.props) > 0 {
+			d = appendJSONProps(d, r.cur.props)
+		}
+		if r.cur.hasExp {
+			d = append(d, `,"message_expiry_interval":`...)
+			d = strconv.AppendUint(d, uint64(r.cur.expLeft), 10)
+		}
 		d = append(d, '}')
 		r.sse, r.sseValid, r.sseRetain = d, true, retainFlag
 	}

@@ -21,7 +21,15 @@ type sseEvent struct {
 		QoS       int    `json:"qos"`
 		Retain    bool   `json:"retain"`
 		Timestamp int64  `json:"timestamp"`
+		// MQTT 5 properties, present only when the message has them.
+		PayloadFormat   *int        `json:"payload_format_indicator"`
+		ContentType     *string     `json:"content_type"`
+		ResponseTopic   *string     `json:"response_topic"`
+		CorrelationData *string     `json:"correlation_data"`
+		UserProperties  [][2]string `json:"user_properties"`
+		MessageExpiry   *int        `json:"message_expiry_interval"`
 	}
+	raw     string // the data line as sent
 	comment string
 }
 
@@ -57,6 +65,7 @@ func openStream(t testing.TB, url string) (<-chan sseEvent, *http.Response) {
 			case strings.HasPrefix(line, "event: "):
 				ev.event = line[7:]
 			case strings.HasPrefix(line, "data: "):
+				ev.raw = line[6:]
 				if err := json.Unmarshal([]byte(line[6:]), &ev.data); err != nil {
 					ev.event = "bad data: " + line
 				}

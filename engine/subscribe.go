@@ -27,7 +27,7 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 			return errEmptyFilter // [MQTT-4.7.3-1]: close, as Mosquitto does, before acting on any filter
 		}
 		if _, _, shared := topic.SplitShared(sub.Filter); shared && sub.NoLocal {
-			return errSharedNoLocal // 5.0 [MQTT-3.8.3-4]
+			return errSharedNoLocal // [MQTT5-3.8.3-4]
 		}
 	}
 	s := c.s
@@ -195,7 +195,7 @@ func (c *conn) onUnsubscribe(h codec.FixedHeader, body []byte) error {
 	l.codes = codes
 	ack := codec.Unsuback{PacketID: p.PacketID}
 	if c.version == codec.V5 {
-		ack.Reasons = codes // 5.0 [MQTT-3.11.3-1]: one per filter, in order
+		ack.Reasons = codes // [MQTT5-3.11.3-1]: one per filter, in order
 	}
 	s.mu.Lock()
 	s.buf().B = ack.AppendTo(s.buf().B, c.version) // [MQTT-3.10.4-4]

@@ -19,6 +19,7 @@ type Stats struct {
 	Dropped                 uint64
 	DroppedSlow             uint64
 	DroppedQueueFull        uint64
+	DroppedTooLarge         uint64 // v5 deliveries over the reader's Maximum Packet Size (not sent)
 	Malformed, Oversize     uint64
 	ConnectTimeouts         uint64
 	KeepAliveTimeouts       uint64
@@ -54,6 +55,7 @@ func (b *Broker) Stats() Stats {
 		st.Dropped += c.dropped.Load()
 		st.DroppedSlow += c.droppedSlow.Load()
 		st.DroppedQueueFull += c.droppedQueueFull.Load()
+		st.DroppedTooLarge += c.tooLarge.Load()
 		st.Malformed += c.malformed.Load()
 		st.Oversize += c.oversize.Load()
 		st.ConnectTimeouts += c.connectTimeouts.Load()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/panjf2000/gnet/v2"
@@ -63,7 +64,7 @@ func (s *session) expirySecs(b *Broker) uint32 {
 
 // inflightCap is the number of QoS 1/2 messages that may be in flight to
 // the session: Options.MaxInflight, and no more than a v5 client's
-// Receive Maximum [MQTT-3.3.4-9].
+// Receive Maximum [MQTT5-3.3.4-9].
 func (s *session) inflightCap(b *Broker) int {
 	n := b.opts.MaxInflight
 	if v := s.v5(); v != nil && int(v.recvMax) < n {
@@ -73,9 +74,9 @@ func (s *session) inflightCap(b *Broker) int {
 }
 
 // forwardMask keeps the PUBLISH properties that travel with a message to
-// its readers unaltered, user properties in order (5.0 [MQTT-3.3.2-4]
-// [MQTT-3.3.2-15] [MQTT-3.3.2-16] [MQTT-3.3.2-17] [MQTT-3.3.2-18]
-// [MQTT-3.3.2-20]): the topic alias and the subscription
+// its readers unaltered, user properties in order ([MQTT5-3.3.2-4]
+// [MQTT5-3.3.2-15] [MQTT5-3.3.2-16] [MQTT5-3.3.2-17] [MQTT5-3.3.2-18]
+// [MQTT5-3.3.2-20]): the topic alias and the subscription
 // identifiers are per connection, the message expiry is re-computed for
 // each delivery.
 const forwardMask = 1<<codec.PropPayloadFormat | 1<<codec.PropContentType |
@@ -157,11 +158,11 @@ type pub5 struct {
 	qos                   uint8
 	retain, dup           bool
 	id                    uint16
-	expiry                uint32 // seconds left, sent when hasExpiry [MQTT-3.3.2-6]
+	expiry                uint32 // seconds left, sent when hasExpiry [MQTT5-3.3.2-6]
 	hasExpiry             bool
 	alias                 uint16 // 0: none
 	aliasOnly             bool   // the alias is known to the client: empty topic
-	sid                   uint32 // subscription identifier, 0: none [MQTT-3.3.4-3]
+	sid                   uint32 // subscription identifier, 0: none [MQTT5-3.3.4-3]
 }
 
 func (p *pub5) propLen() int {
@@ -252,7 +253,7 @@ func expiryLeft(exp uint32, now int64) (uint32, bool) {
 // whose Topic Alias Maximum allows aliases: the alias already assigned
 // (sent with an empty topic), or a new one while the client's table has
 // room (sent with the topic, which sets it); never above the client's
-// maximum (5.0 [MQTT-3.1.2-26] [MQTT-3.3.2-11]). The first
+// maximum ([MQTT5-3.1.2-26] [MQTT5-3.3.2-11]). The first
 // topics sent take the aliases: a device reading a few topics gets them
 // all, a wildcard reader of many gets them for the first ones.
 func (v *sess5) outAliasLocked(b *Broker, topicName []byte) (alias uint16, known bool) {
@@ -276,8 +277,8 @@ func (v *sess5) outAliasLocked(b *Broker, topicName []byte) (alias uint16, known
 
 // appendPublishV5Locked encodes a delivery to a v5 reader into the
 // session buffer. It reports false, writing nothing, when the packet is
-// larger than the client's Maximum Packet Size (5.0 [MQTT-3.1.2-24]
-// [MQTT-3.1.2-25]: the caller counts the drop and goes on as if sent).
+// larger than the client's Maximum Packet Size ([MQTT5-3.1.2-24]
+// [MQTT5-3.1.2-25]: the caller counts the drop and goes on as if sent).
 func (s *session) appendPublishV5Locked(b *Broker, v *sess5, p *pub5) bool {
 	if v.aliasMax != 0 && b.opts.MaxTopicAliasOut > 0 {
 		p.alias, p.aliasOnly = v.outAliasLocked(b, p.topic)
@@ -315,7 +316,7 @@ func appendDisconnect5(dst []byte, rc codec.ReasonCode, reason string, ref strin
 }
 
 // disconnect5 tells a v5 client why the broker is closing its connection
-// [MQTT-4.13.2-1]: a DISCONNECT with rc after what the session has
+// [MQTT5-4.13.2-1]: a DISCONNECT with rc after what the session has
 // pending, flushed before the close. Nothing for 3.x clients (they have
 // no server DISCONNECT) or before CONNECT was accepted (CONNACK carries
 // the refusal). Runs on c's loop.
@@ -330,7 +331,7 @@ func (c *conn) disconnect5(rc codec.ReasonCode, reason string) {
 		return
 	}
 	if v := s.v5(); v != nil && v.noProblem {
-		reason = "" // [MQTT-3.1.2-29]
+		reason = "" // [MQTT5-3.1.2-29]
 	}
 	w := s.buf()
 	w.B = appendDisconnect5(w.B, rc, reason, c.l.b.opts.ServerReference)
@@ -351,7 +352,7 @@ func (c *conn) publish5(p *codec.Publish) (*sess5, error) {
 	a := int(p.Props.TopicAlias)
 	max := c.l.b.opts.MaxTopicAlias
 	if a > max {
-		return v, errTopicAliasMax // 5.0 [MQTT-3.3.2-9]: above the Topic Alias Maximum we announced
+		return v, errTopicAliasMax // [MQTT5-3.3.2-9]: above the Topic Alias Maximum we announced
 	}
 	if v.inAlias == nil {
 		v.inAlias = make([][]byte, max)
@@ -363,7 +364,7 @@ func (c *conn) publish5(p *codec.Publish) (*sess5, error) {
 		p.Topic = v.inAlias[a-1]
 		return v, nil
 	}
-	v.inAlias[a-1] = append(v.inAlias[a-1][:0], p.Topic...) // [MQTT-3.3.2-12] the mapping is replaced
+	v.inAlias[a-1] = append(v.inAlias[a-1][:0], p.Topic...) // [MQTT5-3.3.2-12] the mapping is replaced
 	return v, nil
 }
 
@@ -462,11 +463,11 @@ func (b *Broker) connackProps5(pr *codec.Properties, pc *pendingConnect, c *conn
 		pr.Set(codec.PropTopicAliasMaximum)
 	}
 	if v.assigned {
-		pr.AssignedClientID = []byte(pc.id) // 5.0 [MQTT-3.2.2-16]
+		pr.AssignedClientID = []byte(pc.id) // [MQTT5-3.2.2-16]
 		pr.Set(codec.PropAssignedClientID)
 	}
 	if c.keepAlive != v.keepAlive {
-		pr.ServerKeepAlive = c.keepAlive // 5.0 [MQTT-3.2.2-21]: the client uses this
+		pr.ServerKeepAlive = c.keepAlive // [MQTT5-3.2.2-21]: the client uses this
 		pr.Set(codec.PropServerKeepAlive)
 	}
 	if v.respInfo && o.ResponseInformation != "" {
@@ -513,7 +514,7 @@ func (c *conn) onDisconnect5(d *codec.Disconnect) error {
 		}
 		s.mu.Unlock()
 		if bad {
-			return errExpiryRaised // 5.0 [MQTT-3.14.2-2]
+			return errExpiryRaised // [MQTT5-3.14.2-2]
 		}
 	}
 	if d.Reason == codec.DisconnectWithWill {
@@ -531,7 +532,7 @@ var errExpiryRaised = &codec.Error{Code: codec.ProtocolError, Msg: "DISCONNECT s
 type delayedWill struct {
 	s   *session
 	m   *message
-	due int64 // unix second
+	due int64 // unix millisecond
 }
 
 // publishWill publishes a connection's will now or, for a v5 will with a
@@ -544,12 +545,12 @@ func (l *loop) publishWill(s *session, w *message) {
 		delay = min(v.willDelay, s.expirySecs(b))
 		if delay > 0 {
 			v.dwill = w
-			b.persistWill(s, w, b.now.Load()+int64(delay)) // persist.go
+			b.persistWill(s, w, time.Now().UnixMilli()+int64(delay)*1000) // persist.go
 		}
 	}
 	s.mu.Unlock()
 	if delay > 0 {
-		l.delayed = append(l.delayed, delayedWill{s: s, m: w, due: b.now.Load() + int64(delay)})
+		l.delayed = append(l.delayed, delayedWill{s: s, m: w, due: time.Now().UnixMilli() + int64(delay)*1000})
 		return
 	}
 	l.sendWill(w)
@@ -572,7 +573,8 @@ func (l *loop) sendWill(w *message) {
 }
 
 // runDelayedWills publishes the delayed wills that are due and whose
-// session got no new connection meanwhile. Runs on l (tick).
+// session got no new connection meanwhile; now is in unix milliseconds.
+// Runs on l (tick).
 func (l *loop) runDelayedWills(now int64) {
 	keep := l.delayed[:0]
 	for _, d := range l.delayed {
@@ -632,23 +634,47 @@ func (c *conn) closeOnLoop(rc codec.ReasonCode, cause closeCause, then func()) e
 	}))
 }
 
-// tellShutdown sends DISCONNECT 0x8B "server shutting down" (with the
-// Server Reference, when one is configured) to every v5 client of every
-// loop, and waits until the loops have written it or ctx ends. Runs in
-// Stop.
+// tellShutdown ends the connections as Mosquitto does at shutdown, in two
+// rounds over every loop: first the wills of the connected clients and
+// every delayed will are published, then (once those deliveries reached
+// every loop's mailbox) each v5 client is sent DISCONNECT 0x8B "server
+// shutting down" (with the Server Reference when one is configured) after
+// what is queued for it. It waits for each round or for ctx. Runs in Stop.
 func (b *Broker) tellShutdown(ctx context.Context) {
+	b.onEveryLoop(ctx, func(l *loop) {
+		for _, slot := range l.wheel.slots {
+			for _, c := range slot {
+				if c.open && c.s != nil && c.will != nil && !c.s.sse {
+					w := c.will
+					c.will = nil
+					l.sendWill(w)
+				}
+			}
+		}
+		l.runDelayedWills(1<<62 - 1) // every delayed will is due now
+		l.r.finish()
+	})
+	b.onEveryLoop(ctx, func(l *loop) {
+		l.drainMailbox()
+		for _, slot := range l.wheel.slots {
+			for _, c := range slot {
+				if c.open && c.s != nil && c.version == codec.V5 {
+					c.disconnect5(codec.ServerShuttingDown, "")
+				}
+			}
+		}
+	})
+}
+
+// onEveryLoop runs fn on every loop and waits until all have run it, or
+// for ctx. Any goroutine but a loop.
+func (b *Broker) onEveryLoop(ctx context.Context, fn func(*loop)) {
 	var wg sync.WaitGroup
 	for _, l := range b.allLoops() {
 		wg.Add(1)
 		err := l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			defer wg.Done()
-			for _, slot := range l.wheel.slots {
-				for _, c := range slot {
-					if c.open && c.s != nil && c.version == codec.V5 {
-						c.disconnect5(codec.ServerShuttingDown, "")
-					}
-				}
-			}
+			fn(l)
 			return nil
 		}))
 		if err != nil {

@@ -120,6 +120,7 @@ func (v *v5c) none(within time.Duration) {
 func u32(v uint32) *uint32 { return &v }
 func u16(v uint16) *uint16 { return &v }
 
+// [MQTT5-3.2.2-16]
 func TestV5ConnackProperties(t *testing.T) {
 	b := startBroker(t, func(o *Options) { o.MaxSessionExpiry = time.Hour; o.ResponseInformation = "resp/" })
 	v := connectV5(t, b.MQTTAddr(), "", &paho.Connect{CleanStart: true, KeepAlive: 0,
@@ -154,6 +155,7 @@ func TestV5ConnackProperties(t *testing.T) {
 	}
 }
 
+// [MQTT5-3.2.2-21]
 func TestV5ServerKeepAlive(t *testing.T) {
 	b := startBroker(t, func(o *Options) { o.MaxKeepAlive = 60 })
 	v := connectV5(t, b.MQTTAddr(), "ka5", &paho.Connect{CleanStart: true, KeepAlive: 600})
@@ -169,6 +171,7 @@ func TestV5ServerKeepAlive(t *testing.T) {
 	}
 }
 
+// [MQTT5-3.3.2-4] [MQTT5-3.3.2-15] [MQTT5-3.3.2-16] [MQTT5-3.3.2-17] [MQTT5-3.3.2-18] [MQTT5-3.3.2-20]
 // Properties travel unaltered, user properties in order, to v5 readers;
 // a 3.1.1 reader gets the same message without them.
 func TestV5PropertiesPassThrough(t *testing.T) {

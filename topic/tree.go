@@ -32,6 +32,13 @@ package topic
 // Concurrency: one sync.RWMutex. Matching takes the read lock (every event
 // loop matches concurrently); Subscribe and Unsubscribe take the write lock.
 // docs/topic.md has the measurements behind this choice.
+//
+// Shared subscriptions: the members of a $share/{group}/{filter} group sit
+// in the filter's entry, and a match appends one of them per group. Which
+// one is the Chooser's decision (SetChooser; round-robin without one): the
+// engine's looks at its sessions' state, so the tree stays ignorant of
+// them. The Chooser runs under the read lock; docs/shared.md has the
+// rest.
 
 import (
 	"sync"
@@ -85,20 +92,65 @@ func (e *entry[K]) groupList() []*group[K] {
 
 type group[K comparable] struct {
 	name    string
+	id      GroupID
 	members []Sub[K]
-	next    atomic.Uint32
+	next    atomic.Uint32 // round-robin counter, advanced once per pick
+}
+
+// GroupID names one shared-subscription group (one $share/{group}/{filter})
+// for as long as it has members. Ids are not reused (a counter that wraps
+// only after 2^32 groups were made), so a message that remembers the
+// group it came through never reaches a later group by mistake. 0 is no
+// group.
+type GroupID uint32
+
+// Chooser picks the member of a shared-subscription group that gets a
+// message: members is the group's member list and rr the group's
+// round-robin counter for this pick (rr % len(members) is the plain
+// round-robin choice). It returns an index into members; a value out of
+// range means the round-robin choice.
+//
+// It runs under the tree's read lock, on whichever goroutine is matching:
+// it must not call into the tree, and must neither keep nor modify
+// members. It may take locks of its own that are never held while
+// calling into the tree.
+type Chooser[K comparable] func(members []Sub[K], rr uint32) int
+
+// pick chooses one member of g (which has members) with choose, or
+// round-robin when choose is nil. Caller holds the read lock.
+func (g *group[K]) pick(choose Chooser[K]) int {
+	n := len(g.members)
+	rr := g.next.Add(1) - 1
+	i := int(rr % uint32(n))
+	if choose != nil {
+		if j := choose(g.members, rr); j >= 0 && j < n {
+			i = j
+		}
+	}
+	return i
 }
 
 func (e *entry[K]) empty() bool { return len(e.subs) == 0 && len(e.groupList()) == 0 }
 
+// matchCtx is what a match walk carries besides its output: the chooser
+// in force and, for MatchGroups, where the groups of the picked shared
+// members go. It lives on Match's stack.
+type matchCtx[K comparable] struct {
+	choose Chooser[K]
+	groups *[]GroupID // nil: not wanted
+}
+
 // appendTo appends the entry's subscriptions and one member of each group
-// (round-robin).
-func (e *entry[K]) appendTo(dst []Sub[K]) []Sub[K] {
+// (as m's chooser picks).
+func (e *entry[K]) appendTo(dst []Sub[K], m *matchCtx[K]) []Sub[K] {
 	dst = append(dst, e.subs...)
 	for _, g := range e.groupList() {
-		if n := len(g.members); n > 0 {
-			i := int(g.next.Add(1)-1) % n
-			dst = append(dst, g.members[i])
+		if len(g.members) == 0 {
+			continue
+		}
+		dst = append(dst, g.members[g.pick(m.choose)])
+		if m.groups != nil {
+			*m.groups = append(*m.groups, g.id)
 		}
 	}
 	return dst
@@ -181,10 +233,22 @@ func (n *node[K]) leafless() bool {
 
 // Tree is the subscription index. Safe for concurrent use.
 type Tree[K comparable] struct {
-	mu    sync.RWMutex
-	exact map[string]*entry[K]
-	root  node[K]
-	count int
+	mu     sync.RWMutex
+	exact  map[string]*entry[K]
+	root   node[K]
+	count  int
+	choose Chooser[K]            // nil: round-robin
+	groups map[GroupID]*group[K] // every shared group, for PickFrom
+	lastID GroupID
+}
+
+// SetChooser makes c pick the member of each shared group that gets a
+// message (nil: plain round-robin). Any goroutine; usually set once,
+// before the first Match.
+func (t *Tree[K]) SetChooser(c Chooser[K]) {
+	t.mu.Lock()
+	t.choose = c
+	t.mu.Unlock()
 }
 
 // NewTree returns an empty tree.
@@ -248,7 +312,15 @@ func (t *Tree[K]) SubscribeString(keep string, s Sub[K]) (replaced bool) {
 			}
 		}
 		if g == nil {
-			g = &group[K]{name: string(groupName)}
+			t.lastID++
+			if t.lastID == 0 {
+				t.lastID = 1
+			}
+			g = &group[K]{name: string(groupName), id: t.lastID}
+			if t.groups == nil {
+				t.groups = make(map[GroupID]*group[K])
+			}
+			t.groups[g.id] = g
 			if e.groups == nil {
 				e.groups = new([]*group[K])
 			}
@@ -343,6 +415,7 @@ func (t *Tree[K]) Unsubscribe(filter []byte, key K) (removed bool) {
 				}
 			}
 			if len(g.members) == 0 {
+				delete(t.groups, g.id)
 				if gs = append(gs[:gi], gs[gi+1:]...); len(gs) == 0 {
 					e.groups = nil
 				} else {
@@ -411,29 +484,58 @@ func (t *Tree[K]) nodeOf(filter []byte) *node[K] {
 
 // Match appends to dst every subscription whose filter matches the topic
 // name and returns dst. For each matching shared group exactly one member
-// is appended, chosen round-robin. Overlapping subscriptions of one key
-// are all reported (see Dedup). It allocates nothing when dst has room.
+// is appended, chosen by the tree's Chooser (round-robin without one).
+// Overlapping subscriptions of one key are all reported (see Dedup). It
+// allocates nothing when dst has room.
 func (t *Tree[K]) Match(name []byte, dst []Sub[K]) []Sub[K] {
+	return t.match(name, dst, nil)
+}
+
+// MatchGroups is Match that also appends to groups, for each shared member
+// appended to dst, the id of the group it was picked from, in the same
+// order: the k-th Sub with Shared set came through groups[k] (Dedup keeps
+// that correspondence). It allocates nothing when both have room.
+func (t *Tree[K]) MatchGroups(name []byte, dst []Sub[K], groups []GroupID) ([]Sub[K], []GroupID) {
+	dst = t.match(name, dst, &groups)
+	return dst, groups
+}
+
+func (t *Tree[K]) match(name []byte, dst []Sub[K], groups *[]GroupID) []Sub[K] {
 	var ends [32]int
 	n, ok := levels(name, &ends)
 	t.mu.RLock()
+	m := matchCtx[K]{choose: t.choose, groups: groups}
 	if e := t.exact[string(name)]; e != nil {
-		dst = e.appendTo(dst)
+		dst = e.appendTo(dst, &m)
 	}
 	if ok {
-		dst = t.root.match(name, ends[:n], 0, 0, dst)
+		dst = t.root.match(name, ends[:n], 0, 0, dst, &m)
 	} else {
-		dst = t.root.matchSlow(name, 0, dst)
+		dst = t.root.matchSlow(name, 0, dst, &m)
 	}
 	t.mu.RUnlock()
 	return dst
 }
 
+// PickFrom picks a member of group id as a Match would (with the tree's
+// Chooser), for a message that must go to another member of the group it
+// came through. It reports false when the group has no members any more.
+// Any goroutine.
+func (t *Tree[K]) PickFrom(id GroupID) (Sub[K], bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	g := t.groups[id]
+	if g == nil || len(g.members) == 0 {
+		return Sub[K]{}, false
+	}
+	return g.members[g.pick(t.choose)], true
+}
+
 // match walks level i of name (which starts at byte start).
-func (n *node[K]) match(name []byte, ends []int, i, start int, dst []Sub[K]) []Sub[K] {
+func (n *node[K]) match(name []byte, ends []int, i, start int, dst []Sub[K], m *matchCtx[K]) []Sub[K] {
 	sys := i == 0 && IsSys(name)
 	if n.hash != nil && !sys {
-		dst = n.hash.e.appendTo(dst) // '#' matches this level and all below, and the parent
+		dst = n.hash.e.appendTo(dst, m) // '#' matches this level and all below, and the parent
 	}
 	if i == len(ends) {
 		return dst
@@ -442,22 +544,22 @@ func (n *node[K]) match(name []byte, ends []int, i, start int, dst []Sub[K]) []S
 	last := i == len(ends)-1
 	if n.plus != nil && !sys {
 		if last {
-			dst = n.plus.e.appendTo(dst)
+			dst = n.plus.e.appendTo(dst, m)
 			if n.plus.hash != nil {
-				dst = n.plus.hash.e.appendTo(dst) // "a/+/#" matches "a/b"
+				dst = n.plus.hash.e.appendTo(dst, m) // "a/+/#" matches "a/b"
 			}
 		} else {
-			dst = n.plus.match(name, ends, i+1, ends[i]+1, dst)
+			dst = n.plus.match(name, ends, i+1, ends[i]+1, dst, m)
 		}
 	}
 	if c := n.child(level); c != nil {
 		if last {
-			dst = c.e.appendTo(dst)
+			dst = c.e.appendTo(dst, m)
 			if c.hash != nil {
-				dst = c.hash.e.appendTo(dst) // "sport/#" matches "sport"
+				dst = c.hash.e.appendTo(dst, m) // "sport/#" matches "sport"
 			}
 		} else {
-			dst = c.match(name, ends, i+1, ends[i]+1, dst)
+			dst = c.match(name, ends, i+1, ends[i]+1, dst, m)
 		}
 	}
 	return dst
@@ -465,10 +567,10 @@ func (n *node[K]) match(name []byte, ends []int, i, start int, dst []Sub[K]) []S
 
 // matchSlow is match for names deeper than the level array: it finds each
 // level by scanning. Rare; it allocates nothing either.
-func (n *node[K]) matchSlow(name []byte, start int, dst []Sub[K]) []Sub[K] {
+func (n *node[K]) matchSlow(name []byte, start int, dst []Sub[K], m *matchCtx[K]) []Sub[K] {
 	sys := start == 0 && IsSys(name)
 	if n.hash != nil && !sys {
-		dst = n.hash.e.appendTo(dst)
+		dst = n.hash.e.appendTo(dst, m)
 	}
 	if start > len(name) {
 		return dst
@@ -484,20 +586,33 @@ func (n *node[K]) matchSlow(name []byte, start int, dst []Sub[K]) []Sub[K] {
 			continue
 		}
 		if last {
-			dst = c.e.appendTo(dst)
+			dst = c.e.appendTo(dst, m)
 			if c.hash != nil {
-				dst = c.hash.e.appendTo(dst)
+				dst = c.hash.e.appendTo(dst, m)
 			}
 		} else {
-			dst = c.matchSlow(name, end+1, dst)
+			dst = c.matchSlow(name, end+1, dst, m)
 		}
 	}
 	return dst
 }
 
+// dupFrom finds the entry at or after out[from] that s merges into (same
+// key, identifier and options, not shared), or -1.
+func dupFrom[K comparable](out []Sub[K], from int, s Sub[K]) int {
+	for j := from; j < len(out); j++ {
+		if out[j].Key == s.Key && !out[j].Shared && out[j].ID == s.ID && out[j].Opts == s.Opts {
+			return j
+		}
+	}
+	return -1
+}
+
 // Dedup merges, in place, the normal (non-shared) subscriptions of one key
 // into one entry with the highest QoS, as MQTT asks for overlapping
-// subscriptions [MQTT-3.3.5-1]. seen is scratch space reused across calls
+// subscriptions [MQTT-3.3.5-1]. Subscriptions of one key with different
+// MQTT 5 subscription identifiers or options stay apart: each gets its own
+// copy, carrying its own identifier ([MQTT5-3.3.4-5]). seen is scratch space reused across calls
 // (it may be nil for small inputs); the result keeps first-seen order.
 func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 	if len(subs) < 2 {
@@ -509,7 +624,7 @@ func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 			dup := false
 			if !s.Shared {
 				for j := range out {
-					if out[j].Key == s.Key && !out[j].Shared {
+					if out[j].Key == s.Key && !out[j].Shared && out[j].ID == s.ID && out[j].Opts == s.Opts {
 						out[j].QoS = max(out[j].QoS, s.QoS)
 						dup = true
 						break
@@ -526,11 +641,16 @@ func Dedup[K comparable](subs []Sub[K], seen map[K]int) []Sub[K] {
 	clear(seen)
 	for _, s := range subs {
 		if !s.Shared {
+			// seen holds the first entry of each key; a key's other
+			// entries (other identifiers or options) come after it.
 			if j, ok := seen[s.Key]; ok {
-				out[j].QoS = max(out[j].QoS, s.QoS)
-				continue
+				if k := dupFrom(out, j, s); k >= 0 {
+					out[k].QoS = max(out[k].QoS, s.QoS)
+					continue
+				}
+			} else {
+				seen[s.Key] = len(out)
 			}
-			seen[s.Key] = len(out)
 		}
 		out = append(out, s)
 	}

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -71,6 +72,9 @@ scenarios:
   compare  start TinyMQ, Mosquitto and any --broker, run the scenario set against each, print ratios
   certs    write a throwaway CA, server and client certificate (ECDSA P-256) for conn --tls and brokers
 
+conn, fanin, fanout, pairs and compare take --mqtt-version 3.1.1|5 (compare: also 3.1.1,5);
+fanin, fanout, pairs and compare take --topic-alias and --user-props N with 5
+
 run "tinymq-bench <scenario> -h" for its flags`)
 }
 
@@ -99,9 +103,15 @@ func runConn(args []string) error {
 	fs.StringVar(&t.KeyFile, "tls-key", "", "client key (PEM) for mTLS")
 	fs.StringVar(&t.ServerName, "tls-server-name", "", "name to verify the broker's certificate against (default: the host of --addr)")
 	fs.StringVar(&cfg.MetricsURL, "metrics-url", "", "TinyMQ's /metrics URL, to report its Go heap per connection")
+	fs.StringVar(&cfg.MQTTVersion, "mqtt-version", "3.1.1", "protocol of every CONNECT: 3.1.1 or 5 (no CONNECT properties)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	v, err := bench.ParseMQTTVersion(cfg.MQTTVersion)
+	if err != nil {
+		return err
+	}
+	cfg.MQTTVersion = bench.VersionName(v)
 	if *useTLS {
 		cfg.TLS = &t
 	}
@@ -123,7 +133,7 @@ func runConn(args []string) error {
 		}
 		return record(scenario, *label, *version, cfg.Addr, cfg, res)
 	}
-	fmt.Printf("scenario            conn\n")
+	fmt.Printf("scenario            conn, MQTT %s\n", cfg.MQTTVersion)
 	fmt.Printf("broker              %s\n", *label)
 	fmt.Printf("connections         %d (failed %d) via %d workers, %d source addresses\n", res.Connected, res.Failed, res.Workers, res.Sources)
 	fmt.Printf("connect time        %.2fs (%.0f/s)\n", res.ConnectSeconds, res.ConnectsPerSec)
@@ -329,6 +339,9 @@ func runLoad(scenario string, args []string) error {
 	asJSON := fs.Bool("json", false, "print the result as one JSON line")
 	version := fs.String("broker-version", "", "broker version for the report (default: read $SYS/broker/version)")
 	quiet := fs.Bool("quiet", false, "no progress line")
+	fs.StringVar(&cfg.MQTTVersion, "mqtt-version", "3.1.1", "protocol of every connection: 3.1.1 or 5")
+	fs.BoolVar(&cfg.TopicAlias, "topic-alias", false, "MQTT 5: publishers send the topic once with alias 1, then alias 1 alone (if the broker's Topic Alias Maximum allows); subscribers announce Topic Alias Maximum 16")
+	fs.IntVar(&cfg.UserProps, "user-props", 0, "MQTT 5: user properties per PUBLISH (k<i> = 16 bytes), checked in order by the subscribers")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -349,16 +362,50 @@ func runLoad(scenario string, args []string) error {
 	if *asJSON {
 		return record(scenario, *label, *version, cfg.Addr, cfg, res)
 	}
-	fmt.Printf("scenario     %s qos %d, %d publishers, %d subscribers, %d-byte payload, rate %d/s, %v\n",
-		scenario, cfg.QoS, cfg.Publishers, cfg.Subscribers, cfg.Payload, cfg.Rate, cfg.Duration)
+	fmt.Printf("scenario     %s qos %d, MQTT %s, %d publishers, %d subscribers, %d-byte payload, rate %d/s, %v\n",
+		scenario, cfg.QoS, cfg.MQTTVersion, cfg.Publishers, cfg.Subscribers, cfg.Payload, cfg.Rate, cfg.Duration)
 	fmt.Printf("broker       %s\n", *label)
 	fmt.Printf("delivered    %d of %d expected (%d sent): %.0f msgs/s\n", res.Delivered, res.Expected, res.Sent, res.DeliveredPerS)
 	fmt.Printf("lost %d  duplicates %d  out of order %d\n", res.Lost, res.Duplicates, res.OutOfOrder)
+	printV5(cfg, res)
 	fmt.Printf("latency µs   p50 %.0f  p90 %.0f  p99 %.0f  p99.9 %.0f  max %.0f\n", res.P50us, res.P90us, res.P99us, res.P999us, res.MaxUs)
 	if cfg.BrokerPID > 0 {
 		fmt.Printf("broker CPU   %.2f s: %.0f msgs per CPU-second\n", res.BrokerCPU, res.PerBrokerCPU)
 	}
 	return nil
+}
+
+// printV5 prints what a 5.0 load run negotiated and checked.
+func printV5(cfg bench.LoadConfig, res bench.LoadResult) {
+	if cfg.MQTTVersion != "5" {
+		if res.Disconnects > 0 {
+			fmt.Printf("DISCONNECT   %d from the broker (first %s)\n", res.Disconnects, res.DisconnectReason)
+		}
+		return
+	}
+	fmt.Printf("broker CONNACK Receive Maximum %d, Topic Alias Maximum %d\n", res.BrokerReceiveMax, res.BrokerTopicAliasMax)
+	if cfg.TopicAlias {
+		if res.BrokerTopicAliasMax == 0 {
+			fmt.Printf("topic alias  not used: the broker's Topic Alias Maximum is 0, publishers sent full topics\n")
+		} else {
+			fmt.Printf("topic alias  %d of %d publishers aliased; subscribers: %d deliveries by alias from the broker, %d alias errors\n",
+				res.AliasedPublishers, cfg.Publishers, res.AliasedDeliveries, res.AliasErrors)
+		}
+	} else if res.AliasErrors > 0 {
+		fmt.Printf("topic alias  %d alias errors at the subscribers (none announced)\n", res.AliasErrors)
+	}
+	if res.TopicMismatches > 0 {
+		fmt.Printf("topics       %d deliveries on another publisher's topic\n", res.TopicMismatches)
+	}
+	if cfg.UserProps > 0 {
+		fmt.Printf("user props   %d per PUBLISH: %d deliveries checked, %d mismatches\n", cfg.UserProps, res.PropsChecked, res.PropMismatches)
+	}
+	if res.AckErrors > 0 {
+		fmt.Printf("acks         %d PUBACK/PUBREC with a failure code (first %s)\n", res.AckErrors, res.FirstAckReason)
+	}
+	if res.Disconnects > 0 {
+		fmt.Printf("DISCONNECT   %d from the broker (first reason %s)\n", res.Disconnects, res.DisconnectReason)
+	}
 }
 
 func runHTTP(args []string) error {
@@ -473,8 +520,19 @@ func runCompare(args []string) error {
 	plots := fs.String("plots", "", "write SVG plots into this directory")
 	doc := fs.String("update-doc", "", "replace the generated section of this markdown file (docs/benchmarks.md) with this run")
 	asJSON := fs.Bool("json", false, "print JSON lines instead of the table")
+	mqttVersions := fs.String("mqtt-version", "3.1.1", "MQTT versions the load set and --conns run at: 3.1.1, 5, or both in turn (3.1.1,5: rows per version); the fleet and --tls-conns stay at 3.1.1")
+	var v5 bench.V5Options
+	fs.BoolVar(&v5.TopicAlias, "topic-alias", false, "MQTT 5 rows: publishers alias their topic, subscribers announce Topic Alias Maximum 16")
+	fs.IntVar(&v5.UserProps, "user-props", 0, "MQTT 5 rows: user properties per PUBLISH, checked by the subscribers")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	versions, err := bench.ParseMQTTVersions(*mqttVersions)
+	if err != nil {
+		return err
+	}
+	if (v5.TopicAlias || v5.UserProps != 0) && !slices.Contains(versions, "5") {
+		return fmt.Errorf("--topic-alias and --user-props need --mqtt-version 5 (or 3.1.1,5)")
 	}
 	dir, err := os.MkdirTemp("", "tinymq-compare-")
 	if err != nil {
@@ -483,23 +541,23 @@ func runCompare(args []string) error {
 	defer os.RemoveAll(dir)
 	starters := map[string]func() (*bench.Broker, error){}
 	var order []string
-	versions := map[string]string{}
+	brokerVersions := map[string]string{}
 	if *tinymqBin != "" {
 		starters["tinymq"] = func() (*bench.Broker, error) { return bench.StartTinyMQ(*tinymqBin) }
 		order = append(order, "tinymq")
-		versions["tinymq"] = "tinymq " + gitVersion()
+		brokerVersions["tinymq"] = "tinymq " + gitVersion()
 	}
 	if *mosqBin != "" {
 		starters["mosquitto"] = func() (*bench.Broker, error) { return bench.StartMosquitto(*mosqBin, dir) }
 		order = append(order, "mosquitto")
-		versions["mosquitto"] = mosquittoVersion(*mosqBin)
+		brokerVersions["mosquitto"] = mosquittoVersion(*mosqBin)
 	}
 	for _, o := range others {
 		starters[o.label] = func() (*bench.Broker, error) { return bench.StartCommand(o.label, o.command, dir) }
 		order = append(order, o.label)
-		versions[o.label] = o.command
+		brokerVersions[o.label] = o.command
 	}
-	opts := bench.CompareOptions{Log: os.Stderr}
+	opts := bench.CompareOptions{Log: os.Stderr, Versions: versions, V5: v5}
 	if *load {
 		opts.Set = bench.DefaultCompareSet(*d)
 	}
@@ -533,8 +591,8 @@ func runCompare(args []string) error {
 		for _, o := range tlsOthers {
 			opts.TLSStarters[o.label] = func() (*bench.Broker, error) { return bench.StartCommandTLS(o.label, o.command, dir, srv) }
 			opts.TLSOrder = append(opts.TLSOrder, o.label)
-			if _, ok := versions[o.label]; !ok {
-				versions[o.label] = o.command
+			if _, ok := brokerVersions[o.label]; !ok {
+				brokerVersions[o.label] = o.command
 			}
 		}
 	}
@@ -571,25 +629,29 @@ func runCompare(args []string) error {
 		}
 	}
 	if *asJSON {
-		for i, r := range rep.Rows {
+		for _, r := range rep.Rows {
 			for _, b := range order {
-				rec := bench.Record{Run: runID, Scenario: r.Scenario, Broker: b, BrokerVersion: versions[b], Params: opts.Set[i].Load, Result: r.Results[b]}
+				rec := bench.Record{Run: runID, Scenario: r.Scenario, Broker: b, BrokerVersion: brokerVersions[b], Params: r.Load, Result: r.Results[b]}
 				if err := bench.WriteRecord(os.Stdout, rec); err != nil {
 					return err
 				}
 			}
 		}
 		for _, b := range order {
-			if c, ok := rep.Conn[b]; ok {
-				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "conn", Broker: b, BrokerVersion: versions[b], Params: opts.Conns, Result: c})
+			for _, v := range rep.Versions {
+				if c, ok := rep.Conn[v][b]; ok {
+					p := opts.Conns
+					p.MQTTVersion = v
+					_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "conn", Broker: b, BrokerVersion: brokerVersions[b], Params: p, Result: c})
+				}
 			}
 			if f, ok := rep.Fleet[b]; ok {
-				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "fleet", Broker: b, BrokerVersion: versions[b], Params: opts.Fleet, Result: f})
+				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "fleet", Broker: b, BrokerVersion: brokerVersions[b], Params: opts.Fleet, Result: f})
 			}
 		}
 		for _, b := range opts.TLSOrder {
 			if c, ok := rep.TLS[b]; ok {
-				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "conn-tls", Broker: b, BrokerVersion: versions[b], Params: opts.TLS, Result: c})
+				_ = bench.WriteRecord(os.Stdout, bench.Record{Run: runID, Scenario: "conn-tls", Broker: b, BrokerVersion: brokerVersions[b], Params: opts.TLS, Result: c})
 			}
 		}
 		return nil
@@ -614,7 +676,7 @@ func runCompare(args []string) error {
 			brokers = append(brokers, fmt.Sprintf("TinyMQ (git %s, `%s`)", gitVersion(), *tinymqBin))
 		}
 		if *mosqBin != "" {
-			brokers = append(brokers, fmt.Sprintf("%s (`%s`, persistence off, anonymous, no connection limit)", versions["mosquitto"], *mosqBin))
+			brokers = append(brokers, fmt.Sprintf("%s (`%s`, persistence off, anonymous, no connection limit)", brokerVersions["mosquitto"], *mosqBin))
 		}
 		for _, o := range others {
 			brokers = append(brokers, fmt.Sprintf("%s (`%s`)", o.label, o.command))

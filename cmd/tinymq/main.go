@@ -14,11 +14,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -96,6 +98,15 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.BoolVar(&o.Persistence, "persistence", true, "keep retained messages and persistent sessions in --data-dir across restarts (false: memory only)")
 	fsync := fs.String("fsync", "interval", "when a write is durable: always (QoS 1/2 acknowledged once synced), interval (synced every --fsync-interval) or none (the OS decides)")
 	fs.DurationVar(&o.FsyncInterval, "fsync-interval", time.Second, "how often --fsync interval syncs the write-ahead log")
+	fs.Var(secondsValue{&o.MaxSessionExpiry}, "max-session-expiry", "cap on the Session Expiry Interval an MQTT 5 client may ask for: a `duration` of whole seconds (0: no cap)")
+	fs.Var(rangeInt{&o.MaxKeepAlive, 1, 65535}, "max-keepalive", "longest keep-alive in `seconds`, 1 to 65535 (Mosquitto's max_keepalive): MQTT 5 clients asking for more (or for none, when this is below 65535) are told this; 3.x clients asking for more are refused")
+	fs.Var(rangeInt{&o.ReceiveMaximum, 1, 65535}, "receive-maximum", "`count` (1 to 65535) of QoS 1/2 PUBLISHes a client may have unacknowledged by the broker (announced to MQTT 5 clients)")
+	fs.Var(rangeInt{&o.MaxTopicAlias, 0, 65535}, "max-topic-alias", "`count` (0 to 65535) of topic aliases an MQTT 5 client may set (Mosquitto's max_topic_alias; 0: none)")
+	fs.Var(rangeInt{&o.MaxTopicAliasOut, 0, 65535}, "max-topic-alias-out", "`count` (0 to 65535) of topic aliases the broker assigns per MQTT 5 connection for topics it sends (0: never)")
+	fs.StringVar(&o.ServerReference, "server-reference", "", "redirect every client to this server: MQTT 5 CONNECTs are refused with 0x9C (0x9D with --server-moved) naming it, 3.x with CONNACK 3")
+	fs.BoolVar(&o.ServerMoved, "server-moved", false, "the --server-reference redirect is permanent (0x9D server moved, not 0x9C use another server)")
+	fs.StringVar(&o.ResponseInformation, "response-information", "", "base of response topics sent to MQTT 5 clients that request response information; the client id is appended (empty: none)")
+	fs.StringVar(&o.SharedStrategy, "shared-strategy", engine.SharedRoundRobin, "which member of a $share group gets a message: round_robin, random or least_loaded (members that cannot take it now are skipped)")
 	fs.BoolVar(&o.ReturnIdleMemory, "return-idle-memory", d.ReturnIdleMemory, "give free heap pages back to the OS when a burst of allocation (a connect storm) is over")
 	fs.DurationVar(&o.SysInterval, "sys-interval", d.SysInterval, "how often $SYS topics are published (0 or negative: never)")
 	fs.StringVar(&o.PasswordFile, "password-file", "", "Mosquitto password file (mosquitto_passwd or `tinymq passwd`): users and their hashed passwords")
@@ -174,6 +185,17 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	if o.FsyncInterval <= 0 {
 		return nil, errors.New("--fsync-interval: must be above 0")
 	}
+	if o.ServerMoved && o.ServerReference == "" {
+		return nil, errors.New("--server-moved needs --server-reference")
+	}
+	// On the command line 0 means none; for engine.Options 0 means the
+	// default and a negative value none.
+	if o.MaxTopicAlias == 0 {
+		o.MaxTopicAlias = -1
+	}
+	if o.MaxTopicAliasOut == 0 {
+		o.MaxTopicAliasOut = -1
+	}
 	if o.SysInterval <= 0 {
 		o.SysInterval = -1 // documented: 0 or negative disables $SYS
 	}
@@ -213,11 +235,99 @@ func readConfig(path string, apply func(name, value, from string) error) error {
 		}
 		name = strings.TrimPrefix(strings.TrimSpace(name), "--")
 		value = strings.Trim(strings.TrimSpace(value), `"`)
+		if m, ok := mosquittoNames[name]; ok {
+			name = m.flag
+			if m.convert != nil {
+				v, err := m.convert(value)
+				if err != nil {
+					return fmt.Errorf("%s:%d: %s: %w", path, n, name, err)
+				}
+				value = v
+			}
+		}
 		if err := apply(name, value, fmt.Sprintf("%s:%d", path, n)); err != nil {
 			return err
 		}
 	}
 	return sc.Err()
+}
+
+// mosquittoNames maps the mosquitto.conf settings whose meaning TinyMQ
+// shares to its flags, so that those lines of a Mosquitto configuration
+// can be kept as they are; convert, when set, rewrites the value.
+var mosquittoNames = map[string]struct {
+	flag    string
+	convert func(string) (string, error)
+}{
+	"max_keepalive":                {flag: "max-keepalive"},
+	"max_topic_alias":              {flag: "max-topic-alias"},
+	"persistent_client_expiration": {flag: "session-expiry", convert: mosquittoExpiration},
+	"allow_anonymous":              {flag: "allow-anonymous"},
+	"password_file":                {flag: "password-file"},
+	"acl_file":                     {flag: "acl-file"},
+}
+
+// mosquittoExpiration turns Mosquitto's persistent_client_expiration value
+// (a count and one of h, d, w, m, y: hours, days, weeks, 30-day months,
+// 365-day years) into a Go duration.
+func mosquittoExpiration(v string) (string, error) {
+	units := map[byte]int64{'h': 3600, 'd': 86400, 'w': 7 * 86400, 'm': 30 * 86400, 'y': 365 * 86400}
+	if len(v) < 2 || units[v[len(v)-1]] == 0 {
+		return "", fmt.Errorf("%q: want a count and h, d, w, m or y (as mosquitto.conf)", v)
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 32)
+	if err != nil || n <= 0 {
+		return "", fmt.Errorf("%q: want a positive count before the unit", v)
+	}
+	return (time.Duration(n*units[v[len(v)-1]]) * time.Second).String(), nil
+}
+
+// rangeInt is an integer flag that refuses values outside [min, max].
+type rangeInt struct {
+	p        *int
+	min, max int
+}
+
+func (r rangeInt) String() string {
+	if r.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*r.p)
+}
+
+func (r rangeInt) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not an integer")
+	}
+	if n < r.min || n > r.max {
+		return fmt.Errorf("%d out of range %d to %d", n, r.min, r.max)
+	}
+	*r.p = n
+	return nil
+}
+
+// secondsValue is a duration flag in whole seconds from 0 to 2^32-1, the
+// range of an MQTT 5 Session Expiry Interval.
+type secondsValue struct{ p *time.Duration }
+
+func (s secondsValue) String() string {
+	if s.p == nil {
+		return "0s"
+	}
+	return s.p.String()
+}
+
+func (s secondsValue) Set(v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("not a duration (e.g. 90s, 24h)")
+	}
+	if d < 0 || d > math.MaxUint32*time.Second || d%time.Second != 0 {
+		return fmt.Errorf("%v: want whole seconds from 0 to %d", d, uint32(math.MaxUint32))
+	}
+	*s.p = d
+	return nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {

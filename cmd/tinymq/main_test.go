@@ -208,3 +208,101 @@ func TestParseTLS(t *testing.T) {
 		t.Fatalf("TLS listeners on by default: %q %q", cfg.opts.TLSAddr, cfg.opts.HTTPSAddr)
 	}
 }
+
+// The MQTT 5 settings: flags, environment, config file (with Mosquitto's
+// names), the command line's "0: none" for topic aliases, and clear errors.
+func TestParseMQTT5(t *testing.T) {
+	cfg, err := parse(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := engine.DefaultOptions()
+	if o := cfg.opts; o.MaxKeepAlive != d.MaxKeepAlive || o.ReceiveMaximum != d.ReceiveMaximum || o.MaxTopicAlias != d.MaxTopicAlias ||
+		o.MaxTopicAliasOut != d.MaxTopicAliasOut || o.MaxSessionExpiry != 0 || o.ServerReference != "" || o.ServerMoved || o.ResponseInformation != "" {
+		t.Fatalf("v5 defaults: %+v", o)
+	}
+	cfg, err = parse([]string{"--max-session-expiry", "1h", "--max-keepalive", "120", "--receive-maximum", "20",
+		"--max-topic-alias", "0", "--max-topic-alias-out", "0", "--server-reference", "other:1883", "--server-moved",
+		"--response-information", "resp/"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := cfg.opts
+	if o.MaxSessionExpiry != time.Hour || o.MaxKeepAlive != 120 || o.ReceiveMaximum != 20 || o.ServerReference != "other:1883" ||
+		!o.ServerMoved || o.ResponseInformation != "resp/" {
+		t.Fatalf("flags: %+v", o)
+	}
+	if o.MaxTopicAlias != -1 || o.MaxTopicAliasOut != -1 {
+		t.Fatalf("--max-topic-alias 0 / --max-topic-alias-out 0: got %d, %d; want -1, -1 (none)", o.MaxTopicAlias, o.MaxTopicAliasOut)
+	}
+	cfg, err = parse(nil, env(map[string]string{"TINYMQ_RECEIVE_MAXIMUM": "7", "TINYMQ_MAX_TOPIC_ALIAS_OUT": "3", "TINYMQ_MAX_SESSION_EXPIRY": "90s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := cfg.opts; o.ReceiveMaximum != 7 || o.MaxTopicAliasOut != 3 || o.MaxSessionExpiry != 90*time.Second {
+		t.Fatalf("env: receive %d alias-out %d expiry %v", o.ReceiveMaximum, o.MaxTopicAliasOut, o.MaxSessionExpiry)
+	}
+
+	// A config file mixing our names and Mosquitto's.
+	file := filepath.Join(t.TempDir(), "tinymq.conf")
+	conf := "max_keepalive 60\nmax_topic_alias 5\npersistent_client_expiration 2d\nallow_anonymous false\nreceive-maximum = 100\n"
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err = parse([]string{"--config", file}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o = cfg.opts
+	if o.MaxKeepAlive != 60 || o.MaxTopicAlias != 5 || o.SessionExpiry != 48*time.Hour || o.ReceiveMaximum != 100 ||
+		o.AllowAnonymous == nil || *o.AllowAnonymous {
+		t.Fatalf("config file: keepalive %d alias %d expiry %v receive %d anonymous %v", o.MaxKeepAlive, o.MaxTopicAlias, o.SessionExpiry, o.ReceiveMaximum, o.AllowAnonymous)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		conf string
+		want string
+	}{
+		{args: []string{"--receive-maximum", "0"}, want: "0 out of range 1 to 65535"},
+		{args: []string{"--receive-maximum", "65536"}, want: "65536 out of range 1 to 65535"},
+		{args: []string{"--max-keepalive", "0"}, want: "max-keepalive: 0 out of range 1 to 65535"},
+		{args: []string{"--max-topic-alias", "-1"}, want: "-1 out of range 0 to 65535"},
+		{args: []string{"--max-topic-alias-out", "x"}, want: "not an integer"},
+		{args: []string{"--max-session-expiry", "1.5s"}, want: "want whole seconds"},
+		{args: []string{"--max-session-expiry", "-1s"}, want: "want whole seconds"},
+		{args: []string{"--max-session-expiry", "5000000000s"}, want: "want whole seconds"},
+		{args: []string{"--server-moved"}, want: "--server-moved needs --server-reference"},
+		{env: map[string]string{"TINYMQ_MAX_KEEPALIVE": "70000"}, want: "TINYMQ_MAX_KEEPALIVE: max-keepalive: 70000 out of range"},
+		{conf: "max_topic_alias 70000\n", want: ":1: max-topic-alias: 70000 out of range"},
+		{conf: "persistent_client_expiration 3s\n", want: ":1: session-expiry: \"3s\": want a count and h, d, w, m or y"},
+		{conf: "persistent_client_expiration -2d\n", want: "want a positive count"},
+	} {
+		args := tc.args
+		if tc.conf != "" {
+			if err := os.WriteFile(file, []byte(tc.conf), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = []string{"--config", file}
+		}
+		_, err := parse(args, env(tc.env))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parse(%v, env %v, conf %q): %v; want an error containing %q", tc.args, tc.env, tc.conf, err, tc.want)
+		}
+	}
+}
+
+// Mosquitto's expiration units, each once.
+func TestMosquittoExpiration(t *testing.T) {
+	for in, want := range map[string]time.Duration{"1h": time.Hour, "3d": 72 * time.Hour, "2w": 14 * 24 * time.Hour,
+		"1m": 30 * 24 * time.Hour, "1y": 365 * 24 * time.Hour} {
+		got, err := mosquittoExpiration(in)
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if d, _ := time.ParseDuration(got); d != want {
+			t.Errorf("%s: got %s; want %v", in, got, want)
+		}
+	}
+}
