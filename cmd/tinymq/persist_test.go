@@ -8,10 +8,16 @@ import (
 	"github.com/tinymq/tinymq/engine/store"
 )
 
-// TestMain points every broker the tests run (in process, or this binary
-// re-executed as main) at a data directory of its own, so that no test
-// leaves ./data behind in the package directory.
+// TestMain runs the brokers these tests start (in process, or this binary
+// re-executed as main) in memory, since several may run at once and the
+// data directory takes one; and points them at a temporary data directory
+// anyway, so that none leaves ./data behind in the package directory.
+// Persistence itself is tested in engine (persist_*_test.go), the binary
+// included.
 func TestMain(m *testing.M) {
+	if os.Getenv("TINYMQ_PERSISTENCE") == "" {
+		os.Setenv("TINYMQ_PERSISTENCE", "false")
+	}
 	if os.Getenv("TINYMQ_DATA_DIR") == "" {
 		dir, err := os.MkdirTemp("", "tinymq-cmd-test-")
 		if err != nil {
