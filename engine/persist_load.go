@@ -23,7 +23,18 @@ func (b *Broker) recover() error {
 	var (
 		nQueued, dropped int
 		page             []store.Queued
+		// One message per store message id, as before the restart: a
+		// message queued for many sessions is loaded once.
+		shared = map[uint64]*message{}
 	)
+	msgOf := func(id uint64, m *store.Message) *message {
+		if x := shared[id]; x != nil {
+			return x
+		}
+		x := storedMessage(m)
+		shared[id] = x
+		return x
+	}
 	stats, err := p.st.Load(store.Loader{
 		Retained: func(m store.Message) error {
 			b.retained.Set(m.Topic, newMessage(m.Topic, m.Payload, m.Props, m.QoS, true, expirySecond(m.Expiry)))
@@ -57,7 +68,7 @@ func (b *Broker) recover() error {
 				rel := f.State == store.PubrelSent
 				m := &message{}
 				if f.Message.Topic != nil {
-					m = storedMessage(&f.Message)
+					m = msgOf(f.MsgID, &f.Message)
 				} else if !rel {
 					// Its message record is missing: nothing to re-send.
 					if gone == nil {
@@ -84,7 +95,7 @@ func (b *Broker) recover() error {
 				}
 				for i := range page {
 					q := &page[i]
-					m := storedMessage(&q.Message)
+					m := msgOf(q.MsgID, &q.Message)
 					st.q = append(st.q, queued{m: m, qos: q.QoS, retain: q.Retain, pos: q.Pos, mid: q.MsgID, sid: subID(s, m.topic)})
 					st.qBytes += len(m.payload)
 				}
