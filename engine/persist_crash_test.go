@@ -100,8 +100,9 @@ func TestPersistCrashSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { pubDone <- crashPublisher(addr, stop, func(n int) { mu.Lock(); acked[n] = true; mu.Unlock() }) }()
+	seed := rnd.Int64() // rnd is the test goroutine's
 	go func() {
-		subDone <- crashSubscriber(addr, subStop, rnd.Int64(), func(n int) { mu.Lock(); received = append(received, n); mu.Unlock() })
+		subDone <- crashSubscriber(addr, subStop, seed, func(n int) { mu.Lock(); received = append(received, n); mu.Unlock() })
 	}()
 
 	for i := range cycles {
