@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,6 +120,12 @@ func recoveryChild(dir string) {
 	took := time.Since(t0)
 	sn := b.Snapshot()
 	runtime.GC()
+	if path := os.Getenv("TINYMQ_RECOVERY_HEAP"); path != "" { // where the memory is
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
 	fmt.Printf("RECOVERY retained=%d offline=%d queued=%d new=%v rss_before=%dkB rss_after=%dkB peak=%dkB\n",
 		sn.Retained, sn.SessionsOffline, sn.Queued, took.Round(time.Millisecond), before, vmKB("VmRSS"), vmKB("VmHWM"))
 	_ = b.closeStore()
