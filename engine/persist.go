@@ -83,6 +83,7 @@ type loopPersist struct {
 	held       []heldAck       // in arrival order; seqs never decrease, the unassigned ones at the tail
 	heldBy     map[*conn]int32 // held acknowledgements per connection
 	unassigned int             // held acknowledgements at the tail with seq 0
+	pageWant   []*session      // sessions whose queue wants its next page from the store (persist_queue.go)
 	durRun     gnet.Runnable
 	waiting    atomic.Bool // held is not empty
 	durPending atomic.Bool // a durRun is on its way
@@ -238,10 +239,13 @@ func (b *Broker) persistFlush(l *loop) {
 		return
 	}
 	ps := &l.ps
-	if !p.pending.Load() && ps.unassigned == 0 {
+	if !p.pending.Load() && ps.unassigned == 0 && len(ps.pageWant) == 0 {
 		return
 	}
 	seq, ok := p.flush()
+	if len(ps.pageWant) > 0 {
+		l.requestPages(seq)
+	}
 	if !ok || ps.unassigned == 0 {
 		return
 	}
@@ -409,11 +413,41 @@ func (r *router) persistQueued(s *session) {
 	if p == nil || !s.persisted {
 		return
 	}
-	e := &s.st.q[len(s.st.q)-1]
+	st := s.st
+	last := len(st.q) - 1
+	e := &st.q[last]
+	// Offline, or behind a queue that goes on in the store: the entry is
+	// kept in the store only (persist_queue.go), and the bound counts
+	// what is there.
+	toDisk := s.c == nil || st.spill.on
+	total := last + st.onDisk() // with e: qTail counts it already
+	if !st.spill.on {
+		total++
+	}
+	if toDisk && total > r.b.opts.MaxQueuedMsgs {
+		st.qBytes -= len(e.m.payload)
+		st.q[last] = queued{}
+		st.q = st.q[:last]
+		st.qTail--
+		if s.fullSince == 0 {
+			s.fullSince = uint32(r.b.now.Load())
+		}
+		r.stats.dropped.Add(1)
+		r.stats.droppedQueueFull.Add(1)
+		return
+	}
 	bt := p.begin()
 	e.mid = r.storeID(bt)
 	bt.Enqueue(s.id, e.pos, e.mid, e.qos, e.retain)
 	p.end(r.l)
+	if toDisk {
+		if !st.spill.on {
+			st.spill = spill{on: true, after: e.pos - 1}
+		}
+		st.qBytes -= len(e.m.payload)
+		st.q[last] = queued{}
+		st.q = st.q[:last]
+	}
 }
 
 // persistSent records the message just put in flight to s (s.mu held).
@@ -563,6 +597,7 @@ func (b *Broker) persistOffline(s *session) {
 	bt := p.begin()
 	bt.SetSession(s.id, &store.SessionInfo{ProtocolVersion: uint8(s.version), Expiry: deadline, Props: sessionProps(&props, s)})
 	p.end(nil)
+	s.spillLocked() // the queue waits in the store (persist_queue.go)
 }
 
 // persistDiscard deletes a discarded session's records (s.mu held): clean

@@ -22,7 +22,6 @@ func (b *Broker) recover() error {
 	now32 := uint32(now.Unix())
 	var (
 		nQueued, dropped int
-		page             []store.Queued
 		// One message per store message id, as before the restart: a
 		// message queued for many sessions is loaded once.
 		shared = map[uint64]*message{}
@@ -88,19 +87,10 @@ func (b *Broker) recover() error {
 			st.qos2in = append(st.qos2in, rs.QoS2In...)
 			st.qTail = rs.QueueTail
 			if rs.QueueTail != 0 {
-				var err error
-				page, err = p.st.Queue(s.id, rs.QueueHead-1, b.opts.MaxQueuedMsgs, page[:0])
-				if err != nil {
-					return err
-				}
-				for i := range page {
-					q := &page[i]
-					m := msgOf(q.MsgID, &q.Message)
-					st.q = append(st.q, queued{m: m, qos: q.QoS, retain: q.Retain, pos: q.Pos, mid: q.MsgID, sid: subID(s, m.topic)})
-					st.qBytes += len(m.payload)
-				}
-				nQueued += len(page)
-				clear(page)
+				// The queue stays in the store until its client is back
+				// (persist_queue.go).
+				st.spill = spill{on: true, after: rs.QueueHead - 1}
+				nQueued += int(rs.QueueTail - rs.QueueHead + 1)
 			}
 			s.since = since
 			b.sessions.Put(s)

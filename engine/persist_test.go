@@ -542,3 +542,65 @@ func TestPersistSessionExpiryRestart(t *testing.T) {
 		return b.sessions.Get("left") == nil
 	})
 }
+
+// An offline persistent session's queue is in the store, not in memory;
+// when its client is back it is paged in order, and messages published
+// meanwhile come after it. The queue bound counts what is in the store.
+func TestPersistOfflineQueueOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	const n = 1000
+	b := persistentBroker(t, dir, store.FsyncInterval, func(o *Options) { o.MaxQueuedMsgs = n })
+	p1 := connected(t, b.MQTTAddr(), "p1", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("d/#"), QoS: 1})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	for i := range n + 1 { // the last one is over the bound
+		pub.publish("d/x", fmt.Sprint(i), 1, false, uint16(i+1))
+		pub.expect(codec.TypePuback, 5*time.Second)
+	}
+	b.sessMu.Lock()
+	s := b.sessions.Get("p1")
+	b.sessMu.Unlock()
+	s.mu.Lock()
+	inMem, onDisk := len(s.st.q), s.st.onDisk()
+	s.mu.Unlock()
+	if inMem != 0 || onDisk != n {
+		t.Fatalf("offline queue: %d in memory, %d in the store; want 0 and %d", inMem, onDisk, n)
+	}
+	if got := b.Stats().DroppedQueueFull; got != 1 {
+		t.Fatalf("%d dropped at the bound; want 1", got)
+	}
+	if q := b.Snapshot().Queued; q != n {
+		t.Fatalf("queued gauge %d; want %d", q, n)
+	}
+
+	p1 = dialRaw(t, b.MQTTAddr())
+	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session present = 0")
+	}
+	for i := range n + 5 {
+		if i == 10 { // published while the queue is being paged: after it
+			for k := range 5 {
+				pub.publish("d/x", fmt.Sprintf("live-%d", k), 1, false, uint16(2000+k))
+				pub.expect(codec.TypePuback, 5*time.Second)
+			}
+		}
+		p := p1.expectPublish(5 * time.Second)
+		want := fmt.Sprint(i)
+		if i >= n {
+			want = fmt.Sprintf("live-%d", i-n)
+		}
+		if string(p.Payload) != want {
+			t.Fatalf("message %d: %q; want %q", i, p.Payload, want)
+		}
+		p1.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID))
+	}
+	p1.expectNothing(200 * time.Millisecond)
+	s.mu.Lock()
+	spilled, left := s.st.spill.on, s.queuedLocked()
+	s.mu.Unlock()
+	if spilled || left != 0 {
+		t.Fatalf("after draining: spill %v, %d queued", spilled, left)
+	}
+}

@@ -46,6 +46,7 @@ type sessionState struct {
 	qos2in   []uint16   // inbound QoS 2 ids received and not yet released [MQTT-4.3.3-2]
 	seq      uint64     // SSE: last event id
 	qTail    uint64     // last queue position given out (persist.go: store queue keys)
+	spill    spill      // persist.go: the part of the queue that is in the store only
 	v5       *sess5     // MQTT 5 connection and session state (v5.go); nil for 3.x
 }
 
@@ -77,7 +78,7 @@ func (s *session) queuedLocked() int {
 	if s.st == nil {
 		return 0
 	}
-	return len(s.st.q)
+	return len(s.st.q) + s.st.onDisk() // persist.go: and those only in the store
 }
 
 // inflightLocked is the number of outbound messages awaiting acknowledgement.
@@ -257,6 +258,7 @@ func (s *session) drainLocked(b *Broker) bool {
 		}
 		if len(st.q) == 0 {
 			st.q = nil
+			s.wantPageLocked(b) // persist.go: the queue goes on in the store
 		}
 	}
 	if s.queuedLocked() < b.opts.MaxQueuedMsgs && !s.blockedLocked(limit) {
