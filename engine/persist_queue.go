@@ -100,7 +100,9 @@ func (l *loop) requestPages(seq uint64) {
 			})
 			if l.el.Execute(context.Background(), run) != nil {
 				s.mu.Lock()
-				s.st.spill.paging = false // shutting down
+				if s.st != nil {
+					s.st.spill.paging = false // shutting down
+				}
 				s.mu.Unlock()
 			}
 		})

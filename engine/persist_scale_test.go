@@ -20,7 +20,8 @@ import (
 // store, then starts a broker on it in a child process and reports how
 // long recovery took and the child's peak RSS. Small by default (checks
 // the counts); TINYMQ_RECOVERY_SCALE=1 writes the figure:
-// 1,000,000 retained messages and 100,000 sessions with 10 queued each.
+// 1,000,000 retained messages and 100,000 sessions with 10 queued each;
+// TINYMQ_RECOVERY_RETAINED, _SESSIONS and _QUEUED set each count.
 func TestPersistRecoveryScale(t *testing.T) {
 	if dir := os.Getenv("TINYMQ_RECOVERY_CHILD"); dir != "" {
 		recoveryChild(dir)
@@ -29,6 +30,14 @@ func TestPersistRecoveryScale(t *testing.T) {
 	retained, sessions, queued := 10000, 1000, 10
 	if os.Getenv("TINYMQ_RECOVERY_SCALE") == "1" {
 		retained, sessions = 1000000, 100000
+	}
+	for _, v := range []struct {
+		env string
+		dst *int
+	}{{"TINYMQ_RECOVERY_RETAINED", &retained}, {"TINYMQ_RECOVERY_SESSIONS", &sessions}, {"TINYMQ_RECOVERY_QUEUED", &queued}} {
+		if x, err := strconv.Atoi(os.Getenv(v.env)); err == nil && x >= 0 {
+			*v.dst = x
+		}
 	}
 	dir := t.TempDir()
 	t0 := time.Now()
