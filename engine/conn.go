@@ -84,6 +84,7 @@ const (
 	closeUnsupportedVersion
 	closeRedirected
 	closeKeepAliveTooLong
+	closeDisconnectWithWill
 	closeEmptyClientID
 	closeClientIDTooLong
 	closeNotAuthorized
@@ -104,6 +105,7 @@ var closeCauseText = [...]string{
 	closeUnsupportedVersion: "unsupported protocol version",
 	closeRedirected:         "redirected to another server",
 	closeKeepAliveTooLong:   "keep-alive above the maximum",
+	closeDisconnectWithWill: "disconnect with will message",
 	closeEmptyClientID:      "empty client id without clean session",
 	closeClientIDTooLong:    "client id too long",
 	closeNotAuthorized:      "not authorized",
