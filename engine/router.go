@@ -103,6 +103,8 @@ type router struct {
 	readOf *auth.Grants
 	readOK bool
 
+	top topicSampler // the dashboard's busiest topics (dashboard.go)
+
 	cur struct {
 		topic, payload []byte
 		props          []byte // MQTT 5 properties kept with the message (forwardProps)
@@ -266,6 +268,9 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 		}
 	}
 	r.matches = topic.Dedup(b.subs.Match(topicName, r.matches[:0]), r.seen)
+	if r.top.skip--; r.top.skip <= 0 {
+		r.top.sample(topicName) // one PUBLISH in 64 on average
+	}
 	r.msg = owned
 	r.setCur(topicName, payload, props, qos, retain, expiry)
 	r.cur.from = from
