@@ -749,6 +749,29 @@ func TestDashboardInChromium(t *testing.T) {
 		return f.State == "live" && f.Updates >= 1 && count(f.MsgsIn) > count(f2.MsgsIn)
 	},
 		"a second load with larger figures")
+
+	// Search, then disconnect one client with its button.
+	var ok bool
+	if err := c.eval(`(() => { const s = document.getElementById("search"); s.value = "THERMO";
+		s.dispatchEvent(new Event("input")); return true; })()`, &ok); err != nil {
+		t.Fatal(err)
+	}
+	figures(func(f pageFigures) bool { return f.Rows == 4 && f.Kick == 4 }, "search for thermostats")
+	if err := c.eval(`(() => { window.confirm = () => true;
+		for (const tr of document.querySelectorAll("#client-list tbody tr"))
+			if (tr.cells[0].textContent === "thermostat-4") { tr.querySelector("button.kick").click(); return true; }
+		return false; })()`, &ok); err != nil || !ok {
+		t.Fatalf("click disconnect: %v %v", ok, err)
+	}
+	waitFor(t, 10*time.Second, "thermostat-4 disconnected by the button", func() bool {
+		for _, ci := range b.Clients() {
+			if ci.ClientID == "thermostat-4" {
+				return false
+			}
+		}
+		return true
+	})
+	figures(func(f pageFigures) bool { return f.Rows == 3 }, "the list without thermostat-4")
 }
 
 // pahoClientWith connects a 3.1.1 paho client with credentials.
