@@ -78,6 +78,7 @@ type Broker struct {
 	date     atomic.Pointer[[]byte] // HTTP Date header value, refreshed every tick
 	stopSys  chan struct{}
 	sysDone  chan struct{}
+	dash     dashState // the live dashboard (dashboard.go)
 }
 
 // New validates opts and builds a broker. Call Start to listen.
@@ -395,6 +396,7 @@ func (b *Broker) OnTick() (time.Duration, gnet.Action) {
 		return time.Second, gnet.None
 	}
 	b.expireSessions(now.Unix())
+	b.dashBuild(now)
 	if b.opts.ReturnIdleMemory {
 		b.memReturn.tick(now)
 	}

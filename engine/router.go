@@ -111,6 +111,8 @@ type router struct {
 	readOf *auth.Grants
 	readOK bool
 
+	top topicSampler // the dashboard's busiest topics (dashboard.go)
+
 	cur struct {
 		topic, payload []byte
 		props          []byte // MQTT 5 properties kept with the message (forwardProps)
@@ -275,6 +277,9 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 	}
 	m, g := b.subs.MatchGroups(topicName, r.matches[:0], r.groups[:0])
 	r.matches, r.groups = topic.Dedup(m, r.seen), g
+	if r.top.skip--; r.top.skip <= 0 {
+		r.top.sample(topicName) // one PUBLISH in 64 on average
+	}
 	r.msg = owned
 	r.setCur(topicName, payload, props, qos, retain, expiry)
 	r.cur.from = from
