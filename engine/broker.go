@@ -76,6 +76,7 @@ type Broker struct {
 	date     atomic.Pointer[[]byte] // HTTP Date header value, refreshed every tick
 	stopSys  chan struct{}
 	sysDone  chan struct{}
+	bridges  bridgeHook // bridges' credentials, status and $SYS notifications (bridgehook.go)
 }
 
 // New validates opts and builds a broker. Call Start to listen.
@@ -103,6 +104,7 @@ func New(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.sys = newRouter(b, nil, &b.sysStats)
+	b.initBridgeHook()
 	b.rate = newConnRate(o)
 	b.now.Store(time.Now().Unix())
 	if err := b.setupAuth(); err != nil {

@@ -44,6 +44,9 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		return err // malformed CONNECT: close without CONNACK [MQTT-3.1.4-1]
 	}
 	c.version = p.Version
+	if p.Bridge {
+		c.ext().bridge = true // a 3.x bridge (bridgehook.go)
+	}
 	if ref := b.opts.ServerReference; ref != "" {
 		// Redirected (Options.ServerReference): v5 clients are told
 		// where to go, 3.x ones that the server is unavailable.
