@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -37,16 +38,20 @@ type BridgeInfo struct {
 	BytesIn        uint64 `json:"bytes_in"`     // payload bytes
 	Dropped        uint64 `json:"dropped"`      // messages the bridge could not carry (refused by the other side)
 	LastError      string `json:"last_error,omitempty"`
-	Queued         int    `json:"queued"`   // messages the broker holds for the remote (the local session's queue)
-	Inflight       int    `json:"inflight"` // sent to the bridge, awaiting the remote's acknowledgement
+	Queued         int    `json:"queued"`        // messages the broker holds for the remote (the local session's queue)
+	Inflight       int    `json:"inflight"`      // sent to the bridge, awaiting the remote's acknowledgement
+	QueueDropped   uint64 `json:"queue_dropped"` // messages for the remote the broker dropped: the queue was full (or, at QoS 0, the bridge behind)
 }
 
 // bridgeHook is the broker's side of the bridges.
 type bridgeHook struct {
 	key  []byte                              // random password of the bridges' local connections
 	info atomic.Pointer[func() []BridgeInfo] // set by SetBridgeInfo
-	mu   sync.Mutex                          // serialises sys
-	sys  *router                             // PublishSys's router (not a loop)
+	// drops counts, per local client id of a bridge, the messages the
+	// broker dropped for it (read-only map once set by SetBridgeInfo).
+	drops atomic.Pointer[map[string]*atomic.Uint64]
+	mu    sync.Mutex // serialises sys
+	sys   *router    // PublishSys's router (not a loop)
 }
 
 // initBridgeHook makes the bridge password and router. Runs in New.
@@ -68,13 +73,34 @@ func (b *Broker) BridgeCredentials() (username string, password []byte) {
 
 // SetBridgeInfo installs the function that lists the bridges for GET
 // /api/v1/bridges and /metrics. f runs on an event loop: it must not
-// block (read counters, take a short lock, no I/O). Any goroutine.
+// block (read counters, take a short lock, no I/O). It is called once
+// here to learn the bridges' local client ids, whose drops the broker
+// counts from then on (BridgeInfo.QueueDropped). Any goroutine.
 func (b *Broker) SetBridgeInfo(f func() []BridgeInfo) {
 	if f == nil {
 		b.bridges.info.Store(nil)
+		b.bridges.drops.Store(nil)
 		return
 	}
+	drops := map[string]*atomic.Uint64{}
+	for _, x := range f() {
+		if x.LocalClientID != "" {
+			drops[x.LocalClientID] = new(atomic.Uint64)
+		}
+	}
+	b.bridges.drops.Store(&drops)
 	b.bridges.info.Store(&f)
+}
+
+// drop counts a message dropped for session id when it is a bridge's.
+// Runs on the routing loop (or the $SYS goroutine): one atomic load when
+// no bridge is configured, and only on the drop path.
+func (h *bridgeHook) drop(id string) {
+	if m := h.drops.Load(); m != nil {
+		if c := (*m)[id]; c != nil {
+			c.Add(1)
+		}
+	}
 }
 
 // Bridges lists the bridges, each with the queue the broker holds for it.
@@ -85,7 +111,13 @@ func (b *Broker) Bridges() []BridgeInfo {
 		return nil
 	}
 	out := (*f)()
+	drops := b.bridges.drops.Load()
 	for i := range out {
+		if drops != nil {
+			if c := (*drops)[out[i].LocalClientID]; c != nil {
+				out[i].QueueDropped = c.Load()
+			}
+		}
 		if out[i].LocalClientID == "" {
 			continue
 		}
@@ -179,7 +211,8 @@ func (b *Broker) appendBridgeMetrics(dst []byte) []byte {
 		{"tinymq_bridge_messages_in_total", "counter", "Messages carried from the remote to this broker.", func(x *BridgeInfo) float64 { return float64(x.MsgsIn) }},
 		{"tinymq_bridge_bytes_out_total", "counter", "Payload bytes carried to the remote.", func(x *BridgeInfo) float64 { return float64(x.BytesOut) }},
 		{"tinymq_bridge_bytes_in_total", "counter", "Payload bytes carried from the remote.", func(x *BridgeInfo) float64 { return float64(x.BytesIn) }},
-		{"tinymq_bridge_dropped_total", "counter", "Messages the bridge could not carry.", func(x *BridgeInfo) float64 { return float64(x.Dropped) }},
+		{"tinymq_bridge_dropped_total", "counter", "Messages the bridge could not carry (refused by the other side).", func(x *BridgeInfo) float64 { return float64(x.Dropped) }},
+		{"tinymq_bridge_queue_dropped_total", "counter", "Messages for the remote dropped by this broker: the bridge's queue was full.", func(x *BridgeInfo) float64 { return float64(x.QueueDropped) }},
 		{"tinymq_bridge_queued_messages", "gauge", "Messages this broker holds for the remote.", func(x *BridgeInfo) float64 { return float64(x.Queued) }},
 		{"tinymq_bridge_inflight_messages", "gauge", "Messages awaiting the remote's acknowledgement.", func(x *BridgeInfo) float64 { return float64(x.Inflight) }},
 	}
@@ -190,4 +223,21 @@ func (b *Broker) appendBridgeMetrics(dst []byte) []byte {
 		}
 	}
 	return w.b
+}
+
+// publishBridgeSys publishes each bridge's figures under
+// $SYS/broker/bridge/NAME/. $SYS goroutine only.
+func (b *Broker) publishBridgeSys(pub func(name, value string)) {
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+	for _, x := range b.Bridges() {
+		p := "bridge/" + x.Name + "/"
+		pub(p+"state", x.State)
+		pub(p+"connects", u(x.Connects))
+		pub(p+"messages/sent", u(x.MsgsOut))
+		pub(p+"messages/received", u(x.MsgsIn))
+		pub(p+"bytes/sent", u(x.BytesOut))
+		pub(p+"bytes/received", u(x.BytesIn))
+		pub(p+"messages/dropped", u(x.Dropped+x.QueueDropped))
+		pub(p+"queued", strconv.Itoa(x.Queued+x.Inflight))
+	}
 }

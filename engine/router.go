@@ -340,12 +340,14 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
+				b.bridges.drop(s.id)
 			}
 		}
 	case qos == 0:
 		if s.blockedLocked(b.opts.MaxOutboundBytes) {
 			r.stats.dropped.Add(1)
 			r.stats.droppedSlow.Add(1)
+			b.bridges.drop(s.id)
 			if s.fullSince == 0 {
 				s.fullSince = uint32(b.now.Load())
 			}
@@ -377,6 +379,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
+				b.bridges.drop(s.id)
 			}
 		}
 	}
