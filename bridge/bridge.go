@@ -421,7 +421,7 @@ func (b *Bridge) connectRemoteAddr(ctx context.Context, addr string) (*conn, cod
 		return nil, ack, err
 	}
 	if c.v == codec.V5 && ack.Props.Has(codec.PropServerKeepAlive) && ack.Props.ServerKeepAlive > 0 {
-		b.cfg.KeepAlive = time.Duration(ack.Props.ServerKeepAlive) * time.Second // [MQTT5-3.1.2-21]
+		b.cfg.KeepAlive = time.Duration(ack.Props.ServerKeepAlive) * time.Second // the server's Server Keep Alive wins (5.0 §3.2.2.3.14)
 	}
 	return c, ack, nil
 }
