@@ -2,10 +2,17 @@ package bridge
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -338,6 +345,30 @@ keepalive_interval 5
 			default:
 			}
 
+			// Retained messages cross retained, both ways: a late
+			// subscriber on the other side gets them.
+			lpub.publish("edge/sensors/r", "kept-out", 1, true)
+			rpub.publish("remote/cmd/r", "kept-in", 1, true)
+			waitFor(t, "retained messages across", 10*time.Second, func() bool {
+				rl := dialClient(t, remote, "late-r", ver.v, true)
+				ll := dialClient(t, b.MQTTAddr(), "late-l", ver.v, true)
+				defer rl.c.close()
+				defer ll.c.close()
+				rl.subscribe("site/sensors/r", 1)
+				ll.subscribe("local/cmd/r", 1)
+				got := 0
+				for _, c := range []*client{rl, ll} {
+					select {
+					case m := <-c.msgs:
+						if m.retain && (m.payload == "kept-out" || m.payload == "kept-in") {
+							got++
+						}
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+				return got == 2
+			})
+
 			st := m.Status()[0]
 			if st.Connects != 1 || st.MsgsOut < 4 || st.MsgsIn < 5 || st.BytesOut == 0 {
 				t.Fatalf("status %+v", st)
@@ -576,4 +607,109 @@ func TestBridgeTinyMQBothWays(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeCerts writes a CA and a server certificate for dnsName (no IP
+// SANs) signed by it, as PEM files in dir.
+func writeCerts(t *testing.T, dir, dnsName string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(crand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: dnsName},
+		DNSNames: []string{dnsName}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	srvDER, err := x509.CreateCertificate(crand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "EC PRIVATE KEY", keyDER)
+}
+
+// TestBridgeTLS: TLS to a Mosquitto TLS listener with bridge_cafile. The
+// certificate names another host: without bridge_insecure the bridge
+// refuses it, with it (chain still verified) the bridge carries messages.
+func TestBridgeTLS(t *testing.T) {
+	mosquittotest.Require(t, "mosquitto")
+	dir := t.TempDir()
+	ca, cert, key := writeCerts(t, dir, "broker.example")
+	remote := mosquittotest.Start(t, dir, fmt.Sprintf("allow_anonymous true\ncafile %s\ncertfile %s\nkeyfile %s\n", ca, cert, key))
+
+	b := startTinyMQ(t)
+	m := startBridges(t, b, fmt.Sprintf("connection strict\naddress %s\ntopic s/# out 1\nbridge_cafile %s\nrestart_timeout 0.2 0.5\n", remote, ca))
+	waitFor(t, "a host name error", 10*time.Second, func() bool {
+		st := m.Status()[0]
+		return st.State != "connected" && strings.Contains(st.LastError, "certificate")
+	})
+	if st := m.Status()[0]; st.Connects != 0 {
+		t.Fatalf("connected despite the host name: %+v", st)
+	}
+
+	// bridge_insecure skips the host name, not the chain: another CA fails.
+	otherCA, _, _ := writeCerts(t, t.TempDir(), "broker.example")
+	b3 := startTinyMQ(t)
+	m3 := startBridges(t, b3, fmt.Sprintf("connection wrongca\naddress %s\ntopic s/# out 1\nbridge_cafile %s\nbridge_insecure true\nrestart_timeout 0.2 0.5\n", remote, otherCA))
+	waitFor(t, "an unknown-authority error", 10*time.Second, func() bool {
+		return strings.Contains(m3.Status()[0].LastError, "certificate")
+	})
+	if st := m3.Status()[0]; st.Connects != 0 {
+		t.Fatalf("bridge_insecure accepted a certificate from another CA: %+v", st)
+	}
+
+	b2 := startTinyMQ(t)
+	m2 := startBridges(t, b2, fmt.Sprintf("connection lax\naddress %s\ntopic s/# out 1\nbridge_cafile %s\nbridge_insecure true\nrestart_timeout 0.2 0.5\n", remote, ca))
+	waitConnected(t, m2)
+	rsub := dialClientTLS(t, remote, ca)
+	rsub.subscribe("s/#", 1)
+	lpub := dialClient(t, b2.MQTTAddr(), "lpub", codec.V311, true)
+	lpub.publish("s/1", "over TLS", 1, false)
+	if got := rsub.expect("TLS"); got.payload != "over TLS" {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+// dialClientTLS is dialClient over TLS (server name broker.example).
+func dialClientTLS(t *testing.T, addr, caFile string) *client {
+	t.Helper()
+	tc, err := tlsConfig(&Config{CAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.ServerName = "broker.example"
+	nc, err := dial(context.Background(), addr, tc, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{t: t, c: newConn(nc, codec.V311, 1<<20), msgs: make(chan msg, 100), acks: make(chan uint16, 100)}
+	p := codec.Connect{Version: codec.V311, CleanStart: true, KeepAlive: 60, ClientID: []byte("tls-sub")}
+	if _, err := c.c.handshake(&p, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	go c.readLoop()
+	t.Cleanup(c.c.close)
+	return c
 }
