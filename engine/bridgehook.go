@@ -23,8 +23,8 @@ import (
 // subscription, so that two brokers bridged both ways do not loop.
 
 // BridgeInfo is one bridge's status, as served by GET /api/v1/bridges.
-// The bridge manager fills every field but Queued and Inflight, which the
-// broker reads from the local connection's session.
+// The bridge manager fills every field but Queued, Inflight and
+// QueueDropped, which the broker reads from the local connection's session.
 type BridgeInfo struct {
 	Name           string `json:"name"`
 	State          string `json:"state"`  // "connected", "connecting", "backoff", "stopped"
@@ -32,8 +32,8 @@ type BridgeInfo struct {
 	RemoteClientID string `json:"remote_client_id"`
 	LocalClientID  string `json:"local_client_id"`
 	Connects       uint64 `json:"connects"`     // successful connections to the remote
-	MsgsOut        uint64 `json:"messages_out"` // local -> remote, acknowledged by the remote at QoS > 0
-	MsgsIn         uint64 `json:"messages_in"`  // remote -> local
+	MsgsOut        uint64 `json:"messages_out"` // local -> remote, written to the remote
+	MsgsIn         uint64 `json:"messages_in"`  // remote -> local, written to this broker
 	BytesOut       uint64 `json:"bytes_out"`    // payload bytes
 	BytesIn        uint64 `json:"bytes_in"`     // payload bytes
 	Dropped        uint64 `json:"dropped"`      // messages the bridge could not carry (refused by the other side)
