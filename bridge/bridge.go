@@ -70,6 +70,7 @@ func NewManager(cfgs []Config, local Local, log *slog.Logger) (*Manager, error) 
 			return nil, fmt.Errorf("%s: connection %s: TLS: %w", cfgs[i].Where, cfgs[i].Name, err)
 		}
 		b := &Bridge{cfg: cfgs[i], tls: tc, m: m, log: log.With("bridge", cfgs[i].Name)}
+		b.room.L = &b.mu
 		b.remote.name, b.local.name = "remote", "local"
 		b.remote.pubrel, b.local.pubrel = map[uint16]struct{}{}, map[uint16]struct{}{}
 		b.remote.in2, b.local.in2 = map[uint16]bool{}, map[uint16]bool{}
@@ -143,7 +144,12 @@ type side struct {
 	maxQoS    uint8
 	retainOK  bool
 	maxPacket uint32
+	recvMax   int // the peer's Receive Maximum: QoS 1/2 messages it takes unacknowledged (v5; 65535 otherwise)
 }
+
+// inflight is what counts against the peer's Receive Maximum: QoS 1 and 2
+// messages until PUBACK or PUBCOMP. Caller holds Bridge.mu.
+func (s *side) inflight() int { return len(s.out) + len(s.pubrel) }
 
 // flight is a message forwarded to a peer at QoS > 0: the id and QoS it
 // had on the other side, to acknowledge when this peer acknowledges.
@@ -163,6 +169,8 @@ type Bridge struct {
 	connects, msgsOut, msgsIn, bytesOut, bytesIn, dropped atomic.Uint64
 
 	mu         sync.Mutex // guards what follows
+	room       sync.Cond  // on mu: a peer's in-flight window has room, or the pair went down
+	down       bool       // the current pair is being torn down: readers stop waiting for room
 	remote     side
 	local      side
 	remoteAddr string
@@ -243,6 +251,7 @@ func (b *Bridge) session(ctx context.Context) error {
 		return fmt.Errorf("local broker: %w", err)
 	}
 	b.mu.Lock()
+	b.down = false
 	b.attachSide(&b.remote, rc, &ack)
 	b.attachSide(&b.local, lc, &lack)
 	b.mu.Unlock()
@@ -271,6 +280,10 @@ func (b *Bridge) session(ctx context.Context) error {
 	}
 	rc.close()
 	lc.close()
+	b.mu.Lock()
+	b.down = true
+	b.room.Broadcast() // a reader waiting for room gives up
+	b.mu.Unlock()
 	wg.Wait()
 	b.mu.Lock()
 	b.detachSide(&b.remote)
@@ -342,13 +355,16 @@ func (b *Bridge) attachSide(s *side, c *conn, ack *codec.Connack) {
 			delete(s.in2, id) // never acknowledged: the peer re-sends it
 		}
 	}
-	s.maxQoS, s.retainOK, s.maxPacket = 2, true, 0
+	s.maxQoS, s.retainOK, s.maxPacket, s.recvMax = 2, true, 0, 65535
 	if c.v == codec.V5 {
 		if ack.Props.Has(codec.PropMaximumQoS) {
 			s.maxQoS = ack.Props.MaximumQoS
 		}
 		if ack.Props.Has(codec.PropRetainAvailable) {
 			s.retainOK = ack.Props.RetainAvailable != 0
+		}
+		if ack.Props.Has(codec.PropReceiveMaximum) && ack.Props.ReceiveMaximum > 0 {
+			s.recvMax = int(ack.Props.ReceiveMaximum)
 		}
 		if ack.Props.Has(codec.PropMaximumPacketSize) {
 			s.maxPacket = ack.Props.MaximumPacketSize
@@ -717,6 +733,16 @@ func (b *Bridge) forward(from, to *side, fc, tc *conn, p *codec.Publish) error {
 		return b.ackSender(fc, p)
 	}
 	if out.QoS > 0 {
+		// Flow control: no more in flight than the peer's Receive
+		// Maximum (exceeding it is a protocol error, 0x93). This reader
+		// waits for the peer's acknowledgements, read by the other reader.
+		for to.inflight() >= to.recvMax && !b.down {
+			b.room.Wait()
+		}
+		if b.down {
+			b.mu.Unlock()
+			return errStopping
+		}
 		out.PacketID = b.allocID(to)
 		if out.PacketID == 0 {
 			b.mu.Unlock()
@@ -774,6 +800,7 @@ func (b *Bridge) onAck(from, to *side, fc, tc *conn, a *codec.Ack) error {
 	case codec.TypePubcomp:
 		b.mu.Lock()
 		delete(from.pubrel, a.PacketID)
+		b.room.Broadcast()
 		b.mu.Unlock()
 		return nil
 	}
@@ -790,6 +817,8 @@ func (b *Bridge) onAck(from, to *side, fc, tc *conn, a *codec.Ack) error {
 	failed := a.Reason >= 0x80
 	if a.Type == codec.TypePubrec && !failed {
 		from.pubrel[a.PacketID] = struct{}{}
+	} else {
+		b.room.Broadcast()
 	}
 	if f.qos == 2 {
 		to.in2[f.from] = true

@@ -211,3 +211,44 @@ func TestBridgeQueuesWhileDown(t *testing.T) {
 		t.Fatalf("connects %d", st.Connects)
 	}
 }
+
+// TestBridgeReceiveMaximum: the local broker takes 2 unacknowledged QoS 2
+// messages (Receive Maximum 2) while the remote sends up to 32 at once:
+// the bridge holds back instead of exceeding the window (which would be
+// DISCONNECT 0x93 and a reconnect), and every message arrives.
+func TestBridgeReceiveMaximum(t *testing.T) {
+	remote := startTinyMQ(t)
+	b := startTinyMQWith(t, func(o *engine.Options) { o.ReceiveMaximum = 2 })
+	m := startBridges(t, b, fmt.Sprintf("connection cloud\naddress %s\nbridge_protocol_version mqttv50\ntopic in/# in 2\nrestart_timeout 0.1 0.3\n", remote.MQTTAddr()))
+	waitConnected(t, m)
+	lsub := dialClient(t, b.MQTTAddr(), "lsub", codec.V5, true)
+	lsub.subscribe("in/#", 2)
+	rpub := dialClient(t, remote.MQTTAddr(), "rpub", codec.V5, true)
+	waitFor(t, "the remote subscription", 10*time.Second, func() bool {
+		rpub.publish("in/probe", "p", 1, false)
+		select {
+		case <-lsub.msgs:
+			return true
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+	rpub.publish("in/probe", "probe-end", 1, false)
+	drain(lsub, "probe-end")
+	const n = 200
+	for i := range n {
+		// Without waiting for each PUBACK: the remote queues and sends
+		// as fast as the bridge takes them.
+		p := codec.Publish{Topic: []byte("in/x"), Payload: []byte(fmt.Sprint(i)), QoS: 2, PacketID: uint16(1000 + i)}
+		if err := rpub.c.send(func(dst []byte) []byte { return p.AppendTo(dst, codec.V5) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for len(seen) < n {
+		seen[lsub.expect("bridged message").payload] = true
+	}
+	if st := m.Status()[0]; st.Connects != 1 {
+		t.Fatalf("the bridge reconnected (%d connects): the window was exceeded; last error %q", st.Connects, st.LastError)
+	}
+}
