@@ -122,3 +122,27 @@ func TestBridgeInfoQueue(t *testing.T) {
 		t.Fatalf("metrics:\n%s", got)
 	}
 }
+
+// TestBridgeSys: every SysInterval each bridge's figures are published
+// under $SYS/broker/bridge/NAME/, retained.
+func TestBridgeSys(t *testing.T) {
+	b := startBroker(t, func(o *Options) { o.SysInterval = 50 * time.Millisecond })
+	b.SetBridgeInfo(func() []BridgeInfo {
+		return []BridgeInfo{{Name: "cloud", State: "connected", Connects: 4, MsgsOut: 7, LocalClientID: "local.x"}}
+	})
+	rc := connected(t, b.MQTTAddr(), "sys", true)
+	rc.subscribe(1, codec.Subscription{Filter: []byte("$SYS/broker/bridge/cloud/#"), QoS: 0})
+	want := map[string]string{"state": "connected", "connects": "4", "messages/sent": "7", "queued": "0"}
+	got := map[string]string{}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(got) < len(want) && time.Now().Before(deadline) {
+		p := rc.expectPublish(5 * time.Second)
+		name := strings.TrimPrefix(string(p.Topic), "$SYS/broker/bridge/cloud/")
+		if w, ok := want[name]; ok && w == string(p.Payload) {
+			got[name] = w
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v; want %v", got, want)
+	}
+}
