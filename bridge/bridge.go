@@ -70,6 +70,10 @@ func NewManager(cfgs []Config, local Local, log *slog.Logger) (*Manager, error) 
 			return nil, fmt.Errorf("%s: connection %s: TLS: %w", cfgs[i].Where, cfgs[i].Name, err)
 		}
 		b := &Bridge{cfg: cfgs[i], tls: tc, m: m, log: log.With("bridge", cfgs[i].Name)}
+		for k := range b.cfg.Topics {
+			t := &b.cfg.Topics[k]
+			b.filters = append(b.filters, [2][]byte{[]byte(t.LocalFilter()), []byte(t.RemoteFilter())})
+		}
 		b.room.L = &b.mu
 		b.remote.name, b.local.name = "remote", "local"
 		b.remote.pubrel, b.local.pubrel = map[uint16]struct{}{}, map[uint16]struct{}{}
@@ -160,10 +164,11 @@ type flight struct {
 
 // Bridge is one configured bridge.
 type Bridge struct {
-	cfg Config
-	tls *tls.Config
-	m   *Manager
-	log *slog.Logger
+	cfg     Config
+	filters [][2][]byte // per topic line: local and remote filter
+	tls     *tls.Config
+	m       *Manager
+	log     *slog.Logger
 
 	state                                                 atomic.Int32
 	connects, msgsOut, msgsIn, bytesOut, bytesIn, dropped atomic.Uint64
@@ -184,6 +189,7 @@ type Bridge struct {
 func (b *Bridge) run(ctx context.Context) {
 	defer b.state.Store(stateStopped)
 	delay := b.cfg.RestartBase
+	b.notify("0") // not connected yet: the state topic exists from the start
 	for {
 		b.state.Store(stateConnecting)
 		start := time.Now()
@@ -673,22 +679,37 @@ func (b *Bridge) reader(from, to *side, fc, tc *conn) error {
 }
 
 // mapTopic finds the first topic line carrying name from side from and
-// returns the name on the other side.
+// returns the name on the other side: the prefix of this side replaced by
+// the other's. Reader goroutines.
 func (b *Bridge) mapTopic(fromLocal bool, name []byte) (string, *Topic, bool) {
 	for i := range b.cfg.Topics {
 		t := &b.cfg.Topics[i]
+		dir, filter, pre, other := In, b.filters[i][1], t.RemotePrefix, t.LocalPrefix
 		if fromLocal {
-			if t.Dir&Out == 0 || !topic.MatchFilter([]byte(t.LocalFilter()), name) {
-				continue
-			}
-			return t.RemotePrefix + string(name[len(t.LocalPrefix):]), t, true
+			dir, filter, pre, other = Out, b.filters[i][0], t.LocalPrefix, t.RemotePrefix
 		}
-		if t.Dir&In == 0 || !topic.MatchFilter([]byte(t.RemoteFilter()), name) {
+		if t.Dir&dir == 0 || !topic.MatchFilter(filter, name) {
 			continue
 		}
-		return t.LocalPrefix + string(name[len(t.RemotePrefix):]), t, true
+		if out, ok := swapPrefix(name, pre, other); ok {
+			return out, t, true
+		}
 	}
 	return "", nil, false
+}
+
+// swapPrefix replaces prefix pre of name by other. "pre/#" also matches
+// the topic "pre" itself: then "pre" maps to other without its trailing
+// '/' when both prefixes end in one.
+func swapPrefix(name []byte, pre, other string) (string, bool) {
+	if len(name) >= len(pre) && string(name[:len(pre)]) == pre {
+		return other + string(name[len(pre):]), true
+	}
+	if len(pre) > 0 && pre[len(pre)-1] == '/' && string(name) == pre[:len(pre)-1] &&
+		len(other) > 0 && other[len(other)-1] == '/' {
+		return other[:len(other)-1], true
+	}
+	return "", false
 }
 
 // forward carries one PUBLISH from side from to side to. A QoS 1/2

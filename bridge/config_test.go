@@ -144,3 +144,38 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("constant: %v", d)
 	}
 }
+
+// TestMapTopic: prefixes are swapped each way; "pre/#" also matches "pre"
+// itself, which maps to the other prefix without its '/'; the first
+// matching line wins; a direction the line does not carry is not mapped.
+func TestMapTopic(t *testing.T) {
+	m, err := NewManager([]Config{{Name: "x", Topics: []Topic{
+		{Pattern: "#", Dir: Out, LocalPrefix: "site/", RemotePrefix: "cloud/site/"},
+		{Pattern: "cmd/+", Dir: In, LocalPrefix: "", RemotePrefix: "cloud/"},
+		{Pattern: "", Dir: Both, LocalPrefix: "local/status", RemotePrefix: "remote/status"},
+	}}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := m.bridges[0]
+	for _, tc := range []struct {
+		local bool
+		in    string
+		want  string
+		ok    bool
+	}{
+		{true, "site/a/b", "cloud/site/a/b", true},
+		{true, "site", "cloud/site", true},
+		{true, "other/a", "", false},
+		{false, "cloud/site/a", "", false}, // line 1 is out only
+		{false, "cloud/cmd/reboot", "cmd/reboot", true},
+		{false, "cloud/cmd/a/b", "", false},
+		{true, "local/status", "remote/status", true},
+		{false, "remote/status", "local/status", true},
+	} {
+		got, _, ok := b.mapTopic(tc.local, []byte(tc.in))
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("mapTopic(local=%v, %q) = %q, %v; want %q, %v", tc.local, tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
