@@ -301,17 +301,35 @@ func (b *Bridge) session(ctx context.Context) error {
 
 // keepAlive pings both sides when nothing was written for half the
 // keep-alive, and fails a side that sent nothing for 1.5 keep-alives.
-// Supervisor goroutine.
+// Connected to a secondary address (round_robin false), it probes the
+// primary with a TCP connect every max(restart_timeout base, 1 s), as
+// Mosquitto does, and ends the pair when it answers: the reconnect starts
+// from the primary. Supervisor goroutine.
 func (b *Bridge) keepAlive(ctx context.Context, rc, lc *conn, fail <-chan error) error {
 	ka := b.cfg.KeepAlive
 	t := time.NewTicker(min(ka/4, time.Second))
 	defer t.Stop()
+	var probe <-chan time.Time
+	if !b.cfg.RoundRobin && b.next != 0 {
+		pt := time.NewTicker(max(b.cfg.RestartBase, time.Second))
+		defer pt.Stop()
+		probe = pt.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return errStopping
 		case err := <-fail:
 			return err
+		case <-probe:
+			var d net.Dialer
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			c, err := d.DialContext(pctx, "tcp", b.cfg.Addresses[0])
+			cancel()
+			if err == nil {
+				c.Close()
+				return fmt.Errorf("primary address %s is back", b.cfg.Addresses[0])
+			}
 		case now := <-t.C:
 			for _, c := range []*conn{rc, lc} {
 				if now.UnixNano()-c.lastRead.Load() > int64(ka+ka/2) {

@@ -529,17 +529,13 @@ keepalive_interval 5
 }
 
 // TestBridgeFailover: the first address refuses connections; the bridge
-// connects to the second.
+// connects to the second. When the first comes back (here a proxy to the
+// same Mosquitto), the bridge returns to it.
 func TestBridgeFailover(t *testing.T) {
 	remote := mosquittotest.Start(t, t.TempDir(), "allow_anonymous true\n")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := l.Addr().String()
-	l.Close() // nothing listens there now
+	primary := newProxy(t, remote) // down: nothing listens there yet
 	b := startTinyMQ(t)
-	m := startBridges(t, b, fmt.Sprintf("connection cloud\naddress %s,%s\ntopic f/# out 1\nrestart_timeout 0.1 0.5\n", dead, remote))
+	m := startBridges(t, b, fmt.Sprintf("connection cloud\naddress %s,%s\ntopic f/# out 1\nrestart_timeout 0.1 0.5\n", primary.addr, remote))
 	waitConnected(t, m)
 	if st := m.Status()[0]; st.Remote != remote {
 		t.Fatalf("connected to %q, want the second address %q", st.Remote, remote)
@@ -549,6 +545,16 @@ func TestBridgeFailover(t *testing.T) {
 	lpub := dialClient(t, b.MQTTAddr(), "lpub", codec.V311, true)
 	lpub.publish("f/1", "hello", 1, false)
 	if got := rsub.expect("failover"); got.payload != "hello" {
+		t.Fatalf("got %+v", got)
+	}
+
+	primary.up()
+	waitFor(t, "back on the primary", 10*time.Second, func() bool {
+		st := m.Status()[0]
+		return st.State == "connected" && st.Remote == primary.addr
+	})
+	lpub.publish("f/2", "via primary", 1, false)
+	if got := rsub.expect("after the switch back"); got.payload != "via primary" {
 		t.Fatalf("got %+v", got)
 	}
 }
