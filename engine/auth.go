@@ -141,8 +141,5 @@ type authzRef struct{ a Authorizer }
 
 // apiKeyMatches reports whether a password is the API key. Any goroutine.
 func (b *Broker) apiKeyMatches(has bool, password []byte) bool {
-	if has && subtle.ConstantTimeCompare(password, b.bridges.key) == 1 {
-		return true // the bridges' local connections (bridgehook.go)
-	}
 	return b.apiKey != nil && has && subtle.ConstantTimeCompare(password, b.apiKey) == 1
 }

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -64,11 +65,17 @@ func (b *Broker) initBridgeHook() {
 
 // BridgeCredentials are the username and password a bridge's local
 // connection sends: the password is a random secret made at New that the
-// broker accepts as it accepts the API key (no password file lookup, no
-// ACL), so bridges work whatever the access control. It never leaves the
-// process. Any goroutine.
+// broker accepts on MQTT CONNECT as it accepts the API key (no password
+// file lookup, no ACL), so bridges work whatever the access control. It
+// never leaves the process and is no HTTP credential. Any goroutine.
 func (b *Broker) BridgeCredentials() (username string, password []byte) {
 	return "tinymq-bridge", append([]byte(nil), b.bridges.key...)
+}
+
+// bridgeKeyMatches reports whether a CONNECT password is the bridges' key
+// (MQTT only: it is no HTTP credential). Any goroutine.
+func (b *Broker) bridgeKeyMatches(has bool, password []byte) bool {
+	return has && subtle.ConstantTimeCompare(password, b.bridges.key) == 1
 }
 
 // SetBridgeInfo installs the function that lists the bridges for GET

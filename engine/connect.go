@@ -128,7 +128,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	switch cn, ok := c.certUsername(); {
 	case ok:
 		pc.user, pc.hasUser = cn, true
-	case b.apiKeyMatches(p.PasswordFlag, p.Password):
+	case b.apiKeyMatches(p.PasswordFlag, p.Password) || b.bridgeKeyMatches(p.PasswordFlag, p.Password):
 		c.ext().id.apiKey = true
 	case !p.UsernameFlag && !p.PasswordFlag:
 		if !b.allowAnonymous {
