@@ -141,22 +141,6 @@ type dashTopic struct {
 	Rate  float64 `json:"rate"`
 }
 
-// BridgeStatus is one bridge as the dashboard lists it.
-type BridgeStatus struct {
-	Name     string `json:"name"`
-	Remote   string `json:"remote"`
-	State    string `json:"state"` // "connected", "connecting", "down"
-	Connects uint64 `json:"connects"`
-	MsgsIn   uint64 `json:"msgs_in"`
-	MsgsOut  uint64 `json:"msgs_out"`
-	Queued   int    `json:"queued"`
-	Dropped  uint64 `json:"dropped"`
-}
-
-// Bridges lists the configured bridges for the dashboard; none until
-// bridges exist (engine/bridge fills this in). Any goroutine.
-func (b *Broker) Bridges() []BridgeStatus { return nil }
-
 // dashEvent is the data of one "stats" event. The page reads these names.
 type dashEvent struct {
 	Time    int64   `json:"time"` // unix milliseconds
@@ -191,7 +175,7 @@ type dashEvent struct {
 	Closed        map[string]uint64 `json:"closed"`         // connections closed by the broker, by reason
 
 	Transports []dashTransport `json:"transports"`
-	Bridges    []BridgeStatus  `json:"bridges"`
+	Bridges    []BridgeInfo  `json:"bridges"`
 	TopTopics  []dashTopic     `json:"top_topics"`
 	Sampled    bool            `json:"top_topics_sampled"` // rates are estimates from a 1-in-64 sample
 
@@ -256,7 +240,7 @@ func (b *Broker) dashBuild(now time.Time) {
 		MemoryBytes: sn.MemoryBytes, Goroutines: sn.Goroutines, Streams: int(n),
 	}
 	if ev.Bridges == nil {
-		ev.Bridges = []BridgeStatus{}
+		ev.Bridges = []BridgeInfo{}
 	}
 	addrs := [numProtos][]string{
 		protoMQTT: nonEmpty(b.MQTTAddr(), b.TLSAddr()),

@@ -345,6 +345,8 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 		return r.close
 	case p == "/metrics":
 		return r.metrics()
+	case p == "/api/v1/bridges" || p == "/api/bridges":
+		return r.bridgesList()
 	case p == "/readyz":
 		return r.readyz()
 	case p == "/api/v1/stats":

@@ -362,12 +362,14 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
+				b.bridges.drop(s.id)
 			}
 		}
 	case qos == 0:
 		if s.blockedLocked(b.opts.MaxOutboundBytes) {
 			r.stats.dropped.Add(1)
 			r.stats.droppedSlow.Add(1)
+			b.bridges.drop(s.id)
 			if s.fullSince == 0 {
 				s.fullSince = uint32(b.now.Load())
 			}
@@ -399,6 +401,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
+				b.bridges.drop(s.id)
 			}
 		}
 	}

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tinymq/tinymq/bridge"
 	"github.com/tinymq/tinymq/engine"
 )
 
@@ -49,6 +50,7 @@ type config struct {
 	cpuProfile  string // pprof CPU profile of the whole run, written at shutdown
 	heapProfile string // pprof heap profile, written at shutdown
 	proxyProto  string // --proxy-protocol: comma-separated listener names
+	bridges     []bridge.Config
 }
 
 // parse builds the configuration from args, the environment (getenv) and
@@ -160,9 +162,19 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 		set["mqtt-addr"] = true
 	}
 	if *configFile != "" {
-		if err := readConfig(*configFile, apply); err != nil {
+		var bp bridge.Parser
+		if err := readConfig(*configFile, apply, &bp); err != nil {
 			return nil, err
 		}
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "tinymq"
+		}
+		bs, err := bp.Finish(host)
+		if err != nil {
+			return nil, err
+		}
+		cfg.bridges = bs
 	}
 	if o.TLSCert != "" && !set["tls-addr"] {
 		o.TLSAddr = ":8883"
@@ -197,8 +209,11 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 }
 
 // readConfig applies "name = value" (or "name value") lines; # starts a
-// comment.
-func readConfig(path string, apply func(name, value, from string) error) error {
+// comment. Lines whose first word is a Mosquitto bridge key ("connection
+// NAME", "address", "topic", ...; bridge.IsKey) go to bp as `key value`
+// lines, verbatim: there only a line that starts with # is a comment,
+// since # is a topic wildcard.
+func readConfig(path string, apply func(name, value, from string) error, bp *bridge.Parser) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("cannot read config: %w", err)
@@ -207,6 +222,23 @@ func readConfig(path string, apply func(name, value, from string) error) error {
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		key := line
+		if i := strings.IndexAny(line, " \t="); i >= 0 {
+			key = line[:i]
+		}
+		if bridge.IsKey(strings.ToLower(key)) {
+			value := strings.TrimSpace(line[len(key):])
+			if v, ok := strings.CutPrefix(value, "="); ok {
+				value = strings.TrimSpace(v)
+			}
+			if err := bp.Line(fmt.Sprintf("%s:%d", path, n), key, value); err != nil {
+				return err
+			}
+			continue
+		}
 		if i := strings.IndexByte(line, '#'); i >= 0 {
 			line = strings.TrimSpace(line[:i])
 		}
@@ -397,6 +429,20 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 			return err
 		}
 	}
+	var bridges *bridge.Manager
+	if len(cfg.bridges) > 0 {
+		if b == nil || b.MQTTAddr() == "" {
+			return errors.New("bridges need the MQTT listener (--mqtt-addr)")
+		}
+		if bridges, err = bridge.NewManager(cfg.bridges, b, log); err != nil {
+			return err
+		}
+		if err := bridges.Start(); err != nil {
+			return err
+		}
+		b.SetBridgeInfo(func() []engine.BridgeInfo { return bridgeInfo(bridges.Status()) })
+		log.Info("bridges started", "count", len(cfg.bridges))
+	}
 	log.Info("tinymq started", "version", version, "pid", os.Getpid())
 wait:
 	for {
@@ -424,6 +470,13 @@ wait:
 	if cfg.heapProfile != "" {
 		writeHeapProfile(cfg.heapProfile, log)
 	}
+	if bridges != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := bridges.Stop(ctx); err != nil {
+			log.Warn("bridges did not stop in time", "err", err)
+		}
+		cancel()
+	}
 	if b != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -433,4 +486,16 @@ wait:
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// bridgeInfo converts the bridges' status for the broker's HTTP door.
+func bridgeInfo(st []bridge.Status) []engine.BridgeInfo {
+	out := make([]engine.BridgeInfo, len(st))
+	for i, s := range st {
+		out[i] = engine.BridgeInfo{Name: s.Name, State: s.State, Remote: s.Remote,
+			RemoteClientID: s.RemoteClientID, LocalClientID: s.LocalClientID, Connects: s.Connects,
+			MsgsOut: s.MsgsOut, MsgsIn: s.MsgsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
+			Dropped: s.Dropped, LastError: s.LastError}
+	}
+	return out
 }

@@ -161,8 +161,8 @@ function onStats(ev) {
   fill("transports", ev.transports, (t) => [t.name, t.addrs.join(", ") || "off", String(t.connections),
     num(t.msgs_in_rate), num(t.msgs_out_rate), bytes(t.bytes_in_rate), bytes(t.bytes_out_rate)]);
 
-  fill("bridges", ev.bridges, (b) => [b.name, b.remote, b.state, String(b.msgs_in), String(b.msgs_out),
-    String(b.queued), String(b.dropped)]);
+  fill("bridges", ev.bridges, (b) => [b.name, b.remote, b.state, String(b.messages_in), String(b.messages_out),
+    String(b.queued), String(b.dropped + b.queue_dropped)]);
   $("no-bridges").hidden = ev.bridges.length > 0;
   $("bridges").hidden = ev.bridges.length === 0;
 
