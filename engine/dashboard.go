@@ -175,7 +175,7 @@ type dashEvent struct {
 	Closed        map[string]uint64 `json:"closed"`         // connections closed by the broker, by reason
 
 	Transports []dashTransport `json:"transports"`
-	Bridges    []BridgeInfo  `json:"bridges"`
+	Bridges    []BridgeInfo    `json:"bridges"`
 	TopTopics  []dashTopic     `json:"top_topics"`
 	Sampled    bool            `json:"top_topics_sampled"` // rates are estimates from a 1-in-64 sample
 
