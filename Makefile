@@ -80,7 +80,7 @@ vet:
 	$(GO) vet $(PKGS)
 
 ## deps: codec/ and topic/ import only the standard library (codec/codectest,
-## a test helper, may import codec).
+## a test helper, may import codec); bridge/ only those two (never the engine).
 deps:
 	@bad=$$($(GO) list -deps ./codec ./topic | grep '\.' | grep -v '^github.com/tinymq/tinymq/\(codec\|topic\)$$' || true); \
 	if [ -n "$$bad" ]; then echo "codec/topic must import only the standard library, found:"; echo "$$bad"; exit 1; fi; \
@@ -90,6 +90,8 @@ deps:
 	done; \
 	bad=$$($(GO) list -deps ./engine/auth | grep '^[a-z0-9.-]*\.[a-z]*/' | grep -v '^github.com/tinymq/tinymq/\(engine/auth\|topic\)$$' || true); \
 	if [ -n "$$bad" ]; then echo "engine/auth must import only the standard library and topic, found:"; echo "$$bad"; exit 1; fi; \
+	bad=$$($(GO) list -deps ./bridge | grep '^[a-z0-9.-]*\.[a-z]*/' | grep -v '^github.com/tinymq/tinymq/\(bridge\|codec\|topic\)$$' || true); \
+	if [ -n "$$bad" ]; then echo "bridge must import only the standard library, codec and topic, found:"; echo "$$bad"; exit 1; fi; \
 	echo "deps: ok"
 
 ## conformance: the spec-tagged protocol tests plus the interop clients.

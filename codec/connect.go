@@ -28,6 +28,10 @@ func (p *Connect) Decode(h FixedHeader, body []byte) error {
 	if r.err != nil {
 		return r.err
 	}
+	if level&BridgeFlag != 0 && level&^BridgeFlag != byte(V5) {
+		p.Bridge = true // Mosquitto's bridge bit on a 3.x level
+		level &^= BridgeFlag
+	}
 	p.Version = Version(level)
 	switch {
 	case string(p.ProtocolName) == "MQTT" && (p.Version == V311 || p.Version == V5):
@@ -147,7 +151,11 @@ func (p *Connect) AppendTo(dst []byte) []byte {
 	dst = AppendFixedHeader(dst, TypeConnect, 0, p.remaining())
 	dst = AppendString(dst, name)
 	f := p.flags()
-	dst = append(dst, byte(p.Version), f)
+	level := byte(p.Version)
+	if p.Bridge && p.Version != V5 {
+		level |= BridgeFlag
+	}
+	dst = append(dst, level, f)
 	dst = binary.BigEndian.AppendUint16(dst, p.KeepAlive)
 	if p.Version == V5 {
 		dst = p.Props.appendTo(dst)

@@ -75,3 +75,41 @@ func TestPubrelDupByVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectBridgeBit: Mosquitto's bridge flag (level | 0x80) is accepted
+// on 3.1 and 3.1.1 and reported in Bridge; 0x85 (5.0 with the bit) is an
+// unsupported level.
+func TestConnectBridgeBit(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		level byte
+		want  codec.Version
+		err   bool
+	}{
+		{"MQIsdp", 0x83, codec.V31, false},
+		{"MQTT", 0x84, codec.V311, false},
+		{"MQTT", 0x85, 0, true},
+	} {
+		p := codec.Connect{ProtocolName: []byte(tc.name), Version: codec.Version(tc.level & 0x7f), ClientID: []byte("b"), CleanStart: true, Bridge: true}
+		raw := p.AppendTo(nil)
+		raw[2+2+len(tc.name)] = tc.level
+		h, n, err := codec.ReadFrame(raw, 0)
+		if err != nil || n != len(raw) {
+			t.Fatal(err)
+		}
+		var got codec.Connect
+		err = got.Decode(h, raw[h.HeaderLen:])
+		if tc.err {
+			if err == nil {
+				t.Fatalf("level %#x accepted", tc.level)
+			}
+			continue
+		}
+		if err != nil || !got.Bridge || got.Version != tc.want {
+			t.Fatalf("level %#x: bridge %v version %v err %v", tc.level, got.Bridge, got.Version, err)
+		}
+		if again := got.AppendTo(nil); string(again) != string(raw) {
+			t.Fatalf("level %#x: re-encoded % x, want % x", tc.level, again, raw)
+		}
+	}
+}

@@ -342,7 +342,18 @@ type Connect struct {
 	Username     []byte
 	PasswordFlag bool
 	Password     []byte
+
+	// Bridge is Mosquitto's bridge flag: bit 0x80 of the protocol level
+	// byte (0x83 for 3.1, 0x84 for 3.1.1), sent by a broker bridging into
+	// this one so that it is not sent its own messages back. Version holds
+	// the level without the bit. 5.0 bridges use No Local instead; 0x85 is
+	// refused.
+	Bridge bool
 }
+
+// BridgeFlag is the bit Mosquitto sets in the CONNECT protocol level of a
+// bridge connection.
+const BridgeFlag = 0x80
 
 // Connack is a CONNACK. In 3.x, ReturnCode carries the return code and
 // Reason is ignored; in 5.0 Reason is used.

@@ -79,6 +79,8 @@ type Broker struct {
 	date     atomic.Pointer[[]byte] // HTTP Date header value, refreshed every tick
 	stopSys  chan struct{}
 	sysDone  chan struct{}
+	dash     dashState  // the live dashboard (dashboard.go)
+	bridges  bridgeHook // bridges' credentials, status and $SYS notifications (bridgehook.go)
 }
 
 // New validates opts and builds a broker. Call Start to listen.
@@ -110,6 +112,7 @@ func New(opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.subs.SetChooser(b.chooseShared)
+	b.initBridgeHook()
 	b.rate = newConnRate(o)
 	b.now.Store(time.Now().Unix())
 	if err := b.setupAuth(); err != nil {
@@ -404,6 +407,7 @@ func (b *Broker) OnTick() (time.Duration, gnet.Action) {
 		return time.Second, gnet.None
 	}
 	b.expireSessions(now.Unix())
+	b.dashBuild(now)
 	if b.opts.ReturnIdleMemory {
 		b.memReturn.tick(now)
 	}

@@ -59,6 +59,7 @@ type connExt struct {
 	peer      string        // client address named by a PROXY protocol header; "" for the socket's (read by any goroutine once CONNECT is accepted)
 	proxyWait bool          // a PROXY protocol header is still expected
 	auth5     *authExchange // MQTT 5 AUTH exchange in progress (auth5.go)
+	bridge    bool          // CONNECT carried Mosquitto's bridge bit: every subscription is No Local and Retain As Published (bridgehook.go)
 }
 
 // ext returns c's extension, allocating it on first use. Runs on c's loop.
@@ -84,6 +85,7 @@ const (
 	closeUnsupportedVersion
 	closeRedirected
 	closeKeepAliveTooLong
+	closeDisconnectWithWill
 	closeEmptyClientID
 	closeClientIDTooLong
 	closeNotAuthorized
@@ -104,6 +106,7 @@ var closeCauseText = [...]string{
 	closeUnsupportedVersion: "unsupported protocol version",
 	closeRedirected:         "redirected to another server",
 	closeKeepAliveTooLong:   "keep-alive above the maximum",
+	closeDisconnectWithWill: "disconnect with will message",
 	closeEmptyClientID:      "empty client id without clean session",
 	closeClientIDTooLong:    "client id too long",
 	closeNotAuthorized:      "not authorized",

@@ -44,6 +44,9 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 		return err // malformed CONNECT: close without CONNACK [MQTT-3.1.4-1]
 	}
 	c.version = p.Version
+	if p.Bridge {
+		c.ext().bridge = true // a 3.x bridge (bridgehook.go)
+	}
 	if ref := b.opts.ServerReference; ref != "" {
 		// Redirected (Options.ServerReference): v5 clients are told
 		// where to go, 3.x ones that the server is unavailable.
@@ -125,7 +128,7 @@ func (c *conn) onConnect(h codec.FixedHeader, body []byte) error {
 	switch cn, ok := c.certUsername(); {
 	case ok:
 		pc.user, pc.hasUser = cn, true
-	case b.apiKeyMatches(p.PasswordFlag, p.Password):
+	case b.apiKeyMatches(p.PasswordFlag, p.Password) || b.bridgeKeyMatches(p.PasswordFlag, p.Password):
 		c.ext().id.apiKey = true
 	case !p.UsernameFlag && !p.PasswordFlag:
 		if !b.allowAnonymous {

@@ -26,13 +26,13 @@ import (
 // Run: go test -run '^$' -fuzz FuzzEngineTraffic -fuzztime 2m -parallel 1 ./engine
 func FuzzEngineTraffic(f *testing.F) {
 	for _, v := range codectest.Vectors {
-		f.Add(v.Raw, true, uint16(len(v.Raw)/2))
+		f.Add(v.Raw, true, uint16(len(v.Raw)/2), false)
 		if v.Raw[0]>>4 == byte(codec.TypeConnect) {
-			f.Add(v.Raw, false, uint16(1))
+			f.Add(v.Raw, false, uint16(1), false)
 		}
 	}
 	for _, v := range codectest.BadVectors {
-		f.Add(v.Raw, v.Raw[0]>>4 != byte(codec.TypeConnect), uint16(len(v.Raw)-1))
+		f.Add(v.Raw, v.Raw[0]>>4 != byte(codec.TypeConnect), uint16(len(v.Raw)-1), false)
 	}
 	// A session of packets: subscribe, publish at each QoS, acks, unsubscribe,
 	// ping, disconnect.
@@ -45,14 +45,54 @@ func FuzzEngineTraffic(f *testing.F) {
 	seq = codec.AppendAck(seq, codec.TypePuback, 1)
 	seq = (&codec.Unsubscribe{PacketID: 3, Filters: [][]byte{[]byte("a/#")}}).AppendTo(seq, codec.V311)
 	seq = codec.AppendPingreq(seq)
-	f.Add(seq, true, uint16(7))
-	f.Add(append(seq, 0xe0, 0), true, uint16(len(seq)))
+	f.Add(seq, true, uint16(7), false)
+	f.Add(append(seq, 0xe0, 0), true, uint16(len(seq)), false)
 	persistent := (&codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, ClientID: []byte("p"), WillFlag: true,
 		WillTopic: []byte("w"), WillPayload: []byte("bye"), WillQoS: 1}).AppendTo(nil)
-	f.Add(append(persistent, seq...), false, uint16(3))
-	f.Add((&codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true, ClientID: []byte("sub")}).AppendTo(nil), false, uint16(0)) // takes over the subscriber
+	f.Add(append(persistent, seq...), false, uint16(3), false)
+	f.Add((&codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true, ClientID: []byte("sub")}).AppendTo(nil), false, uint16(0), false) // takes over the subscriber
 
-	f.Fuzz(func(t *testing.T, data []byte, withConnect bool, split uint16) {
+	// MQTT 5 seeds: the same session at 5.0, and properties, aliases and
+	// AUTH.
+	var seq5 []byte
+	seq5 = (&codec.Subscribe{PacketID: 1, Props: codec.Properties{SubscriptionIDs: []uint32{9}},
+		Subs: []codec.Subscription{{Filter: []byte("a/#"), QoS: 2, RetainAsPublished: true, RetainHandling: 1}, {Filter: []byte("$share/g/a/+"), QoS: 1}}}).AppendTo(seq5, codec.V5)
+	for q := uint8(0); q < 3; q++ {
+		p := codec.Publish{Topic: []byte("a/b"), Payload: []byte("x"), QoS: q, PacketID: uint16(q), Retain: q == 1}
+		p.Props.TopicAlias, p.Props.MessageExpiry, p.Props.ContentType = 1, 5, []byte("t")
+		p.Props.User = []codec.UserProperty{{Key: []byte("k"), Value: []byte("v")}}
+		p.Props.Set(codec.PropTopicAlias)
+		p.Props.Set(codec.PropMessageExpiry)
+		p.Props.Set(codec.PropContentType)
+		seq5 = p.AppendTo(seq5, codec.V5)
+	}
+	seq5 = (&codec.Publish{Topic: nil, Payload: []byte("y"), Props: codec.Properties{Present: 1 << codec.PropTopicAlias, TopicAlias: 1}}).AppendTo(seq5, codec.V5)
+	seq5 = codec.AppendAck(seq5, codec.TypePubrel, 2)
+	seq5 = codec.AppendAck(seq5, codec.TypePubrel, 9)
+	seq5 = (&codec.Unsubscribe{PacketID: 3, Filters: [][]byte{[]byte("a/#"), []byte("zz")}}).AppendTo(seq5, codec.V5)
+	seq5 = (&codec.Auth{Reason: codec.ReAuthenticate}).AppendTo(seq5, codec.V5)
+	f.Add(seq5, true, uint16(9), true)
+	d := codec.Disconnect{Reason: codec.DisconnectWithWill}
+	d.Props.SessionExpiry = 10
+	d.Props.Set(codec.PropSessionExpiry)
+	will5 := codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V5, ClientID: []byte("p5"), WillFlag: true,
+		WillTopic: []byte("w"), WillPayload: []byte("bye"), WillQoS: 1}
+	will5.Props.SessionExpiry = 30
+	will5.Props.Set(codec.PropSessionExpiry)
+	will5.WillProps.WillDelay = 1
+	will5.WillProps.Set(codec.PropWillDelay)
+	f.Add(d.AppendTo(append(will5.AppendTo(nil), seq5...), codec.V5), false, uint16(5), true)
+	scram := codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V5, CleanStart: true, ClientID: []byte("a5")}
+	scram.Props.AuthMethod, scram.Props.AuthData = []byte("SCRAM-SHA-512"), []byte("n,,n=u,r=abc")
+	scram.Props.Set(codec.PropAuthMethod)
+	scram.Props.Set(codec.PropAuthData)
+	f.Add(scram.AppendTo(nil), false, uint16(4), true)
+
+	f.Fuzz(func(t *testing.T, data []byte, withConnect bool, split uint16, v5 bool) {
+		ver := codec.V311
+		if v5 {
+			ver = codec.V5
+		}
 		o := DefaultOptions()
 		o.MQTTAddr = "127.0.0.1:0"
 		o.HTTPAddr = ""
@@ -100,15 +140,15 @@ func FuzzEngineTraffic(f *testing.F) {
 				t.Fatal("OnOpen refused")
 			}
 		}
-		traffic(sub, (&codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true, ClientID: []byte("sub")}).AppendTo(nil))
-		traffic(sub, (&codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("#"), QoS: 2}, {Filter: []byte("$share/g/#"), QoS: 1}}}).AppendTo(nil, codec.V311))
+		traffic(sub, (&codec.Connect{ProtocolName: []byte("MQTT"), Version: ver, CleanStart: true, ClientID: []byte("sub")}).AppendTo(nil))
+		traffic(sub, (&codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("#"), QoS: 2}, {Filter: []byte("$share/g/#"), QoS: 1}}}).AppendTo(nil, ver))
 		if closed[sub] || b.Stats().Subscriptions != 2 {
 			t.Fatal("subscriber setup failed")
 		}
 
 		input := data
 		if withConnect {
-			input = append((&codec.Connect{ProtocolName: []byte("MQTT"), Version: codec.V311, CleanStart: true, KeepAlive: 30, ClientID: []byte("fz")}).AppendTo(nil), data...)
+			input = append((&codec.Connect{ProtocolName: []byte("MQTT"), Version: ver, CleanStart: true, KeepAlive: 30, ClientID: []byte("fz")}).AppendTo(nil), data...)
 		}
 		at := int(split) % (len(input) + 1)
 		traffic(c, input[:at])
@@ -126,7 +166,11 @@ func FuzzEngineTraffic(f *testing.F) {
 			t.Fatal("open connection marked closed")
 		}
 		for i, fc := range fakes {
-			checkWellFormed(t, i, fc.out)
+			v := codec.V311
+			if cc, ok := fc.ctx.(*conn); ok && cc.version == codec.V5 {
+				v = codec.V5
+			}
+			checkWellFormed(t, i, fc.out, v)
 		}
 
 		// Close everything; only persistent sessions may remain, with
@@ -159,8 +203,8 @@ func FuzzEngineTraffic(f *testing.F) {
 }
 
 // checkWellFormed fails unless out is a sequence of whole, decodable
-// server-to-client MQTT 3.1.1 packets.
-func checkWellFormed(t *testing.T, who int, out []byte) {
+// server-to-client MQTT packets at protocol level v.
+func checkWellFormed(t *testing.T, who int, out []byte, v codec.Version) {
 	t.Helper()
 	for len(out) > 0 {
 		h, n, err := codec.ReadFrame(out, 0)
@@ -177,14 +221,27 @@ func checkWellFormed(t *testing.T, who int, out []byte) {
 			}
 		case codec.TypePublish:
 			var p codec.Publish
-			derr = p.Decode(codec.V311, h, body)
+			derr = p.Decode(v, h, body)
 		case codec.TypePuback, codec.TypePubrec, codec.TypePubrel, codec.TypePubcomp:
 			var a codec.Ack
-			derr = a.Decode(codec.V311, h, body)
+			derr = a.Decode(v, h, body)
 		case codec.TypeSuback:
 			var a codec.Suback
-			derr = a.Decode(codec.V311, h, body)
-		case codec.TypeUnsuback, codec.TypePingresp:
+			derr = a.Decode(v, h, body)
+		case codec.TypeUnsuback:
+			var a codec.Unsuback
+			derr = a.Decode(v, h, body)
+		case codec.TypePingresp:
+		case codec.TypeDisconnect, codec.TypeAuth:
+			if v != codec.V5 {
+				t.Fatalf("client %d: broker sent %v to a 3.x client", who, h.Type)
+			}
+			var d codec.Disconnect
+			derr = d.Decode(v, h, body)
+			if h.Type == codec.TypeAuth {
+				var a codec.Auth
+				derr = a.Decode(v, h, body)
+			}
 		default:
 			t.Fatalf("client %d: broker sent %v", who, h.Type)
 		}

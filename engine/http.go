@@ -324,6 +324,8 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 		return r.healthz()
 	case p == "/mqtt":
 		return r.upgrade() // authenticated by CONNECT, like TCP clients
+	case isDashboardPath(p):
+		return r.dashboard(p) // static; its figures come from the API below
 	}
 	if !r.authorized() {
 		// The request was read whole: the connection stays usable, as the
@@ -338,15 +340,19 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 		return r.stream(path[len("/stream/"):])
 	case len(p) > len("/retained/") && p[:len("/retained/")] == "/retained/":
 		return r.retained(path[len("/retained/"):])
-	case (p == "/metrics" || p == "/api/v1/stats" || p == "/api/v1/clients" ||
+	case (p == "/metrics" || p == "/api/v1/stats" || p == "/api/v1/stats/stream" || p == "/api/v1/clients" ||
 		len(p) > len("/api/v1/clients/") && p[:len("/api/v1/clients/")] == "/api/v1/clients/") && !r.admitted():
 		return r.close
 	case p == "/metrics":
 		return r.metrics()
+	case p == "/api/v1/bridges" || p == "/api/bridges":
+		return r.bridgesList()
 	case p == "/readyz":
 		return r.readyz()
 	case p == "/api/v1/stats":
 		return r.stats()
+	case p == "/api/v1/stats/stream":
+		return r.statsStream()
 	case p == "/api/v1/publish":
 		return r.publishBatch()
 	case p == "/api/v1/retained":

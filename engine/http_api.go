@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"unicode/utf8"
@@ -390,6 +391,7 @@ type ClientInfo struct {
 	Protocol       string `json:"protocol"`
 	Transport      string `json:"transport,omitempty"`
 	ConnectedSince int64  `json:"connected_since,omitempty"` // unix seconds
+	KeepAlive      int    `json:"keep_alive"`                // seconds (the server's for 5.0), 0: none
 	CleanSession   bool   `json:"clean_session"`
 	Subscriptions  int    `json:"subscriptions"`
 	Queued         int    `json:"queued"`
@@ -427,6 +429,7 @@ func (b *Broker) Clients() []ClientInfo {
 			}
 			ci.Transport = protoNames[c.proto]
 			ci.ConnectedSince = int64(s.since)
+			ci.KeepAlive = int(c.keepAlive) // written at CONNECT, before the session knew c
 		}
 		s.mu.Unlock()
 		out = append(out, ci)
@@ -435,7 +438,8 @@ func (b *Broker) Clients() []ClientInfo {
 	return out
 }
 
-// clients serves GET /api/v1/clients?offset=&limit=.
+// clients serves GET /api/v1/clients?offset=&limit=&q=, q a search
+// (matchClient).
 func (r *httpReq) clients() bool {
 	if !r.only("GET") {
 		return r.close
@@ -446,6 +450,10 @@ func (r *httpReq) clients() bool {
 		return r.fail(400, "offset must be >= 0 and limit 1..1000")
 	}
 	all := r.b.Clients()
+	if q, _ := r.arg("q"); len(q) > 0 {
+		qs := string(q)
+		all = slices.DeleteFunc(all, func(ci ClientInfo) bool { return !matchClient(&ci, qs) })
+	}
 	total := len(all)
 	page := all[min(offset, total):min(offset+limit, total)]
 	out, _ := json.Marshal(struct {

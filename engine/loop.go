@@ -43,6 +43,7 @@ type loop struct {
 	refusals     []refusal // failed logins whose CONNACK is held (refuseLogin)
 
 	parked []parkedConn // connections deferred by the connection-rate limit (connrate.go)
+	dash   dashLoop     // dashboard streams (dashboard.go)
 
 	h     *httpLoop // HTTP scratch, made on first request
 	wsHdr [14]byte  // WebSocket frame header scratch
@@ -175,6 +176,7 @@ func (l *loop) tick() {
 	if len(l.streams) > 0 {
 		l.heartbeat(now)
 	}
+	l.dashTick()
 	if len(l.refusals) > 0 {
 		l.sendRefusals(time.Now().UnixMilli())
 	}

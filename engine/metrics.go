@@ -331,7 +331,7 @@ func (r *httpReq) metrics() bool {
 		return r.close
 	}
 	sn := r.b.Snapshot()
-	body := sn.appendPrometheus(r.h.body[:0])
+	body := r.b.appendBridgeMetrics(sn.appendPrometheus(r.h.body[:0]))
 	r.h.body = body
 	r.h.respond(r.b, 200, "text/plain; version=0.0.4; charset=utf-8", body, r.close, "")
 	return r.close

@@ -434,6 +434,7 @@ func (r *router) persistQueued(s *session) {
 		}
 		r.stats.dropped.Add(1)
 		r.stats.droppedQueueFull.Add(1)
+		r.b.bridges.drop(s.id)
 		return
 	}
 	bt := p.begin()

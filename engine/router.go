@@ -112,6 +112,8 @@ type router struct {
 	readOf *auth.Grants
 	readOK bool
 
+	top topicSampler // the dashboard's busiest topics (dashboard.go)
+
 	cur struct {
 		topic, payload []byte
 		props          []byte // MQTT 5 properties kept with the message (forwardProps)
@@ -279,6 +281,9 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 	}
 	m, g := b.subs.MatchGroups(topicName, r.matches[:0], r.groups[:0])
 	r.matches, r.groups = topic.Dedup(m, r.seen), g
+	if r.top.skip--; r.top.skip <= 0 {
+		r.top.sample(topicName) // one PUBLISH in 64 on average
+	}
 	r.msg = owned
 	r.setCur(topicName, payload, props, qos, retain, expiry)
 	r.cur.from = from
@@ -361,6 +366,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
+				b.bridges.drop(s.id)
 			} else {
 				r.persistQueued(s) // persist.go
 			}
@@ -369,6 +375,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 		if s.blockedLocked(b.opts.MaxOutboundBytes) {
 			r.stats.dropped.Add(1)
 			r.stats.droppedSlow.Add(1)
+			b.bridges.drop(s.id)
 			if s.fullSince == 0 {
 				s.fullSince = uint32(b.now.Load())
 			}
@@ -401,6 +408,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
+				b.bridges.drop(s.id)
 			} else {
 				r.persistQueued(s) // persist.go
 			}

@@ -64,6 +64,7 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 		if sub.RetainAsPublished {
 			opts |= codec.SubOptRetainAsPublished
 		}
+		opts |= c.bridgeSubOpts(sub.Filter)
 		s.mu.Lock()
 		i := s.subIndex(sub.Filter)
 		full := i < 0 && b.opts.MaxSubsPerConn > 0 && len(s.subs) >= b.opts.MaxSubsPerConn

@@ -157,5 +157,6 @@ func (b *Broker) publishSys() {
 	pub("bytes/sent", u(st.BytesOut))
 	pub("subscriptions/count", i(int64(st.Subscriptions)))
 	pub("retained messages/count", i(int64(st.Retained)))
+	b.publishBridgeSys(pub)
 	b.sys.finish()
 }

@@ -518,6 +518,7 @@ func (c *conn) onDisconnect5(d *codec.Disconnect) error {
 		}
 	}
 	if d.Reason == codec.DisconnectWithWill {
+		c.closeReason = closeDisconnectWithWill
 		return errClose // the will is published as for a lost connection
 	}
 	c.cleanDisconnect = true // [MQTT-3.14.4-3]

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tinymq/tinymq/bridge"
 	"github.com/tinymq/tinymq/engine"
 	"github.com/tinymq/tinymq/engine/store"
 )
@@ -47,9 +48,12 @@ type config struct {
 	opts        engine.Options
 	mqttDisable bool
 	logLevel    string
+	logFormat   string // text or json
+	checkOnly   bool   // --check-config: validate and exit
 	cpuProfile  string // pprof CPU profile of the whole run, written at shutdown
 	heapProfile string // pprof heap profile, written at shutdown
 	proxyProto  string // --proxy-protocol: comma-separated listener names
+	bridges     []bridge.Config
 }
 
 // parse builds the configuration from args, the environment (getenv) and
@@ -116,6 +120,8 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.DurationVar(&o.AuthFailDelayMax, "auth-fail-delay-max", d.AuthFailDelayMax, "longest delay before refusing an address whose logins keep failing (negative: never delay)")
 	fs.IntVar(&o.Loops, "loops", d.Loops, "event loops (default: one per CPU)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "log lines as text (key=value) or json (one JSON object a line)")
+	fs.BoolVar(&cfg.checkOnly, "check-config", false, "validate the configuration (flags, environment, --config file with its bridge sections, password, ACL and TLS files) and exit: 0 and a summary when it is good, 1 and the file, line and reason when not")
 	fs.StringVar(&cfg.cpuProfile, "cpu-profile", "", "write a pprof CPU profile of the run to this file at shutdown")
 	fs.StringVar(&cfg.heapProfile, "heap-profile", "", "write a pprof heap profile to this file at shutdown")
 	fs.BoolVar(&o.Verbose, "v", false, "log every connect, disconnect (with reason) and subscribe")
@@ -165,9 +171,19 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 		set["mqtt-addr"] = true
 	}
 	if *configFile != "" {
-		if err := readConfig(*configFile, apply); err != nil {
+		var bp bridge.Parser
+		if err := readConfig(*configFile, apply, &bp); err != nil {
 			return nil, err
 		}
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "tinymq"
+		}
+		bs, err := bp.Finish(host)
+		if err != nil {
+			return nil, err
+		}
+		cfg.bridges = bs
 	}
 	if o.TLSCert != "" && !set["tls-addr"] {
 		o.TLSAddr = ":8883"
@@ -210,8 +226,11 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 }
 
 // readConfig applies "name = value" (or "name value") lines; # starts a
-// comment.
-func readConfig(path string, apply func(name, value, from string) error) error {
+// comment. Lines whose first word is a Mosquitto bridge key ("connection
+// NAME", "address", "topic", ...; bridge.IsKey) go to bp as `key value`
+// lines, verbatim: there only a line that starts with # is a comment,
+// since # is a topic wildcard.
+func readConfig(path string, apply func(name, value, from string) error, bp *bridge.Parser) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("cannot read config: %w", err)
@@ -220,6 +239,23 @@ func readConfig(path string, apply func(name, value, from string) error) error {
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		key := line
+		if i := strings.IndexAny(line, " \t="); i >= 0 {
+			key = line[:i]
+		}
+		if bridge.IsKey(strings.ToLower(key)) {
+			value := strings.TrimSpace(line[len(key):])
+			if v, ok := strings.CutPrefix(value, "="); ok {
+				value = strings.TrimSpace(v)
+			}
+			if err := bp.Line(fmt.Sprintf("%s:%d", path, n), key, value); err != nil {
+				return err
+			}
+			continue
+		}
 		if i := strings.IndexByte(line, '#'); i >= 0 {
 			line = strings.TrimSpace(line[:i])
 		}
@@ -330,12 +366,34 @@ func (s secondsValue) Set(v string) error {
 	return nil
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("bad --log-level %q", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})), nil
+	ho := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, ho)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, ho)), nil
+	}
+	return nil, fmt.Errorf("bad --log-format %q: want text or json", format)
+}
+
+// checkConfig validates what parse produced the way a start would, without
+// listening or touching the data directory: engine.New checks the options
+// and reads the password, ACL and TLS files. It writes a summary to w.
+func checkConfig(cfg *config, w io.Writer) error {
+	o := cfg.opts
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	disableStore(&o)
+	if _, err := engine.New(o); err != nil { // never started: nothing to stop
+		return fmt.Errorf("configuration invalid: %w", err)
+	}
+	fmt.Fprintf(w, "configuration OK: mqtt %q, http %q, tls %q, %d bridge(s)\n",
+		o.MQTTAddr, o.HTTPAddr, o.TLSAddr, len(cfg.bridges))
+	return nil
 }
 
 // writeHeapProfile writes the live heap (after a GC). It runs when the
@@ -365,9 +423,12 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 		}
 		return err
 	}
-	log, err := newLogger(logw, cfg.logLevel)
+	log, err := newLogger(logw, cfg.logLevel, cfg.logFormat)
 	if err != nil {
 		return err
+	}
+	if cfg.checkOnly {
+		return checkConfig(cfg, logw)
 	}
 	cfg.opts.Logger = log
 	if cfg.mqttDisable || strings.EqualFold(os.Getenv("TINYMQ_MQTT_DISABLE"), "true") {
@@ -410,6 +471,20 @@ func run(args []string, logw io.Writer, stop <-chan struct{}) error {
 			return err
 		}
 	}
+	var bridges *bridge.Manager
+	if len(cfg.bridges) > 0 {
+		if b == nil || b.MQTTAddr() == "" {
+			return errors.New("bridges need the MQTT listener (--mqtt-addr)")
+		}
+		if bridges, err = bridge.NewManager(cfg.bridges, b, log); err != nil {
+			return err
+		}
+		if err := bridges.Start(); err != nil {
+			return err
+		}
+		b.SetBridgeInfo(func() []engine.BridgeInfo { return bridgeInfo(bridges.Status()) })
+		log.Info("bridges started", "count", len(cfg.bridges))
+	}
 	log.Info("tinymq started", "version", version, "pid", os.Getpid())
 wait:
 	for {
@@ -437,6 +512,13 @@ wait:
 	if cfg.heapProfile != "" {
 		writeHeapProfile(cfg.heapProfile, log)
 	}
+	if bridges != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := bridges.Stop(ctx); err != nil {
+			log.Warn("bridges did not stop in time", "err", err)
+		}
+		cancel()
+	}
 	if b != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -447,3 +529,19 @@ wait:
 	log.Info("stopped")
 	return nil
 }
+
+// bridgeInfo converts the bridges' status for the broker's HTTP door.
+func bridgeInfo(st []bridge.Status) []engine.BridgeInfo {
+	out := make([]engine.BridgeInfo, len(st))
+	for i, s := range st {
+		out[i] = engine.BridgeInfo{Name: s.Name, State: s.State, Remote: s.Remote,
+			RemoteClientID: s.RemoteClientID, LocalClientID: s.LocalClientID, Connects: s.Connects,
+			MsgsOut: s.MsgsOut, MsgsIn: s.MsgsIn, BytesOut: s.BytesOut, BytesIn: s.BytesIn,
+			Dropped: s.Dropped, LastError: s.LastError}
+	}
+	return out
+}
+
+// disableStore keeps a configuration check off the data directory (a
+// running broker holds its lock): the check's broker runs in memory.
+func disableStore(o *engine.Options) { o.Persistence = false }

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -56,5 +58,18 @@ func TestPersistenceFlags(t *testing.T) {
 		if _, err := parse(args, env(nil)); err == nil {
 			t.Fatalf("parse(%v) accepted", args)
 		}
+	}
+}
+
+// --check-config never touches the data directory: it is not created,
+// and one in use by a running broker does not fail the check.
+func TestCheckConfigLeavesDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	var out bytes.Buffer
+	if err := run([]string{"--check-config", "--mqtt-addr", "127.0.0.1:0", "--persistence=true", "--data-dir", dir}, &out, nil); err != nil {
+		t.Fatalf("check: %v\n%s", err, out.String())
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("--check-config created %s (%v)", dir, err)
 	}
 }

@@ -26,6 +26,15 @@ var Vectors = []Vector{
 		0, 2, 'c', '1', // client id
 	}, &codec.Connect{ProtocolName: b("MQTT"), Version: codec.V311, CleanStart: true, KeepAlive: 60, ClientID: b("c1")}},
 
+	{"connect/v311/bridge", codec.V311, []byte{
+		0x10, 14, // CONNECT, remaining 14
+		0, 4, 'M', 'Q', 'T', 'T', // protocol name
+		0x84,  // level 4 with Mosquitto's bridge bit (0x80)
+		0x00,  // flags: persistent session
+		0, 60, // keep-alive 60
+		0, 2, 'b', '1', // client id
+	}, &codec.Connect{ProtocolName: b("MQTT"), Version: codec.V311, KeepAlive: 60, ClientID: b("b1"), Bridge: true}},
+
 	{"connect/v31/will-user-pass", codec.V31, []byte{
 		0x10, 38,
 		0, 6, 'M', 'Q', 'I', 's', 'd', 'p', // protocol name
