@@ -67,14 +67,15 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// StartTinyMQ runs a tinymq binary on a free loopback port.
+// StartTinyMQ runs a tinymq binary on a free loopback port, in memory
+// (--persistence=false), as Mosquitto runs beside it.
 func StartTinyMQ(bin string) (*Broker, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	return startAndWait("tinymq", addr, execCommand(bin, "--mqtt-addr", addr, "--http-addr=", "--sys-interval", "0s"))
+	return startAndWait("tinymq", addr, execCommand(bin, "--mqtt-addr", addr, "--http-addr=", "--sys-interval", "0s", "--persistence=false"))
 }
 
 // execCommand is a broker command whose output is dropped and whose

@@ -246,7 +246,7 @@ type TLSServer struct {
 // with plain MQTT on mqttAddr and, when httpAddr is not empty, /metrics
 // there.
 func tinyMQTLSArgs(mqttAddr, tlsAddr, httpAddr string, s TLSServer) []string {
-	a := []string{"--mqtt-addr", mqttAddr, "--http-addr=" + httpAddr, "--sys-interval", "0s",
+	a := []string{"--mqtt-addr", mqttAddr, "--http-addr=" + httpAddr, "--sys-interval", "0s", "--persistence=false",
 		"--tls-addr", tlsAddr, "--tls-cert", s.Files.ServerCert, "--tls-key", s.Files.ServerKey}
 	if s.ClientCerts {
 		a = append(a, "--tls-client-ca", s.Files.CA, "--tls-require-cert")
