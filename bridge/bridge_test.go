@@ -32,22 +32,7 @@ import (
 // startTinyMQ runs a broker on free loopback ports (MQTT and HTTP).
 func startTinyMQ(t *testing.T) *engine.Broker {
 	t.Helper()
-	o := engine.DefaultOptions()
-	o.MQTTAddr, o.HTTPAddr, o.Loops, o.SysInterval = "127.0.0.1:0", "127.0.0.1:0", 2, -1
-	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := engine.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = b.Stop(ctx)
-	})
-	return b
+	return startTinyMQWith(t, func(o *engine.Options) { o.HTTPAddr = "127.0.0.1:0" })
 }
 
 // startBridges parses text as a config file's bridge lines and runs them

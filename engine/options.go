@@ -306,21 +306,12 @@ func (o Options) withDefaults() (Options, error) {
 	if o.ReceiveMaximum > 65535 {
 		return o, errors.New("engine: ReceiveMaximum above 65535")
 	}
-	switch {
-	case o.MaxTopicAlias == 0:
-		o.MaxTopicAlias = d.MaxTopicAlias
-	case o.MaxTopicAlias < 0:
-		o.MaxTopicAlias = 0
-	case o.MaxTopicAlias > 65535:
-		return o, errors.New("engine: MaxTopicAlias above 65535")
+	var err error
+	if o.MaxTopicAlias, err = aliasCount(o.MaxTopicAlias, d.MaxTopicAlias, "MaxTopicAlias"); err != nil {
+		return o, err
 	}
-	switch {
-	case o.MaxTopicAliasOut == 0:
-		o.MaxTopicAliasOut = d.MaxTopicAliasOut
-	case o.MaxTopicAliasOut < 0:
-		o.MaxTopicAliasOut = 0
-	case o.MaxTopicAliasOut > 65535:
-		o.MaxTopicAliasOut = 65535
+	if o.MaxTopicAliasOut, err = aliasCount(o.MaxTopicAliasOut, d.MaxTopicAliasOut, "MaxTopicAliasOut"); err != nil {
+		return o, err
 	}
 	if o.AuthFailDelayMax == 0 {
 		o.AuthFailDelayMax = d.AuthFailDelayMax
@@ -341,4 +332,18 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("engine: no listener configured")
 	}
 	return o, nil
+}
+
+// aliasCount applies a topic-alias count option's convention: 0 takes the
+// default, negative means none, above 65535 is refused.
+func aliasCount(v, def int, name string) (int, error) {
+	switch {
+	case v == 0:
+		return def, nil
+	case v < 0:
+		return 0, nil
+	case v > 65535:
+		return v, errors.New("engine: " + name + " above 65535")
+	}
+	return v, nil
 }
