@@ -135,12 +135,12 @@ func TestTLSClientConfig(t *testing.T) {
 func TestTinyMQTLSCommandLine(t *testing.T) {
 	f := CertFilesIn("/c")
 	got := strings.Join(tinyMQTLSArgs("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", TLSServer{Files: f}), " ")
-	want := "--mqtt-addr 127.0.0.1:1 --http-addr=127.0.0.1:3 --sys-interval 0s --tls-addr 127.0.0.1:2 --tls-cert /c/server.pem --tls-key /c/server.key"
+	want := "--mqtt-addr 127.0.0.1:1 --http-addr=127.0.0.1:3 --sys-interval 0s --persistence=false --tls-addr 127.0.0.1:2 --tls-cert /c/server.pem --tls-key /c/server.key"
 	if got != want {
 		t.Fatalf("tinymq TLS args\n got %s\nwant %s", got, want)
 	}
 	got = strings.Join(tinyMQTLSArgs("127.0.0.1:1", "127.0.0.1:2", "", TLSServer{Files: f, ClientCerts: true}), " ")
-	want = "--mqtt-addr 127.0.0.1:1 --http-addr= --sys-interval 0s --tls-addr 127.0.0.1:2 --tls-cert /c/server.pem --tls-key /c/server.key --tls-client-ca /c/ca.pem --tls-require-cert"
+	want = "--mqtt-addr 127.0.0.1:1 --http-addr= --sys-interval 0s --persistence=false --tls-addr 127.0.0.1:2 --tls-cert /c/server.pem --tls-key /c/server.key --tls-client-ca /c/ca.pem --tls-require-cert"
 	if got != want {
 		t.Fatalf("tinymq mTLS args\n got %s\nwant %s", got, want)
 	}
@@ -330,6 +330,7 @@ func fakeTinyMQ(args []string) error {
 	mqttAddr := fs.String("mqtt-addr", "", "")
 	httpAddr := fs.String("http-addr", "", "")
 	fs.Duration("sys-interval", 0, "")
+	fs.Bool("persistence", true, "")
 	tlsAddr := fs.String("tls-addr", "", "")
 	cert := fs.String("tls-cert", "", "")
 	key := fs.String("tls-key", "", "")
