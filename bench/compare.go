@@ -216,6 +216,9 @@ type CompareOptions struct {
 	// the load set's 5.0 rows: topic aliases and user properties.
 	Versions []string
 	V5       V5Options
+	// Persistent runs every load row between persistent sessions
+	// (LoadConfig.Persistent).
+	Persistent bool
 }
 
 // V5Options are the 5.0 features the comparison's 5.0 load rows use.
@@ -247,6 +250,10 @@ func (o *CompareOptions) compareRows() []CompareRow {
 			}
 			if v == "5" {
 				cfg.TopicAlias, cfg.UserProps = o.V5.TopicAlias, o.V5.UserProps
+			}
+			if o.Persistent {
+				cfg.Persistent = true
+				name += " persistent"
 			}
 			rows = append(rows, CompareRow{Scenario: name, Load: cfg, Results: map[string]LoadResult{}})
 		}

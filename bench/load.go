@@ -49,6 +49,11 @@ type LoadConfig struct {
 	// UserProps (5 only): user properties per PUBLISH, "k<i>" = 16 bytes;
 	// subscribers check that they arrive, in order.
 	UserProps int
+	// Persistent: every connection has a persistent session (3.1.1 clean
+	// session 0; 5.0 Session Expiry Interval of an hour), with client ids
+	// unique to the run, so that a broker stores every QoS > 0 message it
+	// queues or sends (the durability figures).
+	Persistent bool
 
 	// Progress, when set, is called about once a second with the
 	// connections up and the messages delivered so far.
@@ -73,6 +78,9 @@ type LoadResult struct {
 	BrokerCPU      float64 `json:"broker_cpu_seconds,omitempty"`
 	PerBrokerCPU   float64 `json:"delivered_per_broker_cpu_second,omitempty"`
 	BrokerRSSAfter int64   `json:"broker_rss_after,omitempty"`
+	// SessionPrefix is the client id prefix of a persistent run's
+	// sessions ("<prefix>-sub-<i>", "<prefix>-pub-<i>"), left on the broker.
+	SessionPrefix string `json:"session_prefix,omitempty"`
 
 	MQTTVersion string `json:"mqtt_version"` // "3.1.1" or "5"
 
@@ -243,13 +251,18 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 			c.Close()
 		}
 	}()
+	idBase := "bench"
+	if cfg.Persistent {
+		idBase = "bench-" + NewRunID() // fresh persistent sessions every run
+		res.SessionPrefix = idBase
+	}
 	var wg sync.WaitGroup
 	for s := range subs {
 		t := &tally{recv: make([]atomic.Int64, cfg.Publishers), seen: make([][]uint64, cfg.Publishers),
 			maxSeq: make([]int64, cfg.Publishers), hist: hdrhistogram.New(1, 60_000_000, 3)}
 		sub := newSubscriber(v, t, topics, userProps, subProps.TopicAliasMaximum)
 		subs[s] = sub
-		c, r, _, err := dialVersion(cfg.Addr, fmt.Sprintf("bench-sub-%d", s), "", v, &subProps)
+		c, r, _, err := dialSession(cfg.Addr, fmt.Sprintf("%s-sub-%d", idBase, s), v, &subProps, cfg.Persistent)
 		if err != nil {
 			return res, err
 		}
@@ -288,7 +301,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	var pwg sync.WaitGroup
 	errCh := make(chan error, cfg.Publishers)
 	for p := 0; p < cfg.Publishers; p++ {
-		c, r, ack, err := dialVersion(cfg.Addr, fmt.Sprintf("bench-pub-%d", p), "", v, nil)
+		c, r, ack, err := dialSession(cfg.Addr, fmt.Sprintf("%s-pub-%d", idBase, p), v, nil, cfg.Persistent)
 		if err != nil {
 			return res, err
 		}
@@ -448,13 +461,37 @@ func dialMQTTAuth(addr, id, key string) (net.Conn, *bufio.Reader, error) {
 // failure code is an error that carries the code in hex. A non-empty key is
 // sent as the password (TinyMQ's API key).
 func dialVersion(addr, id, key string, v codec.Version, props *codec.Properties) (net.Conn, *bufio.Reader, *codec.Connack, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	p := codec.Connect{Version: v, CleanStart: true, KeepAlive: 60, ClientID: []byte(id)}
 	if props != nil && v == codec.V5 {
 		p.Props = *props
+	}
+	return dialConnect(addr, key, &p)
+}
+
+// dialSession is dialVersion without a key, and with a persistent session
+// when persistent is set (3.1.1: clean session 0; 5.0: clean start and a
+// Session Expiry Interval of an hour).
+func dialSession(addr, id string, v codec.Version, props *codec.Properties, persistent bool) (net.Conn, *bufio.Reader, *codec.Connack, error) {
+	if !persistent {
+		return dialVersion(addr, id, "", v, props)
+	}
+	p := codec.Connect{Version: v, CleanStart: v == codec.V5, KeepAlive: 60, ClientID: []byte(id)}
+	if v == codec.V5 {
+		if props != nil {
+			p.Props = *props
+		}
+		p.Props.SessionExpiry = 3600
+		p.Props.Set(codec.PropSessionExpiry)
+	}
+	return dialConnect(addr, "", &p)
+}
+
+// dialConnect sends p and reads the CONNACK (see dialVersion).
+func dialConnect(addr, key string, p *codec.Connect) (net.Conn, *bufio.Reader, *codec.Connack, error) {
+	v, id := p.Version, string(p.ClientID)
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	if key != "" {
 		p.UsernameFlag, p.Username, p.PasswordFlag, p.Password = true, []byte("bench"), true, []byte(key)

@@ -346,3 +346,29 @@ func TestLoadV5MosquittoDisconnect(t *testing.T) {
 		t.Fatalf("%d DISCONNECTs (first %q); want 1 with 0x95: %+v", res.Disconnects, res.DisconnectReason, res)
 	}
 }
+
+// TestLoadPersistentMosquitto: --persistent runs between persistent
+// sessions at 3.1.1 and 5 (the broker still holds them afterwards: a
+// client resuming one gets session present) with nothing lost.
+func TestLoadPersistentMosquitto(t *testing.T) {
+	addr := mosquittotest.Start(t, t.TempDir(), mosquittoConf)
+	for _, v := range []string{"3.1.1", "5"} {
+		res, err := RunLoad(context.Background(), LoadConfig{Scenario: "pairs", Addr: addr, Publishers: 2, QoS: 1,
+			Duration: 200 * time.Millisecond, MQTTVersion: v, Persistent: true})
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		if res.Delivered == 0 || res.Lost != 0 || res.SessionPrefix == "" {
+			t.Fatalf("%s: %+v", v, res)
+		}
+		p := codec.Connect{Version: codec.V311, KeepAlive: 10, ClientID: []byte(res.SessionPrefix + "-sub-0")}
+		c, _, ack, err := dialConnect(addr, "", &p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if !ack.SessionPresent {
+			t.Fatalf("%s: the run's subscriber session is not on the broker", v)
+		}
+	}
+}

@@ -340,6 +340,7 @@ func runLoad(scenario string, args []string) error {
 	version := fs.String("broker-version", "", "broker version for the report (default: read $SYS/broker/version)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	fs.StringVar(&cfg.MQTTVersion, "mqtt-version", "3.1.1", "protocol of every connection: 3.1.1 or 5")
+	fs.BoolVar(&cfg.Persistent, "persistent", false, "persistent sessions on both ends (3.1.1 clean session 0, 5.0 session expiry), ids unique to the run: the broker stores every QoS > 0 message")
 	fs.BoolVar(&cfg.TopicAlias, "topic-alias", false, "MQTT 5: publishers send the topic once with alias 1, then alias 1 alone (if the broker's Topic Alias Maximum allows); subscribers announce Topic Alias Maximum 16")
 	fs.IntVar(&cfg.UserProps, "user-props", 0, "MQTT 5: user properties per PUBLISH (k<i> = 16 bytes), checked in order by the subscribers")
 	if err := fs.Parse(args); err != nil {
@@ -524,6 +525,7 @@ func runCompare(args []string) error {
 	var v5 bench.V5Options
 	fs.BoolVar(&v5.TopicAlias, "topic-alias", false, "MQTT 5 rows: publishers alias their topic, subscribers announce Topic Alias Maximum 16")
 	fs.IntVar(&v5.UserProps, "user-props", 0, "MQTT 5 rows: user properties per PUBLISH, checked by the subscribers")
+	persistent := fs.Bool("persistent", false, "run the load rows between persistent sessions (clean session 0 on both ends): a durable broker stores every QoS > 0 message")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -557,7 +559,7 @@ func runCompare(args []string) error {
 		order = append(order, o.label)
 		brokerVersions[o.label] = o.command
 	}
-	opts := bench.CompareOptions{Log: os.Stderr, Versions: versions, V5: v5}
+	opts := bench.CompareOptions{Log: os.Stderr, Versions: versions, V5: v5, Persistent: *persistent}
 	if *load {
 		opts.Set = bench.DefaultCompareSet(*d)
 	}
