@@ -479,16 +479,12 @@ func (c *conn) onAck(a *codec.Ack) error {
 		// Releases an inbound QoS 2 id; an unknown id is answered too (as
 		// Mosquitto does), whatever the client's outbound state: a v5
 		// client is told 0x92 "packet identifier not found".
-		known := s.releaseQoS2InLocked(a.PacketID)
-		if known || c.version != codec.V5 {
-			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubcomp, a.PacketID) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
-		} else {
-			comp := codec.Ack{Type: codec.TypePubcomp, PacketID: a.PacketID, Reason: codec.PacketIdentifierNotFound}
-			s.buf().B = comp.AppendTo(s.buf().B, codec.V5)
-		}
-		if known {
+		rc := codec.PacketIdentifierNotFound
+		if s.releaseQoS2InLocked(a.PacketID) {
+			rc = codec.Success
 			c.l.persistQoS2In(s, a.PacketID, false) // persist.go
 		}
+		s.buf().B = appendAck(s.buf().B, codec.TypePubcomp, a.PacketID, rc, c.version) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
 		wrote = true
 	} else {
 		wrote, err = s.ackLocked(c.l.b, a)
@@ -548,7 +544,7 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 	l.props5 = l.props5[:0]
 	if routable && v != nil {
 		if p.Props.Has(codec.PropMessageExpiry) && p.Props.MessageExpiry > 0 {
-			exp = uint32(min(l.b.now.Load()+int64(p.Props.MessageExpiry), 1<<32-1))
+			exp = absExpiry(l.b, p.Props.MessageExpiry)
 		}
 		l.props5 = forwardProps(l.props5, &p.Props)
 	}
@@ -626,12 +622,18 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 // version), with the reason code for a v5 client otherwise. Runs on c's
 // loop.
 func (c *conn) sendAck(t codec.Type, id uint16, rc codec.ReasonCode) {
-	if rc == codec.Success || c.version != codec.V5 {
-		c.send(codec.AppendAck(c.l.outBuf[:0], t, id))
-		return
+	c.send(appendAck(c.l.outBuf[:0], t, id, rc, c.version))
+}
+
+// appendAck appends PUBACK, PUBREC, PUBREL or PUBCOMP for packet id: the
+// 4-byte form for success (any version) and for 3.x, with the reason code
+// at 5.0 otherwise.
+func appendAck(dst []byte, t codec.Type, id uint16, rc codec.ReasonCode, v codec.Version) []byte {
+	if rc == codec.Success || v != codec.V5 {
+		return codec.AppendAck(dst, t, id)
 	}
 	a := codec.Ack{Type: t, PacketID: id, Reason: rc}
-	c.send(a.AppendTo(c.l.outBuf[:0], codec.V5))
+	return a.AppendTo(dst, codec.V5)
 }
 
 // isSysTopic reports whether t is "$SYS" or below it.

@@ -751,14 +751,6 @@ func (p *httpProps) check(b *Broker, topicName, payload []byte) string {
 	return ""
 }
 
-// absExpiry is the unix second an interval of secs from now ends (0: never).
-func absExpiry(b *Broker, secs uint32) uint32 {
-	if secs == 0 {
-		return 0
-	}
-	return uint32(min(b.now.Load()+int64(secs), 1<<32-1))
-}
-
 // props5 reads the MQTT 5 properties of POST /publish into r.h.p5:
 // Content-Type, the MQTT-* headers in order (names case-insensitive, a
 // user property's name as sent), then ?expiry=, ?response_topic= and
@@ -835,48 +827,6 @@ func (r *httpReq) props5() string {
 		}
 	}
 	return ""
-}
-
-// nextProp reads the property at props[i:] of a stored property list
-// (forwardProps' output): its id and value, for a user property its key
-// and value. next is -1 past the end or at anything forwardProps does not
-// write.
-func nextProp(props []byte, i int) (id codec.PropID, a, v []byte, next int) {
-	if i >= len(props) {
-		return 0, nil, nil, -1
-	}
-	id = codec.PropID(props[i])
-	i++
-	switch id {
-	case codec.PropPayloadFormat:
-		if i >= len(props) {
-			return 0, nil, nil, -1
-		}
-		return id, props[i : i+1], nil, i + 1
-	case codec.PropContentType, codec.PropResponseTopic, codec.PropCorrelationData:
-		a, i = propBytes(props, i)
-		return id, a, nil, i
-	case codec.PropUser:
-		if a, i = propBytes(props, i); i < 0 {
-			return 0, nil, nil, -1
-		}
-		v, i = propBytes(props, i)
-		return id, a, v, i
-	}
-	return 0, nil, nil, -1
-}
-
-// propBytes reads a length-prefixed string at p[i:]; next is -1 when it
-// runs past p.
-func propBytes(p []byte, i int) ([]byte, int) {
-	if i+2 > len(p) {
-		return nil, -1
-	}
-	n := int(p[i])<<8 | int(p[i+1])
-	if i+2+n > len(p) {
-		return nil, -1
-	}
-	return p[i+2 : i+2+n], i + 2 + n
 }
 
 // headerToken reports whether s is an HTTP field name (RFC 9110 token).

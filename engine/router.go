@@ -363,7 +363,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 	case !online:
 		if qos > 0 || b.opts.QueueQoS0 {
 			wrote = false
-			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
+			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 				b.bridges.drop(s.id)
@@ -405,7 +405,7 @@ func (r *router) deliver(s *session, qos uint8, retainFlag bool, sid uint32) {
 			// follows it until it drains: one mark per queue, not one
 			// (and, across loops, one wake-up) per queued message.
 			wrote = s.queuedLocked() == 0
-			if !s.enqueueGroupLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
+			if !s.enqueueLocked(b, r.owned(), qos, retainFlag, sid, r.grp) {
 				r.stats.dropped.Add(1)
 				r.stats.droppedQueueFull.Add(1)
 				b.bridges.drop(s.id)

@@ -191,15 +191,10 @@ func (s *session) nextIDLocked() uint16 {
 	}
 }
 
-// enqueueLocked queues m, or reports false when the session's queue is full
-// (the message is then dropped and counted by the caller).
-func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool, sid uint32) bool {
-	return s.enqueueGroupLocked(b, m, qos, retain, sid, 0)
-}
-
-// enqueueGroupLocked is enqueueLocked for a message that came through
-// shared group grp (0: none).
-func (s *session) enqueueGroupLocked(b *Broker, m *message, qos uint8, retain bool, sid uint32, grp topic.GroupID) bool {
+// enqueueLocked queues m (with the subscription identifier and the shared
+// group, 0: none, it came through), or reports false when the session's
+// queue is full (the message is then dropped and counted by the caller).
+func (s *session) enqueueLocked(b *Broker, m *message, qos uint8, retain bool, sid uint32, grp topic.GroupID) bool {
 	st := s.state()
 	if len(st.q) >= b.opts.MaxQueuedMsgs || st.qBytes+len(m.payload) > b.opts.MaxQueuedBytes {
 		if s.fullSince == 0 {
@@ -323,12 +318,7 @@ func (s *session) ackLocked(b *Broker, a *codec.Ack) (bool, error) {
 	}
 	if t == codec.TypePubrec && a.Reason < 0x80 {
 		// Unknown id: release it anyway so the client can free it.
-		if s.v5() != nil {
-			rel := codec.Ack{Type: codec.TypePubrel, PacketID: id, Reason: codec.PacketIdentifierNotFound}
-			s.buf().B = rel.AppendTo(s.buf().B, codec.V5)
-		} else {
-			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, id)
-		}
+		s.buf().B = appendAck(s.buf().B, codec.TypePubrel, id, codec.PacketIdentifierNotFound, s.version)
 		return true, nil
 	}
 	return false, nil

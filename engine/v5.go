@@ -97,57 +97,64 @@ func forwardProps(dst []byte, p *codec.Properties) []byte {
 // propString finds a string or binary property in a stored PUBLISH
 // property list (forwardProps' output). nil when absent.
 func propString(props []byte, id codec.PropID) []byte {
-	for i := 0; i < len(props); {
-		pid := codec.PropID(props[i])
-		i++
-		switch pid {
-		case codec.PropPayloadFormat:
-			i++
-		case codec.PropMessageExpiry:
-			i += 4
-		case codec.PropTopicAlias:
-			i += 2
-		case codec.PropSubscriptionID:
-			for i < len(props) && props[i]&0x80 != 0 {
-				i++
-			}
-			i++
-		case codec.PropContentType, codec.PropResponseTopic, codec.PropCorrelationData:
-			if i+2 > len(props) {
-				return nil
-			}
-			n := int(binary.BigEndian.Uint16(props[i:]))
-			if i+2+n > len(props) {
-				return nil
-			}
-			if pid == id {
-				return props[i+2 : i+2+n]
-			}
-			i += 2 + n
-		case codec.PropUser:
-			for range 2 {
-				if i+2 > len(props) {
-					return nil
-				}
-				i += 2 + int(binary.BigEndian.Uint16(props[i:]))
-			}
-		default:
-			return nil // not something forwardProps writes
+	for i := 0; i >= 0; {
+		var pid codec.PropID
+		var a []byte
+		if pid, a, _, i = nextProp(props, i); pid == id && i >= 0 {
+			return a
 		}
 	}
 	return nil
 }
 
-// eachUserProp calls fn for every user property of a stored property
-// list, in order.
-func eachUserProp(props []byte, fn func(k, v []byte)) {
-	var p codec.Properties
-	if p.DecodePublishContent(props) != nil {
-		return
+// nextProp reads the property at props[i:] of a stored property list
+// (forwardProps' output): its id and value, for a user property its key
+// and value. next is -1 past the end or at anything forwardProps does not
+// write.
+func nextProp(props []byte, i int) (id codec.PropID, a, v []byte, next int) {
+	if i >= len(props) {
+		return 0, nil, nil, -1
 	}
-	for _, u := range p.User {
-		fn(u.Key, u.Value)
+	id = codec.PropID(props[i])
+	i++
+	switch id {
+	case codec.PropPayloadFormat:
+		if i >= len(props) {
+			return 0, nil, nil, -1
+		}
+		return id, props[i : i+1], nil, i + 1
+	case codec.PropContentType, codec.PropResponseTopic, codec.PropCorrelationData:
+		a, i = propBytes(props, i)
+		return id, a, nil, i
+	case codec.PropUser:
+		if a, i = propBytes(props, i); i < 0 {
+			return 0, nil, nil, -1
+		}
+		v, i = propBytes(props, i)
+		return id, a, v, i
 	}
+	return 0, nil, nil, -1
+}
+
+// propBytes reads a length-prefixed string at p[i:]; next is -1 when it
+// runs past p.
+func propBytes(p []byte, i int) ([]byte, int) {
+	if i+2 > len(p) {
+		return nil, -1
+	}
+	n := int(p[i])<<8 | int(p[i+1])
+	if i+2+n > len(p) {
+		return nil, -1
+	}
+	return p[i+2 : i+2+n], i + 2 + n
+}
+
+// absExpiry is the unix second an interval of secs from now ends (0: never).
+func absExpiry(b *Broker, secs uint32) uint32 {
+	if secs == 0 {
+		return 0
+	}
+	return uint32(min(b.now.Load()+int64(secs), 1<<32-1))
 }
 
 // pub5 is one PUBLISH as encoded for a v5 reader: the message's stored
@@ -563,7 +570,7 @@ func (l *loop) sendWill(w *message) {
 	if w.expiry != 0 {
 		// v5 will message expiry, counted from now on.
 		c := *w
-		c.expiry = uint32(min(l.b.now.Load()+int64(w.expiry), 1<<32-1))
+		c.expiry = absExpiry(l.b, w.expiry)
 		w = &c
 	}
 	if l.r.inRoute > 0 {

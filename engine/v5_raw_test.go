@@ -50,6 +50,18 @@ func (rc *rawClient) expectDisconnect(want codec.ReasonCode) {
 	}
 }
 
+// expectAck reads the next packet, which must be an acknowledgement of
+// type want, and decodes it at the client's protocol level.
+func (rc *rawClient) expectAck(want codec.Type) codec.Ack {
+	rc.t.Helper()
+	h, body := rc.expect(want, 5*time.Second)
+	var a codec.Ack
+	if err := a.Decode(rc.ver, h, body); err != nil {
+		rc.t.Fatal(err)
+	}
+	return a
+}
+
 func rawPub5(topic, payload string, qos uint8, id uint16, edit func(*codec.Publish)) []byte {
 	p := codec.Publish{Topic: []byte(topic), Payload: []byte(payload), QoS: qos, PacketID: id}
 	if edit != nil {
@@ -138,37 +150,28 @@ func TestV5ServerReferenceRedirects(t *testing.T) {
 func TestV5AckReasonCodes(t *testing.T) {
 	b := startBroker(t, nil)
 	rc, _ := connected5(t, b.MQTTAddr(), "acks", nil)
-	readAck := func(want codec.Type) codec.Ack {
-		t.Helper()
-		h, body := rc.expect(want, 5*time.Second)
-		var a codec.Ack
-		if err := a.Decode(codec.V5, h, body); err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
 	rc.write(rawPub5("nobody/here", "x", 1, 1, nil))
-	if a := readAck(codec.TypePuback); a.Reason != codec.NoMatchingSubscribers {
+	if a := rc.expectAck(codec.TypePuback); a.Reason != codec.NoMatchingSubscribers {
 		t.Fatalf("PUBACK without subscribers: %#x; want 0x10", a.Reason)
 	}
 	rc.write(rawPub5("nobody/here", "x", 2, 2, nil))
-	if a := readAck(codec.TypePubrec); a.Reason != codec.NoMatchingSubscribers {
+	if a := rc.expectAck(codec.TypePubrec); a.Reason != codec.NoMatchingSubscribers {
 		t.Fatalf("PUBREC without subscribers: %#x; want 0x10", a.Reason)
 	}
 	rc.write(codec.AppendAck(nil, codec.TypePubrel, 2))
-	readAck(codec.TypePubcomp)
+	rc.expectAck(codec.TypePubcomp)
 	rc.write(rawPub5("bad/utf8", "\xff", 1, 3, func(p *codec.Publish) {
 		p.Props.PayloadFormat = 1
 		p.Props.Set(codec.PropPayloadFormat)
 	}))
-	if a := readAck(codec.TypePuback); a.Reason != codec.PayloadFormatInvalid {
+	if a := rc.expectAck(codec.TypePuback); a.Reason != codec.PayloadFormatInvalid {
 		t.Fatalf("PUBACK for a bad UTF-8 payload: %#x; want 0x99", a.Reason)
 	}
 	if codes := rc.subscribe(4, codec.Subscription{Filter: []byte("a/#/b")}, codec.Subscription{Filter: []byte("ok/+"), QoS: 1}); len(codes) != 2 || codes[0] != codec.TopicFilterInvalid || codes[1] != 1 {
 		t.Fatalf("SUBACK %v; want [0x8F 1]", codes)
 	}
 	rc.write(rawPub5("ok/1", "x", 1, 5, nil))
-	if a := readAck(codec.TypePuback); a.Reason != codec.Success {
+	if a := rc.expectAck(codec.TypePuback); a.Reason != codec.Success {
 		t.Fatalf("PUBACK with a subscriber: %#x", a.Reason)
 	}
 	rc.expectPublish(5 * time.Second)
@@ -600,21 +603,12 @@ func TestV5RequestProblemInformation(t *testing.T) {
 func TestV5PacketIdentifierNotFound(t *testing.T) {
 	b := startBroker(t, nil)
 	rc, _ := connected5(t, b.MQTTAddr(), "pid", nil)
-	readAck := func(want codec.Type) codec.Ack {
-		t.Helper()
-		h, body := rc.expect(want, 5*time.Second)
-		var a codec.Ack
-		if err := a.Decode(codec.V5, h, body); err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
 	rc.write(codec.AppendAck(nil, codec.TypePubrel, 77))
-	if a := readAck(codec.TypePubcomp); a.Reason != codec.PacketIdentifierNotFound || a.PacketID != 77 {
+	if a := rc.expectAck(codec.TypePubcomp); a.Reason != codec.PacketIdentifierNotFound || a.PacketID != 77 {
 		t.Fatalf("PUBCOMP %+v; want 0x92", a)
 	}
 	rc.write(codec.AppendAck(nil, codec.TypePubrec, 78))
-	if a := readAck(codec.TypePubrel); a.Reason != codec.PacketIdentifierNotFound {
+	if a := rc.expectAck(codec.TypePubrel); a.Reason != codec.PacketIdentifierNotFound {
 		t.Fatalf("PUBREL %+v; want 0x92", a)
 	}
 	rc.subscribe(1, codec.Subscription{Filter: []byte("q2"), QoS: 2})
