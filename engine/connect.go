@@ -404,7 +404,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 		}
 		if kicked.l == c.l {
 			kicked.closeWith(codec.SessionTakenOver, closeTakenOver) // 5.0: DISCONNECT 0x8E
-		} else if kicked.closeOnLoop(codec.SessionTakenOver, closeTakenOver, nil) != nil {
+		} else if kicked.closeOnLoop(codec.SessionTakenOver, closeTakenOver) != nil {
 			_ = kicked.gc.Close() // shutting down: close it anyway
 		}
 	}

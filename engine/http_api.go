@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -11,8 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tinymq/tinymq/codec"
 
@@ -501,16 +498,10 @@ func (b *Broker) Disconnect(id, reason string) bool {
 	if c == nil {
 		return false
 	}
-	err := c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		if c.open && c.s == s {
-			if b.opts.Verbose {
-				b.log.Info("disconnecting client", "client", id, "reason", reason)
-			}
-			c.closeWith(codec.AdministrativeAction, closeKicked) // 5.0: DISCONNECT 0x98
-		}
-		return nil
-	}))
-	return err == nil
+	if b.opts.Verbose {
+		b.log.Info("disconnecting client", "client", id, "reason", reason)
+	}
+	return c.closeOnLoop(codec.AdministrativeAction, closeKicked) == nil // 5.0: DISCONNECT 0x98
 }
 
 // appendJSONString appends s as a JSON string. Invalid UTF-8 is replaced

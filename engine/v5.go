@@ -632,12 +632,9 @@ func (c *conn) closeWith(rc codec.ReasonCode, cause closeCause) {
 }
 
 // closeOnLoop runs closeWith on c's loop. Any goroutine.
-func (c *conn) closeOnLoop(rc codec.ReasonCode, cause closeCause, then func()) error {
+func (c *conn) closeOnLoop(rc codec.ReasonCode, cause closeCause) error {
 	return c.l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		c.closeWith(rc, cause)
-		if then != nil {
-			then()
-		}
+		c.closeWith(rc, cause) // nothing when it closed meanwhile
 		return nil
 	}))
 }
