@@ -474,7 +474,7 @@ func (b *Broker) persistDequeued(s *session, e *queued, id uint16) {
 		return
 	}
 	bt := p.begin()
-	bt.Dequeue(s.id, e.pos)
+	bt.Dequeue(s.id, e.pos, e.mid)
 	if id != 0 && e.mid != 0 {
 		bt.SetInflight(s.id, id, e.mid, e.qos, e.retain, store.PublishSent)
 	}
@@ -493,15 +493,15 @@ func (b *Broker) persistPubrec(s *session, f *inflight) {
 	p.end(nil)
 }
 
-// persistAcked records that in-flight message id is done (PUBACK, or
+// persistAcked records that in-flight message f is done (PUBACK, or
 // PUBCOMP). s.mu held; any goroutine.
-func (b *Broker) persistAcked(s *session, id uint16) {
+func (b *Broker) persistAcked(s *session, f *inflight) {
 	p := b.ps
 	if p == nil || !s.persisted {
 		return
 	}
 	bt := p.begin()
-	bt.DeleteInflight(s.id, id)
+	bt.DeleteInflight(s.id, f.id, f.mid)
 	p.end(nil)
 }
 

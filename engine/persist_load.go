@@ -73,7 +73,7 @@ func (b *Broker) recover() error {
 					if gone == nil {
 						gone = p.begin()
 					}
-					gone.DeleteInflight(s.id, f.PacketID)
+					gone.DeleteInflight(s.id, f.PacketID, f.MsgID)
 					dropped++
 					continue
 				}

@@ -310,7 +310,7 @@ func (s *session) ackLocked(b *Broker, a *codec.Ack) (bool, error) {
 			b.persistPubrec(s, f)
 			return true, nil
 		}
-		b.persistAcked(s, id)                    // persist.go
+		b.persistAcked(s, f)                     // persist.go
 		copy(st.inflight[i:], st.inflight[i+1:]) // PUBACK (QoS 1), PUBCOMP after PUBREL (QoS 2)
 		st.inflight[len(st.inflight)-1] = inflight{}
 		st.inflight = st.inflight[:len(st.inflight)-1]

@@ -51,7 +51,10 @@ func (b *Batch) Len() int { return b.n }
 func (b *Batch) Size() int { return len(b.buf) }
 
 func (b *Batch) op(k opKind, key, val []byte, id uint64) {
-	if k == opDelRef || k == opDelSession || (k == opSetRef && key[len(key)-3] == subInflight) {
+	// Deleting an entry whose message id the caller did not give reads
+	// the entry first; deleting a session walks its keys. Both need an
+	// indexed pebble batch. Everything else is written blind.
+	if (k == opDelRef && id == 0) || k == opDelSession {
 		b.reads = true
 	}
 	b.buf = append(b.buf, byte(k))
@@ -135,14 +138,18 @@ func (b *Batch) Enqueue(cid string, pos uint64, msgID uint64, qos uint8, retain 
 }
 
 // Dequeue removes position pos from cid's queue (sent, moved in flight, or
-// dropped).
-func (b *Batch) Dequeue(cid string, pos uint64) {
+// dropped). msgID is the message the entry references (Queued.MsgID, or
+// the id given to Enqueue): with it the writer deletes without reading
+// the entry first; 0 when unknown.
+func (b *Batch) Dequeue(cid string, pos uint64, msgID uint64) {
 	b.tmp = queueKey(b.tmp[:0], cid, pos)
-	b.op(opDelRef, b.tmp, nil, 0)
+	b.op(opDelRef, b.tmp, nil, msgID)
 }
 
 // SetInflight records an outbound QoS 1/2 message under packet id pid with
-// its state (PublishSent when sent, PubrelSent on PUBREC).
+// its state (PublishSent when sent, PubrelSent on PUBREC). The writer does
+// not read what pid held before: a packet id is set again only for the
+// same message (its PUBREC) or after DeleteInflight freed it.
 func (b *Batch) SetInflight(cid string, pid uint16, msgID uint64, qos uint8, retain bool, st InflightState) {
 	k := inflightKey(b.tmp[:0], cid, pid)
 	n := len(k)
@@ -151,10 +158,11 @@ func (b *Batch) SetInflight(cid string, pid uint16, msgID uint64, qos uint8, ret
 	b.tmp = v
 }
 
-// DeleteInflight removes packet id pid (PUBACK, PUBCOMP).
-func (b *Batch) DeleteInflight(cid string, pid uint16) {
+// DeleteInflight removes packet id pid (PUBACK, PUBCOMP). msgID is the
+// message it references (as for Dequeue; 0 when unknown).
+func (b *Batch) DeleteInflight(cid string, pid uint16, msgID uint64) {
 	b.tmp = inflightKey(b.tmp[:0], cid, pid)
-	b.op(opDelRef, b.tmp, nil, 0)
+	b.op(opDelRef, b.tmp, nil, msgID)
 }
 
 // AddQoS2In records an inbound QoS 2 packet id awaiting PUBREL.

@@ -311,7 +311,7 @@ func (s *Store) Queue(cid string, after uint64, max int, dst []Queued) ([]Queued
 			if drop == nil {
 				drop = NewBatch()
 			}
-			drop.Dequeue(cid, pos)
+			drop.Dequeue(cid, pos, id)
 			continue
 		}
 		dst = append(dst, Queued{Pos: pos, QoS: qos, Retain: retain, MsgID: id, Message: m})

@@ -124,6 +124,9 @@ type Store struct {
 	nextMsg   atomic.Uint64
 	health    atomic.Pointer[error]
 
+	refs map[uint64]int32 // writer goroutine: reference counts of messages put since open (applier.ref)
+	w    applier          // writer goroutine: reused across commits
+
 	replayMu sync.Mutex
 	replay   []string // pebble's WAL replay lines from the opens (fatalLogger)
 
@@ -186,7 +189,7 @@ func Open(o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	s := &Store{opts: o, fs: o.fs, ch: make(chan *Batch, o.QueueLen), quit: make(chan struct{}), done: make(chan struct{}),
+	s := &Store{opts: o, fs: o.fs, refs: make(map[uint64]int32), ch: make(chan *Batch, o.QueueLen), quit: make(chan struct{}), done: make(chan struct{}),
 		pages: make(chan pageReq, o.QueueLen), readerDone: make(chan struct{})}
 	if s.fs == nil {
 		s.fs = o.FS
@@ -449,11 +452,14 @@ func (s *Store) run() {
 	// it succeeds or the store is closing.
 	settle := func(sync bool, err error) bool {
 		if err == nil {
-			if err = s.commit(cur, sync); err == nil {
+			if err = s.commit(cur, sync, false); err == nil {
 				return true
 			}
 		}
 		s.setHealth(err)
+		// The failed pebble may have lost commits the counts took in;
+		// from here on what is on disk decides (applier.ref).
+		clear(s.refs)
 		backoff := 20 * time.Millisecond
 		for {
 			select {
@@ -466,7 +472,7 @@ func (s *Store) run() {
 			}
 			if err = s.reopen(); err == nil {
 				all := append(append([]*Batch(nil), unsynced...), cur...)
-				if err = s.commit(all, true); err == nil {
+				if err = s.commit(all, true, true); err == nil {
 					s.setHealth(nil)
 					if len(unsynced) > 0 {
 						s.post(unsynced[len(unsynced)-1].seq)
@@ -584,7 +590,7 @@ func (s *Store) post(seq uint64) {
 
 // commit applies bs in one pebble batch; pebble's fatal errors come back as
 // errors.
-func (s *Store) commit(bs []*Batch, sync bool) (err error) {
+func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 	if len(bs) == 0 {
 		return nil
 	}
@@ -612,13 +618,19 @@ func (s *Store) commit(bs []*Batch, sync bool) (err error) {
 		pb = s.db.NewBatch()
 	}
 	defer pb.Close()
-	w := applier{pb: pb}
+	w := &s.w
+	w.s, w.pb, w.replay = s, pb, replay
+	if w.cnt == nil {
+		w.cnt = make(map[uint64]int32)
+	}
+	clear(w.cnt)
+	clear(w.gc)
 	for _, b := range bs {
 		if err := b.each(w.apply); err != nil {
 			return fmt.Errorf("store: apply: %w", err)
 		}
 	}
-	if err := w.finish(); err != nil {
+	if err := w.finish(reads); err != nil {
 		return err
 	}
 	wo := pebble.NoSync
@@ -630,6 +642,12 @@ func (s *Store) commit(bs []*Batch, sync bool) (err error) {
 	}
 	if err := pb.Commit(wo); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
+	}
+	w.settleRefs()
+	if err := s.collect(w.gc); err != nil {
+		// The commit stands; an unreferenced record is only garbage
+		// (Load skips what no entry references) until a later check.
+		return nil
 	}
 	last := bs[len(bs)-1].seq
 	if last > s.committed.Load() {
@@ -687,10 +705,13 @@ func (s *Store) reopen() error {
 // applier turns ops into pebble writes; it reads through the indexed batch
 // so that each op sees the ones before it.
 type applier struct {
-	pb   *pebble.Batch
-	k    []byte
-	gc   map[uint64]struct{} // messages that lost a reference in this commit
-	vbuf []byte
+	s      *Store
+	pb     *pebble.Batch
+	k      []byte
+	gc     map[uint64]struct{} // untracked messages that lost a reference in this commit
+	cnt    map[uint64]int32    // tracked messages touched in this commit: their count now
+	replay bool                // a commit replayed after a failure: track nothing new
+	vbuf   []byte
 }
 
 func (w *applier) get(key []byte) ([]byte, bool, error) {
@@ -720,42 +741,66 @@ func (w *applier) dropRef(key, old []byte) error {
 	if err := w.pb.Delete(w.refOf(id, key), nil); err != nil {
 		return err
 	}
-	if w.gc == nil {
-		w.gc = make(map[uint64]struct{})
-	}
-	w.gc[id] = struct{}{}
+	w.unref(id)
 	return nil
+}
+
+// ref notes a reference added (+1) or dropped (-1) to message id. A
+// message the writer tracks (Store.refs: put since the store opened) has
+// its count here, in memory; any other is checked against its reference
+// keys at the end of the commit (finish, collect).
+func (w *applier) ref(id uint64, d int32) {
+	c, ok := w.cnt[id]
+	if !ok {
+		if c, ok = w.s.refs[id]; !ok {
+			if d < 0 {
+				if w.gc == nil {
+					w.gc = make(map[uint64]struct{})
+				}
+				w.gc[id] = struct{}{}
+			}
+			return
+		}
+	}
+	w.cnt[id] = c + d
+}
+
+func (w *applier) unref(id uint64) { w.ref(id, -1) }
+
+// put notes a new message record: tracked from here, with no reference yet.
+func (w *applier) put(key []byte) {
+	if len(key) == 9 && key[0] == prefixMessage && !w.replay {
+		w.cnt[binary.BigEndian.Uint64(key[1:])] = 0
+	}
 }
 
 func (w *applier) apply(k opKind, key, val []byte, id uint64) error {
 	switch k {
 	case opSet:
+		w.put(key)
 		return w.pb.Set(key, val, nil)
 	case opDel:
 		return w.pb.Delete(key, nil)
 	case opSetRef:
-		// A queue position is written once (positions only grow), so only
-		// an in-flight entry can replace one that references another message.
-		var old []byte
-		var ok bool
-		if _, sub, _, _ := parseSessionKey(key); sub == subInflight {
-			var err error
-			if old, ok, err = w.get(key); err != nil {
-				return err
-			}
-		}
-		if ok {
-			if _, _, _, oid, err := decodeEntry(old); err == nil && oid != id {
-				if err := w.dropRef(key, old); err != nil {
-					return err
-				}
-			}
-		}
+		// Written blind: a queue position is written once (positions only
+		// grow), and an in-flight packet id is set again only for the same
+		// message (PUBREC) or after DeleteInflight freed it (Batch.SetInflight).
 		if err := w.pb.Set(key, val, nil); err != nil {
 			return err
 		}
+		if _, _, pubrel, _, err := decodeEntry(val); err == nil && !pubrel {
+			w.ref(id, 1) // PUBREC's update (pubrel) references it already
+		}
 		return w.pb.Set(w.refOf(id, key), nil, nil)
 	case opDelRef:
+		if id != 0 {
+			// The caller named the message: no read.
+			if err := w.pb.Delete(w.refOf(id, key), nil); err != nil {
+				return err
+			}
+			w.unref(id)
+			return w.pb.Delete(key, nil)
+		}
 		old, ok, err := w.get(key)
 		if err != nil || !ok {
 			return err
@@ -798,16 +843,24 @@ func (w *applier) apply(k opKind, key, val []byte, id uint64) error {
 	return errCorrupt
 }
 
-// finish deletes each message that lost a reference and has none left.
-func (w *applier) finish() error {
-	for id := range w.gc {
-		lo := binary.BigEndian.AppendUint64([]byte{prefixRef}, id)
-		it, err := w.pb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
-		if err != nil {
-			return err
+// finish deletes each tracked message whose last reference went in this
+// commit and, when the batch is indexed (it can read itself), each
+// untracked one with no reference key left. Without an index the
+// untracked ones wait for collect, after the commit.
+func (w *applier) finish(indexed bool) error {
+	for id, c := range w.cnt {
+		if c <= 0 {
+			if err := w.pb.Delete(messageKey(w.k[:0], id), nil); err != nil {
+				return err
+			}
 		}
-		referenced := it.First()
-		if err := it.Close(); err != nil {
+	}
+	if !indexed {
+		return nil
+	}
+	for id := range w.gc {
+		referenced, err := hasRef(w.pb, id)
+		if err != nil {
 			return err
 		}
 		if !referenced {
@@ -816,5 +869,70 @@ func (w *applier) finish() error {
 			}
 		}
 	}
+	clear(w.gc)
 	return nil
+}
+
+// hasRef reports whether message id has a reference key in r.
+func hasRef(r pebble.Reader, id uint64) (bool, error) {
+	lo := binary.BigEndian.AppendUint64([]byte{prefixRef}, id)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return false, err
+	}
+	referenced := it.First()
+	return referenced, it.Close()
+}
+
+// settleRefs takes the counts of a committed batch into Store.refs: a
+// message at zero is gone (finish deleted it), a new one is tracked while
+// fewer than maxTracked are. Writer goroutine.
+func (w *applier) settleRefs() {
+	for id, c := range w.cnt {
+		_, had := w.s.refs[id]
+		switch {
+		case c <= 0:
+			delete(w.s.refs, id)
+		case had || len(w.s.refs) < maxTracked:
+			w.s.refs[id] = c
+		}
+	}
+	clear(w.cnt)
+}
+
+// maxTracked bounds the messages whose reference counts the writer keeps
+// in memory (about 20 bytes each). Past it, and for messages recovered
+// from disk, the last reference's deletion looks for reference keys
+// instead: correct, only slower.
+const maxTracked = 1 << 18
+
+// collect deletes the untracked messages of a committed plain batch that
+// have no reference left, reading the committed state. No reference to a
+// message is added once it has none (the engine moves a queue entry into
+// flight in one batch), so reading after the commit is as good as inside
+// it. Writer goroutine, dbMu read-locked.
+func (s *Store) collect(gc map[uint64]struct{}) error {
+	if len(gc) == 0 {
+		return nil
+	}
+	pb := s.db.NewBatch()
+	defer pb.Close()
+	var k []byte
+	for id := range gc {
+		referenced, err := hasRef(s.db, id)
+		if err != nil {
+			return err
+		}
+		if !referenced {
+			k = messageKey(k[:0], id)
+			if err := pb.Delete(k, nil); err != nil {
+				return err
+			}
+		}
+	}
+	clear(gc)
+	if pb.Empty() {
+		return nil
+	}
+	return pb.Commit(pebble.NoSync)
 }

@@ -153,7 +153,7 @@ func TestRoundTripEveryRecord(t *testing.T) {
 	b = NewBatch()
 	b.DeleteRetained([]byte("a/b"))
 	b.DeleteSubscription("dev-1", []byte("cmd/#"))
-	b.DeleteInflight("dev-1", 3)
+	b.DeleteInflight("dev-1", 3, 0)
 	b.DeleteQoS2In("dev-1", 5)
 	b.DeleteWill("dev-1")
 	submitT(t, s, b)
@@ -165,7 +165,7 @@ func TestRoundTripEveryRecord(t *testing.T) {
 		t.Fatal("message still referenced by pid 9 was deleted")
 	}
 	b = NewBatch()
-	b.DeleteInflight("dev-1", 9)
+	b.DeleteInflight("dev-1", 9, 0)
 	submitT(t, s, b)
 	if n := countPrefix(t, s, prefixMessage); n != 0 {
 		t.Fatalf("%d message records left after last reference went", n)
@@ -249,7 +249,7 @@ func TestQueueOrderAndPaging(t *testing.T) {
 	// Dequeue the first 10: the page starts at 11 and their messages go.
 	b = NewBatch()
 	for p := uint64(1); p <= 10; p++ {
-		b.Dequeue("c", p)
+		b.Dequeue("c", p, 0)
 	}
 	submitT(t, s, b)
 	page, err := s.Queue("c", 0, 1, nil)
@@ -261,50 +261,83 @@ func TestQueueOrderAndPaging(t *testing.T) {
 	}
 }
 
+// TestSharedMessageStoredOnce: one record for a message queued for 50
+// sessions, kept while one reference is left, gone with the last. Each way
+// the writer finds the last reference: counted in memory (Dequeue names
+// the message), read back from the entry (it does not), and, after a
+// reopen, from the reference keys on disk (the message is not tracked).
 func TestSharedMessageStoredOnce(t *testing.T) {
-	s := openT(t, Options{Fsync: FsyncNone})
-	defer s.Close()
-	id := s.NextMessageID()
-	b := NewBatch()
-	b.PutMessage(id, &Message{Topic: []byte("fan/out"), Payload: bytes.Repeat([]byte("x"), 1000), QoS: 1})
-	const n = 50
-	for i := 0; i < n; i++ {
-		cid := fmt.Sprintf("s%02d", i)
-		b.SetSession(cid, &SessionInfo{ProtocolVersion: 4})
-		b.Enqueue(cid, 1, id, 1, false)
-	}
-	submitT(t, s, b)
-	if got := countPrefix(t, s, prefixMessage); got != 1 {
-		t.Fatalf("%d message records for one message queued %d times", got, n)
-	}
-	if got := countPrefix(t, s, prefixRef); got != n {
-		t.Fatalf("%d references, want %d", got, n)
-	}
-	// Every session but the last lets go: the message stays.
-	b = NewBatch()
-	for i := 0; i < n-1; i++ {
-		if i%2 == 0 {
-			b.Dequeue(fmt.Sprintf("s%02d", i), 1)
-		} else {
-			b.DeleteSession(fmt.Sprintf("s%02d", i))
-		}
-	}
-	submitT(t, s, b)
-	if got := countPrefix(t, s, prefixMessage); got != 1 {
-		t.Fatalf("message gone with one reference left (%d records)", got)
-	}
-	page, err := s.Queue(fmt.Sprintf("s%02d", n-1), 0, 10, nil)
-	if err != nil || len(page) != 1 || len(page[0].Message.Payload) != 1000 {
-		t.Fatalf("last session's queue: %+v %v", page, err)
-	}
-	b = NewBatch()
-	b.DeleteSession(fmt.Sprintf("s%02d", n-1))
-	submitT(t, s, b)
-	if got := countPrefix(t, s, prefixMessage); got != 0 {
-		t.Fatalf("%d message records after every reference went", got)
-	}
-	if got := countPrefix(t, s, prefixRef); got != 0 {
-		t.Fatalf("%d references left", got)
+	for _, mode := range []string{"counted", "read", "reopened"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openT(t, Options{Dir: dir, Fsync: FsyncNone})
+			defer func() { s.Close() }()
+			id := s.NextMessageID()
+			b := NewBatch()
+			b.PutMessage(id, &Message{Topic: []byte("fan/out"), Payload: bytes.Repeat([]byte("x"), 1000), QoS: 1})
+			const n = 50
+			for i := 0; i < n; i++ {
+				cid := fmt.Sprintf("s%02d", i)
+				b.SetSession(cid, &SessionInfo{ProtocolVersion: 4})
+				b.Enqueue(cid, 1, id, 1, false)
+			}
+			submitT(t, s, b)
+			if got := countPrefix(t, s, prefixMessage); got != 1 {
+				t.Fatalf("%d message records for one message queued %d times", got, n)
+			}
+			if got := countPrefix(t, s, prefixRef); got != n {
+				t.Fatalf("%d references, want %d", got, n)
+			}
+			named := id
+			switch mode {
+			case "read":
+				named = 0
+			case "reopened":
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+				s = openT(t, Options{Dir: dir, Fsync: FsyncNone})
+			}
+			// Every session but the last lets go: the message stays.
+			b = NewBatch()
+			for i := 0; i < n-1; i++ {
+				if i%2 == 0 {
+					b.Dequeue(fmt.Sprintf("s%02d", i), 1, named)
+				} else {
+					b.DeleteSession(fmt.Sprintf("s%02d", i))
+				}
+			}
+			submitT(t, s, b)
+			if got := countPrefix(t, s, prefixMessage); got != 1 {
+				t.Fatalf("message gone with one reference left (%d records)", got)
+			}
+			page, err := s.Queue(fmt.Sprintf("s%02d", n-1), 0, 10, nil)
+			if err != nil || len(page) != 1 || len(page[0].Message.Payload) != 1000 {
+				t.Fatalf("last session's queue: %+v %v", page, err)
+			}
+			// The last one moves it in flight (one batch), gets PUBREC
+			// (the same reference), then PUBCOMP: only then is it gone.
+			last := fmt.Sprintf("s%02d", n-1)
+			b = NewBatch()
+			b.Dequeue(last, 1, named)
+			b.SetInflight(last, 7, id, 2, false, PublishSent)
+			submitT(t, s, b)
+			b = NewBatch()
+			b.SetInflight(last, 7, id, 2, false, PubrelSent)
+			submitT(t, s, b)
+			if got := countPrefix(t, s, prefixMessage); got != 1 {
+				t.Fatalf("message gone while in flight (%d records)", got)
+			}
+			b = NewBatch()
+			b.DeleteInflight(last, 7, named)
+			submitT(t, s, b)
+			waitFor(t, 5*time.Second, "the message record deleted with its last reference", func() bool {
+				return countPrefix(t, s, prefixMessage) == 0
+			})
+			if got := countPrefix(t, s, prefixRef); got != 0 {
+				t.Fatalf("%d references left", got)
+			}
+		})
 	}
 }
 
