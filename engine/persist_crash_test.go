@@ -12,7 +12,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -33,6 +35,51 @@ import (
 // (and acknowledged) before each kill must be there after the last one.
 // 3 kills by default; TINYMQ_CRASH_CYCLES=20 (make soak) for more.
 func TestPersistCrashSIGKILL(t *testing.T) {
+	runCrash(t, crashFlow{qos: 1, pub: "cpub", sub: "csub", topic: "crash/n"})
+}
+
+// The same kills under QoS 2 end to end: the publisher keeps its session
+// (clean session 0) and, after each reconnect, re-sends what got no
+// PUBREC (DUP, same packet id) and PUBREL for what got PUBREC but no
+// PUBCOMP [MQTT-4.4.0-1]; it reuses the lowest free packet id, as small
+// clients do. The subscriber's session is persistent too and keeps its
+// own state across connections: the packet ids it sent PUBREC for and got
+// no PUBREL yet (a PUBLISH with such an id is a re-send, not a new
+// message: 4.3.3 method B). Every message the publisher got PUBREC for
+// must be delivered exactly once (a message number arriving twice is a
+// duplicate), in publishing order.
+//
+// It fails today (losses and duplicates: docs/durability.md "QoS 2 across
+// a crash"), so it runs only with TINYMQ_CRASH_QOS2=1 until the broker
+// holds PUBCOMP, PUBREL and outbound QoS 2 PUBLISH until durable.
+func TestPersistCrashSIGKILLQoS2(t *testing.T) {
+	if os.Getenv("TINYMQ_CRASH_QOS2") != "1" {
+		t.Skip("known to fail until QoS 2 waits for durability (docs/durability.md); TINYMQ_CRASH_QOS2=1 runs it")
+	}
+	runCrash(t, crashFlow{qos: 2, pub: "cpub2", sub: "csub2", topic: "crash2/n"})
+}
+
+// crashFlow is one publisher and one persistent subscriber of a crash
+// test: client ids, topic, and the QoS of both the PUBLISH and the
+// subscription.
+type crashFlow struct {
+	qos      byte
+	pub, sub string
+	topic    string
+}
+
+// crashRecv is one message the subscriber took as new: its number, and
+// how it came (for the report of a duplicate).
+type crashRecv struct {
+	n    int
+	id   uint16
+	dup  bool // the DUP flag
+	conn int  // the subscriber's connection count when it came
+	at   time.Duration
+}
+
+// runCrash runs the kill cycles of TestPersistCrashSIGKILL* for f.
+func runCrash(t *testing.T, f crashFlow) {
 	if testing.Short() {
 		t.Skip("-short: builds and kills a broker binary")
 	}
@@ -52,7 +99,8 @@ func TestPersistCrashSIGKILL(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	t.Logf("%d kills, --fsync %s, broker at %s, data in %s", cycles, fsync, addr, dir)
+	t.Logf("QoS %d, %d kills, --fsync %s, broker at %s, data in %s", f.qos, cycles, fsync, addr, dir)
+	t0 := time.Now()
 
 	start := func() *exec.Cmd {
 		t.Helper()
@@ -88,22 +136,30 @@ func TestPersistCrashSIGKILL(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		acked    = map[int]bool{}
-		received []int
+		received []crashRecv
+		kills    []time.Duration
 	)
+	got := func(r crashRecv) {
+		r.at = time.Since(t0)
+		mu.Lock()
+		received = append(received, r)
+		mu.Unlock()
+	}
 	stop := make(chan struct{})
 	pubDone := make(chan error, 1)
 	subStop := make(chan struct{})
 	subDone := make(chan error, 1)
 
 	// The subscriber's session exists before anything is published.
-	if err := subscriberSetup(addr); err != nil {
+	sub := &crashSub{flow: f, awaitingRel: map[uint16]bool{}}
+	if err := sub.setup(addr); err != nil {
 		t.Fatal(err)
 	}
-	go func() { pubDone <- crashPublisher(addr, stop, func(n int) { mu.Lock(); acked[n] = true; mu.Unlock() }) }()
-	seed := rnd.Int64() // rnd is the test goroutine's
 	go func() {
-		subDone <- crashSubscriber(addr, subStop, seed, func(n int) { mu.Lock(); received = append(received, n); mu.Unlock() })
+		pubDone <- crashPublisher(addr, f, stop, func(n int) { mu.Lock(); acked[n] = true; mu.Unlock() })
 	}()
+	seed := rnd.Int64() // rnd is the test goroutine's
+	go func() { subDone <- sub.run(addr, subStop, seed, got) }()
 
 	for i := range cycles {
 		time.Sleep(time.Duration(300+rnd.IntN(1200)) * time.Millisecond) // a random moment
@@ -116,6 +172,7 @@ func TestPersistCrashSIGKILL(t *testing.T) {
 		}
 		_ = cmd.Wait()
 		mu.Lock()
+		kills = append(kills, time.Since(t0))
 		t.Logf("kill %d: %d acknowledged, %d received so far", i+1, len(acked), len(received))
 		mu.Unlock()
 		cmd = start()
@@ -135,49 +192,67 @@ func TestPersistCrashSIGKILL(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	var err error
 	for {
-		err = drainSubscriber(addr, 500*time.Millisecond, func(n int) { mu.Lock(); received = append(received, n); mu.Unlock() })
+		err = sub.drain(addr, 500*time.Millisecond, got)
 		mu.Lock()
-		missing := 0
+		var missing []int
 		seen := make(map[int]bool, len(received))
-		for _, n := range received {
-			seen[n] = true
+		for _, r := range received {
+			seen[r.n] = true
 		}
 		for n := range acked {
 			if !seen[n] {
-				missing++
+				missing = append(missing, n)
 			}
 		}
 		mu.Unlock()
-		if missing == 0 {
+		if len(missing) == 0 && (f.qos < 2 || len(sub.awaitingRel) == 0) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d acknowledged messages never delivered (last drain: %v)", missing, want, err)
+			slices.Sort(missing)
+			mu.Lock()
+			t.Logf("around the first missing one (%d): %+v", missing[0], around(received, missing[0]))
+			mu.Unlock()
+			t.Fatalf("%d of %d acknowledged messages never delivered (%v), %d PUBREL outstanding, kills at %v (last drain: %v)",
+				len(missing), want, missing[:min(len(missing), 20)], len(sub.awaitingRel), kills, err)
 		}
 	}
 
 	mu.Lock()
 	defer mu.Unlock()
-	seen := map[int]bool{}
+	first := map[int]int{} // message number -> index in received
 	last, dups := -1, 0
-	for _, n := range received {
-		if seen[n] {
+	for i, r := range received {
+		if j, ok := first[r.n]; ok {
 			dups++
+			if f.qos == 2 {
+				t.Errorf("message %d delivered twice: first %+v, again %+v (kills at %v)", r.n, received[j], r, kills)
+			}
 			continue
 		}
-		seen[n] = true
-		if n < last {
-			t.Fatalf("message %d first arrived after %d: out of publishing order", n, last)
+		first[r.n] = i
+		if r.n < last {
+			t.Fatalf("message %d first arrived after %d: out of publishing order", r.n, last)
 		}
-		last = n
+		last = r.n
 	}
-	unacked := len(seen) - want
-	t.Logf("%d kills: %d messages acknowledged, %d distinct delivered (%d published but never acknowledged, delivered anyway), %d duplicates",
-		cycles, want, len(seen), unacked, dups)
-	got, err := countRetained(addr, "cret/#", cycles)
-	if err != nil || got != cycles {
-		t.Fatalf("%d of %d retained messages after the kills (%v)", got, cycles, err)
+	unacked := len(first) - want
+	t.Logf("QoS %d, %d kills: %d messages acknowledged, %d distinct delivered (%d published but never acknowledged, delivered anyway), %d duplicates, %d re-sent PUBLISH the subscriber recognised",
+		f.qos, cycles, want, len(first), unacked, dups, sub.resent)
+	got2, err := countRetained(addr, "cret/#", cycles)
+	if err != nil || got2 != cycles {
+		t.Fatalf("%d of %d retained messages after the kills (%v)", got2, cycles, err)
 	}
+}
+
+// around is what received holds just before and after message n would
+// have come.
+func around(received []crashRecv, n int) []crashRecv {
+	i := slices.IndexFunc(received, func(r crashRecv) bool { return r.n > n })
+	if i < 0 {
+		i = len(received)
+	}
+	return received[max(0, i-3):min(len(received), i+3)]
 }
 
 // freeAddr is a loopback address with a port free right now.
@@ -251,16 +326,28 @@ func (m *mini) read(d time.Duration) (codec.FixedHeader, []byte, error) {
 	return h, body, err
 }
 
-// subscriberSetup creates the persistent session "csub" with its
-// subscription and leaves it offline.
-func subscriberSetup(addr string) error {
-	m, _, err := dialMini(addr, "csub", false)
+// crashSub is the subscriber of a crashFlow: a persistent session, and
+// the client's own part of it, kept across connections and broker
+// restarts (QoS 2: the packet ids it sent PUBREC for, awaiting PUBREL).
+// Used by one goroutine at a time.
+type crashSub struct {
+	flow        crashFlow
+	awaitingRel map[uint16]bool
+	conns       int // connections made
+	resent      int // QoS 2: PUBLISH with an id awaiting PUBREL (not delivered again)
+}
+
+// setup creates the persistent session with its subscription and leaves
+// it offline.
+func (s *crashSub) setup(addr string) error {
+	m, _, err := dialMini(addr, s.flow.sub, false)
 	if err != nil {
 		return err
 	}
 	defer m.c.Close()
-	s := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte("crash/#"), QoS: 1}}}
-	if err := m.write(s.AppendTo(nil, codec.V311)); err != nil {
+	filter := s.flow.topic[:strings.IndexByte(s.flow.topic, '/')] + "/#"
+	sb := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte(filter), QoS: s.flow.qos}}}
+	if err := m.write(sb.AppendTo(nil, codec.V311)); err != nil {
 		return err
 	}
 	if h, _, err := m.read(5 * time.Second); err != nil || h.Type != codec.TypeSuback {
@@ -269,67 +356,99 @@ func subscriberSetup(addr string) error {
 	return m.write([]byte{0xe0, 0})
 }
 
-// crashPublisher publishes numbered QoS 1 messages on "crash/n", up to 8
+// crashPublisher publishes numbered messages at f.qos on f.topic, up to 8
 // unacknowledged, about one a millisecond, until stop; when the broker
-// goes away it reconnects and re-sends the unacknowledged ones in order.
-// After stop it waits (reconnecting) until every message it sent is
-// acknowledged.
-func crashPublisher(addr string, stop <-chan struct{}, ack func(int)) error {
+// goes away it reconnects and re-sends, in order, what was not
+// acknowledged. QoS 1: a clean session, so the re-sends are new PUBLISH
+// packets with new packet ids; ack(n) at PUBACK. QoS 2: a persistent
+// session, so it re-sends PUBLISH with DUP and the same packet id for what
+// got no PUBREC, and PUBREL for what got PUBREC and no PUBCOMP; ack(n) at
+// PUBREC. Packet ids: the lowest free. After stop it waits (reconnecting)
+// until every exchange it started is complete.
+func crashPublisher(addr string, f crashFlow, stop <-chan struct{}, ack func(int)) error {
 	const window = 8
+	type out struct {
+		n   int
+		id  uint16
+		rel bool // PUBREC received, PUBREL sent
+	}
 	next := 0
-	var pending []int // unacknowledged, in order
+	var pending []out // not complete, in publishing order
 	stopping := false
 	deadline := time.Time{}
-	for {
+	checkStop := func() {
+		select {
+		case <-stop:
+			if !stopping {
+				stopping, deadline = true, time.Now().Add(30*time.Second)
+			}
+		default:
+		}
+	}
+	freeID := func() uint16 {
+		for id := uint16(1); ; id++ {
+			used := false
+			for _, o := range pending {
+				if o.id == id {
+					used = true
+					break
+				}
+			}
+			if !used {
+				return id
+			}
+		}
+	}
+	for conns := 0; ; conns++ {
 		if stopping && len(pending) == 0 {
 			return nil
 		}
 		if stopping && time.Now().After(deadline) {
 			return fmt.Errorf("%d messages still unacknowledged 30 s after the end", len(pending))
 		}
-		m, _, err := dialMini(addr, "cpub", true)
+		m, present, err := dialMini(addr, f.pub, f.qos < 2)
 		if err != nil {
 			time.Sleep(20 * time.Millisecond)
-			select {
-			case <-stop:
-				if !stopping {
-					stopping, deadline = true, time.Now().Add(30*time.Second)
-				}
-			default:
-			}
+			checkStop()
 			continue
 		}
-		ids := map[uint16]int{}
-		var id uint16
-		send := func(n int) error {
-			id++
-			if id == 0 {
-				id = 1
-			}
-			ids[id] = n
-			p := codec.Publish{Topic: []byte("crash/n"), Payload: []byte(strconv.Itoa(n)), QoS: 1, PacketID: id}
+		if f.qos == 2 && conns > 0 && !present {
+			m.c.Close()
+			return fmt.Errorf("%s: session present = 0 after a restart", f.pub)
+		}
+		publish := func(o *out, dup bool) error {
+			p := codec.Publish{Topic: []byte(f.topic), Payload: []byte(strconv.Itoa(o.n)), QoS: f.qos, PacketID: o.id, Dup: dup}
 			return m.write(p.AppendTo(nil, codec.V311))
 		}
 		var err2 error
-		for _, n := range pending { // re-sent in order (new packet ids: clean session)
-			if err2 = send(n); err2 != nil {
+		if f.qos < 2 { // a clean session: the old packet ids mean nothing now
+			for i := range pending {
+				pending[i].id = 0
+			}
+		}
+		for i := range pending { // re-sent in order
+			o := &pending[i]
+			switch {
+			case o.id == 0:
+				o.id = freeID()
+				err2 = publish(o, false)
+			case o.rel:
+				err2 = m.write(codec.AppendAck(nil, codec.TypePubrel, o.id))
+			default:
+				err2 = publish(o, true)
+			}
+			if err2 != nil {
 				break
 			}
 		}
 		for err2 == nil {
-			select {
-			case <-stop:
-				if !stopping {
-					stopping, deadline = true, time.Now().Add(30*time.Second)
-				}
-			default:
-			}
+			checkStop()
 			if stopping && len(pending) == 0 {
 				break
 			}
 			if !stopping && len(pending) < window {
-				pending = append(pending, next)
-				if err2 = send(next); err2 != nil {
+				pending = append(pending, out{n: next, id: freeID()})
+				if err2 = publish(&pending[len(pending)-1], false); err2 != nil {
 					break
 				}
 				next++
@@ -349,34 +468,46 @@ func crashPublisher(addr string, stop <-chan struct{}, ack func(int)) error {
 				err2 = err
 				break
 			}
-			if h.Type != codec.TypePuback {
-				continue
-			}
 			var a codec.Ack
-			if err := a.Decode(codec.V311, h, body); err != nil {
-				return err
-			}
-			n, ok := ids[a.PacketID]
-			if !ok {
+			switch h.Type {
+			case codec.TypePuback, codec.TypePubrec, codec.TypePubcomp:
+				if err := a.Decode(codec.V311, h, body); err != nil {
+					return err
+				}
+			default:
 				continue
 			}
-			delete(ids, a.PacketID)
-			ack(n)
-			for i, p := range pending {
-				if p == n {
-					pending = append(pending[:i], pending[i+1:]...)
-					break
+			i := slices.IndexFunc(pending, func(o out) bool { return o.id == a.PacketID })
+			if i < 0 {
+				continue // PUBREC re-sent for an exchange already past it, or a stray id
+			}
+			o := &pending[i]
+			n := o.n
+			switch {
+			case f.qos == 1 && h.Type == codec.TypePuback, f.qos == 2 && h.Type == codec.TypePubcomp && o.rel:
+				pending = slices.Delete(pending, i, i+1)
+			case f.qos == 2 && h.Type == codec.TypePubrec:
+				if !o.rel {
+					o.rel = true
+					ack(o.n)
 				}
+				err2 = m.write(codec.AppendAck(nil, codec.TypePubrel, o.id))
+				continue
+			default:
+				return fmt.Errorf("%v for packet id %d (QoS %d, PUBREL sent %v)", h.Type, a.PacketID, f.qos, o.rel)
+			}
+			if f.qos == 1 {
+				ack(n)
 			}
 		}
 		m.c.Close()
 	}
 }
 
-// crashSubscriber is the persistent session "csub": online for a random
-// while (acknowledging what it gets), offline for a random while, until
-// stop. A broker that went away is reconnected to.
-func crashSubscriber(addr string, stop <-chan struct{}, seed int64, got func(int)) error {
+// run is the subscriber online for a random while (acknowledging what it
+// gets), offline for a random while, until stop. A broker that went away
+// is reconnected to.
+func (s *crashSub) run(addr string, stop <-chan struct{}, seed int64, got func(crashRecv)) error {
 	rnd := rand.New(rand.NewPCG(uint64(seed), 2))
 	for {
 		select {
@@ -385,7 +516,10 @@ func crashSubscriber(addr string, stop <-chan struct{}, seed int64, got func(int
 		default:
 		}
 		online := time.Duration(100+rnd.IntN(500)) * time.Millisecond
-		if err := drainSubscriber(addr, online, got); err != nil && !isTimeout(err) {
+		if err := s.drain(addr, online, got); err != nil && !isTimeout(err) {
+			if errors.Is(err, errCrashSession) {
+				return err
+			}
 			time.Sleep(20 * time.Millisecond) // the broker is restarting
 			continue
 		}
@@ -393,16 +527,20 @@ func crashSubscriber(addr string, stop <-chan struct{}, seed int64, got func(int
 	}
 }
 
-// drainSubscriber connects "csub" for d, acknowledging every message, then
-// disconnects.
-func drainSubscriber(addr string, d time.Duration, got func(int)) error {
-	m, present, err := dialMini(addr, "csub", false)
+var errCrashSession = errors.New("session present = 0")
+
+// drain connects the subscriber for d, acknowledging every message (QoS
+// 2: PUBREC, then PUBCOMP for PUBREL), then disconnects. got gets each
+// message taken as new.
+func (s *crashSub) drain(addr string, d time.Duration, got func(crashRecv)) error {
+	m, present, err := dialMini(addr, s.flow.sub, false)
 	if err != nil {
 		return err
 	}
 	defer m.c.Close()
+	s.conns++
 	if !present {
-		return errors.New("csub: session present = 0")
+		return fmt.Errorf("%s: %w", s.flow.sub, errCrashSession)
 	}
 	end := time.Now().Add(d)
 	for time.Now().Before(end) {
@@ -412,6 +550,17 @@ func drainSubscriber(addr string, d time.Duration, got func(int)) error {
 				break
 			}
 			return err
+		}
+		if h.Type == codec.TypePubrel {
+			var a codec.Ack
+			if err := a.Decode(codec.V311, h, body); err != nil {
+				return err
+			}
+			delete(s.awaitingRel, a.PacketID)
+			if err := m.write(codec.AppendAck(nil, codec.TypePubcomp, a.PacketID)); err != nil {
+				return err
+			}
+			continue
 		}
 		if h.Type != codec.TypePublish {
 			continue
@@ -424,8 +573,22 @@ func drainSubscriber(addr string, d time.Duration, got func(int)) error {
 		if err != nil {
 			return fmt.Errorf("payload %q", p.Payload)
 		}
-		got(n)
-		if err := m.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID)); err != nil {
+		if p.QoS != s.flow.qos {
+			return fmt.Errorf("message %d at QoS %d, want %d", n, p.QoS, s.flow.qos)
+		}
+		t := codec.TypePuback
+		if p.QoS == 2 {
+			t = codec.TypePubrec
+		}
+		if p.QoS == 2 && s.awaitingRel[p.PacketID] {
+			s.resent++ // a re-send of what this client has: acknowledged again, not delivered
+		} else {
+			if p.QoS == 2 {
+				s.awaitingRel[p.PacketID] = true
+			}
+			got(crashRecv{n: n, id: p.PacketID, dup: p.Dup, conn: s.conns})
+		}
+		if err := m.write(codec.AppendAck(nil, t, p.PacketID)); err != nil {
 			return err
 		}
 	}
