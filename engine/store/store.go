@@ -625,6 +625,7 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 	}
 	clear(w.cnt)
 	clear(w.gc)
+	w.zeroed = w.zeroed[:0]
 	for _, b := range bs {
 		if err := b.each(w.apply); err != nil {
 			return fmt.Errorf("store: apply: %w", err)
@@ -644,10 +645,13 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	w.settleRefs()
-	if err := s.collect(w.gc); err != nil {
-		// The commit stands; an unreferenced record is only garbage
-		// (Load skips what no entry references) until a later check.
-		return nil
+	if !reads && len(w.gc) > 0 {
+		// The commit stands whatever happens here: a record left
+		// unreferenced is only garbage (Load skips what no entry
+		// references).
+		if err := s.collect(w.gc); err != nil && s.opts.OnError != nil {
+			s.opts.OnError(fmt.Errorf("store: collecting unreferenced messages: %w", err))
+		}
 	}
 	last := bs[len(bs)-1].seq
 	if last > s.committed.Load() {
@@ -709,7 +713,8 @@ type applier struct {
 	pb     *pebble.Batch
 	k      []byte
 	gc     map[uint64]struct{} // untracked messages that lost a reference in this commit
-	cnt    map[uint64]int32    // tracked messages touched in this commit: their count now
+	cnt    map[uint64]int32    // tracked messages touched in this commit: their count now (-1: deleted)
+	zeroed []uint64            // tracked messages whose count fell to 0 in this commit
 	replay bool                // a commit replayed after a failure: track nothing new
 	vbuf   []byte
 }
@@ -763,11 +768,16 @@ func (w *applier) ref(id uint64, d int32) {
 		}
 	}
 	w.cnt[id] = c + d
+	if c+d == 0 && d < 0 {
+		w.zeroed = append(w.zeroed, id)
+	}
 }
 
 func (w *applier) unref(id uint64) { w.ref(id, -1) }
 
-// put notes a new message record: tracked from here, with no reference yet.
+// put notes a new message record: tracked from here, with no reference
+// yet (its first may come in a later commit: only a count that falls to 0
+// deletes it).
 func (w *applier) put(key []byte) {
 	if len(key) == 9 && key[0] == prefixMessage && !w.replay {
 		w.cnt[binary.BigEndian.Uint64(key[1:])] = 0
@@ -844,32 +854,42 @@ func (w *applier) apply(k opKind, key, val []byte, id uint64) error {
 }
 
 // finish deletes each tracked message whose last reference went in this
-// commit and, when the batch is indexed (it can read itself), each
+// commit (a count back above 0 by the end keeps it: a queue entry moved in
+// flight) and, when the batch is indexed (it can read itself), each
 // untracked one with no reference key left. Without an index the
 // untracked ones wait for collect, after the commit.
 func (w *applier) finish(indexed bool) error {
-	for id, c := range w.cnt {
-		if c <= 0 {
-			if err := w.pb.Delete(messageKey(w.k[:0], id), nil); err != nil {
-				return err
-			}
+	for _, id := range w.zeroed {
+		if w.cnt[id] != 0 {
+			continue // referenced again, or already deleted
+		}
+		w.cnt[id] = -1
+		if err := w.pb.Delete(messageKey(w.k[:0], id), nil); err != nil {
+			return err
 		}
 	}
 	if !indexed {
 		return nil
 	}
-	for id := range w.gc {
-		referenced, err := hasRef(w.pb, id)
+	return deleteUnreferenced(w.pb, w.pb, w.gc)
+}
+
+// deleteUnreferenced adds to pb the deletion of each message in gc that
+// has no reference key in r.
+func deleteUnreferenced(r pebble.Reader, pb *pebble.Batch, gc map[uint64]struct{}) error {
+	var k []byte
+	for id := range gc {
+		referenced, err := hasRef(r, id)
 		if err != nil {
 			return err
 		}
 		if !referenced {
-			if err := w.pb.Delete(messageKey(w.k[:0], id), nil); err != nil {
+			k = messageKey(k[:0], id)
+			if err := pb.Delete(k, nil); err != nil {
 				return err
 			}
 		}
 	}
-	clear(w.gc)
 	return nil
 }
 
@@ -885,13 +905,13 @@ func hasRef(r pebble.Reader, id uint64) (bool, error) {
 }
 
 // settleRefs takes the counts of a committed batch into Store.refs: a
-// message at zero is gone (finish deleted it), a new one is tracked while
-// fewer than maxTracked are. Writer goroutine.
+// deleted message (-1) is forgotten, a new one is tracked while fewer than
+// maxTracked are. Writer goroutine.
 func (w *applier) settleRefs() {
 	for id, c := range w.cnt {
 		_, had := w.s.refs[id]
 		switch {
-		case c <= 0:
+		case c < 0:
 			delete(w.s.refs, id)
 		case had || len(w.s.refs) < maxTracked:
 			w.s.refs[id] = c
@@ -912,25 +932,11 @@ const maxTracked = 1 << 18
 // flight in one batch), so reading after the commit is as good as inside
 // it. Writer goroutine, dbMu read-locked.
 func (s *Store) collect(gc map[uint64]struct{}) error {
-	if len(gc) == 0 {
-		return nil
-	}
 	pb := s.db.NewBatch()
 	defer pb.Close()
-	var k []byte
-	for id := range gc {
-		referenced, err := hasRef(s.db, id)
-		if err != nil {
-			return err
-		}
-		if !referenced {
-			k = messageKey(k[:0], id)
-			if err := pb.Delete(k, nil); err != nil {
-				return err
-			}
-		}
+	if err := deleteUnreferenced(s.db, pb, gc); err != nil {
+		return err
 	}
-	clear(gc)
 	if pb.Empty() {
 		return nil
 	}

@@ -519,3 +519,28 @@ func TestSecondProcessRefused(t *testing.T) {
 	}
 	t.Logf("second process: %s", strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0]))
 }
+
+// A message put in one commit and first referenced in a later one (the
+// order PutMessage allows) is kept: only a count that falls to 0 deletes.
+func TestMessagePutBeforeItsReference(t *testing.T) {
+	s := openT(t, Options{Fsync: FsyncNone})
+	defer s.Close()
+	id := s.NextMessageID()
+	b := NewBatch()
+	b.PutMessage(id, &Message{Topic: []byte("a/b"), Payload: []byte("later"), QoS: 1})
+	submitT(t, s, b)
+	b = NewBatch()
+	b.SetSession("c", &SessionInfo{ProtocolVersion: 4})
+	b.Enqueue("c", 1, id, 1, false)
+	submitT(t, s, b)
+	page, err := s.Queue("c", 0, 10, nil)
+	if err != nil || len(page) != 1 || string(page[0].Message.Payload) != "later" {
+		t.Fatalf("queue after the reference came in a later commit: %+v %v", page, err)
+	}
+	b = NewBatch()
+	b.Dequeue("c", 1, id)
+	submitT(t, s, b)
+	if n := countPrefix(t, s, prefixMessage); n != 0 {
+		t.Fatalf("%d message records after the only reference went", n)
+	}
+}
