@@ -21,10 +21,10 @@ run:
 test:
 	$(GO) test -shuffle=on -count=1 $(PKGS)
 
-## soak: the SIGKILL crash test with 20 kills instead of make test's 3
+## soak: the SIGKILL crash tests (QoS 1 and QoS 2) with 20 kills instead of make test's 3
 ## (docs/durability.md).
 soak:
-	TINYMQ_CRASH_CYCLES=20 $(GO) test -count=1 -v -run '^TestPersistCrashSIGKILL$$' ./engine
+	TINYMQ_CRASH_CYCLES=20 $(GO) test -count=1 -v -run '^TestPersistCrashSIGKILL(QoS2)?$$' ./engine
 
 race:
 	$(GO) test -race -shuffle=on -count=1 $(PKGS)

@@ -470,7 +470,6 @@ func (c *conn) send(raw []byte) {
 // onAck handles PUBACK, PUBREC, PUBREL and PUBCOMP. Runs on c's loop.
 func (c *conn) onAck(a *codec.Ack) error {
 	s := c.s
-	s.mu.Lock()
 	var (
 		wrote bool
 		err   error
@@ -479,17 +478,31 @@ func (c *conn) onAck(a *codec.Ack) error {
 		// Releases an inbound QoS 2 id; an unknown id is answered too (as
 		// Mosquitto does), whatever the client's outbound state: a v5
 		// client is told 0x92 "packet identifier not found".
+		held := c.l.ackHold() // persist.go: PUBCOMP waits until the release is durable
 		rc := codec.PacketIdentifierNotFound
+		s.mu.Lock()
 		if s.releaseQoS2InLocked(a.PacketID) {
 			rc = codec.Success
 			c.l.persistQoS2In(s, a.PacketID, false) // persist.go
+		} else if held {
+			c.l.ackAfterStore(s) // released by an earlier PUBREL: maybe not durable yet
 		}
-		s.buf().B = appendAck(s.buf().B, codec.TypePubcomp, a.PacketID, rc, c.version) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
-		wrote = true
+		if !held {
+			s.buf().B = appendAck(s.buf().B, codec.TypePubcomp, a.PacketID, rc, c.version) // [MQTT-4.3.3-2] PUBCOMP answers PUBREL
+			wrote = true
+		}
+		s.mu.Unlock()
+		if held {
+			// Sent before the release is durable, a PUBCOMP lets the
+			// client reuse the id while a crash would bring it back:
+			// the new message would be taken for a re-send and lost.
+			c.l.ackDurable(c, codec.TypePubcomp, a.PacketID, rc)
+		}
 	} else {
+		s.mu.Lock()
 		wrote, err = s.ackLocked(c.l.b, a)
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -581,6 +594,9 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		held := l.ackHold() // persist.go
 		s.mu.Lock()
 		dup := s.hasQoS2InLocked(p.PacketID)
+		if dup && held {
+			l.ackAfterStore(s) // persist.go: the first one's records may not be durable yet
+		}
 		over := false
 		if !dup && rc < 0x80 {
 			st := s.state()

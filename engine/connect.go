@@ -379,13 +379,11 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 		}
 		s.clean = clean
 	}
-	if s.wbuf != nil {
-		// Bytes encoded for the previous connection: its acks and packet
-		// ids mean nothing to the new one, and CONNACK must come first.
-		// In-flight messages are re-sent; QoS 0 ones are at most once.
-		putBuf(s.wbuf)
-		s.wbuf = nil
-	}
+	// Bytes encoded for the previous connection (and released for it,
+	// persist.go): its acks and packet ids mean nothing to the new one,
+	// and CONNACK must come first. In-flight messages are re-sent; QoS 0
+	// ones are at most once.
+	s.dropOutLocked()
 	s.outBuffered = 0
 	s.fullSince = 0
 	s.since = uint32(now)
@@ -428,10 +426,7 @@ func (b *Broker) detach(c *conn) (resumed bool) {
 		return resumed
 	}
 	s.c = nil
-	if s.wbuf != nil {
-		putBuf(s.wbuf) // unsent bytes; in-flight messages are resent on return
-		s.wbuf = nil
-	}
+	s.dropOutLocked() // unsent bytes; in-flight messages are resent on return
 	s.outBuffered = 0
 	drop := s.clean
 	var orphans []sharedMsg

@@ -62,14 +62,21 @@ func (s *benchSubscriber) read(r io.Reader, ack bool) {
 			if err != nil || fn == 0 {
 				break
 			}
-			if h.Type == codec.TypePublish {
+			switch {
+			case h.Type == codec.TypePublish:
 				s.msgs.Add(1)
-				if ack && h.QoS() == 1 {
+				if ack && h.QoS() > 0 {
 					body := data[off+h.HeaderLen : off+fn]
 					tl := int(body[0])<<8 | int(body[1])
 					id := uint16(body[2+tl])<<8 | uint16(body[3+tl])
-					acks = codec.AppendAck(acks, codec.TypePuback, id)
+					t := codec.TypePuback
+					if h.QoS() == 2 {
+						t = codec.TypePubrec
+					}
+					acks = codec.AppendAck(acks, t, id)
 				}
+			case ack && h.Type == codec.TypePubrel && fn == 4:
+				acks = codec.AppendAck(acks, codec.TypePubcomp, uint16(data[off+2])<<8|uint16(data[off+3]))
 			}
 			off += fn
 		}

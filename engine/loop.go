@@ -124,7 +124,11 @@ func (l *loop) flush(s *session) {
 	}
 	buf := s.wbuf
 	s.wbuf = nil
+	ready, hold := s.takeOutLocked()
 	s.mu.Unlock()
+	if ready != nil || hold || len(l.ps.heldBy) > 0 {
+		buf = l.holdOutbound(c, s, ready, buf, hold) // persist.go: --fsync always may keep it until durable
+	}
 	if buf == nil {
 		if !c.onBlocked {
 			// A queue may be waiting with nothing to write (the in-flight

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/bytebufferpool"
 
 	"github.com/tinymq/tinymq/codec"
 	"github.com/tinymq/tinymq/engine/store"
@@ -28,14 +29,20 @@ import (
 // submitted at the end of each unit of loop work (router.finish) and on
 // every tick; Submit never blocks. Clean sessions write nothing.
 //
-// With --fsync always, the PUBACK or PUBREC of a QoS 1/2 PUBLISH that
-// wrote records waits on its loop (loopPersist.held) until the store posts
-// that the batch holding them is durable (OnDurable, on the store's writer
-// goroutine, wakes the loop); later acknowledgements of the same connection
-// wait behind it, so they keep their order (MQTT 3.1.1 section 4.6). While
-// the store is failing (Store.Health), or its writer queue refused the last
-// batch, every mode holds them: no acknowledgement for a message the store
-// could not take.
+// With --fsync always, the PUBACK, PUBREC or PUBCOMP of a QoS 1/2
+// exchange that wrote records waits on its loop (loopPersist.held) until
+// the store posts that the batch holding them is durable (OnDurable, on
+// the store's writer goroutine, wakes the loop). So do, for QoS 2 exactly
+// once across a crash (docs/durability.md), the frames for a persistent
+// session that carry a QoS 2 PUBLISH or a PUBREL: they leave only once
+// the records written before them (the message, its in-flight state, the
+// publisher's inbound id) are durable, so that whatever the client saw,
+// the broker still knows after a restart. Once anything of a connection
+// is held, everything later for it waits behind, so every frame keeps its
+// order (MQTT 3.1.1 section 4.6). While the store is failing
+// (Store.Health), or its writer queue refused the last batch, every mode
+// holds acknowledgements: no acknowledgement for a message the store could
+// not take.
 
 // persister is the broker's store and the records not yet submitted.
 type persister struct {
@@ -67,21 +74,87 @@ type recoveredWill struct {
 	due int64 // unix millisecond (delayedWill.due)
 }
 
-// heldAck is a PUBACK or PUBREC waiting for durability.
-type heldAck struct {
+// heldOut is what a connection may not be sent yet: an acknowledgement
+// (PUBACK, PUBREC or PUBCOMP) or, when buf is not nil, encoded frames.
+type heldOut struct {
 	c   *conn
-	seq uint64 // the store sequence number that must be durable; 0 until the records are submitted
+	buf *bytebufferpool.ByteBuffer // frames for c; nil: the acknowledgement below
+	seq uint64                     // the store sequence number that must be durable; 0 until the records are submitted
 	id  uint16
 	t   codec.Type
 	rc  codec.ReasonCode
+}
+
+// outHold is a session's part in held frames, allocated the first time
+// one of its frames waits (--fsync always only). Guarded by session.mu.
+type outHold struct {
+	ready *bytebufferpool.ByteBuffer // released frames for s.c, written before wbuf at the next flush
+	bytes int32                      // bytes of this session's frames in loops' held lists (blockedLocked)
+	hold  bool                       // wbuf holds a frame that may leave only once what was written before it is durable
+}
+
+// holdState returns st's outHold, allocating it on first use.
+func (st *sessionState) holdState() *outHold {
+	if st.hold == nil {
+		st.hold = &outHold{}
+	}
+	return st.hold
+}
+
+// heldBytes is the bytes of s's frames held for durability (s.mu held).
+func (s *session) heldBytes() int {
+	if s.st == nil || s.st.hold == nil {
+		return 0
+	}
+	return int(s.st.hold.bytes)
+}
+
+// dropOutLocked drops the bytes encoded for s's connection: unsent
+// frames and released ones (s.mu held; the connection changed or went).
+func (s *session) dropOutLocked() {
+	if s.wbuf != nil {
+		putBuf(s.wbuf)
+		s.wbuf = nil
+	}
+	if s.st != nil && s.st.hold != nil {
+		o := s.st.hold
+		if o.ready != nil {
+			putBuf(o.ready)
+			o.ready = nil
+		}
+		o.hold = false
+	}
+}
+
+// takeOutLocked takes s's released frames and whether its wbuf must wait
+// for durability (s.mu held). Runs on s's loop (flush).
+func (s *session) takeOutLocked() (ready *bytebufferpool.ByteBuffer, hold bool) {
+	if s.st == nil || s.st.hold == nil {
+		return nil, false
+	}
+	o := s.st.hold
+	ready, hold = o.ready, o.hold
+	o.ready, o.hold = nil, false
+	return ready, hold
+}
+
+// holdOutLocked marks s's pending frames as carrying a QoS 2 PUBLISH or a
+// PUBREL: with --fsync always they wait until the records written before
+// them are durable, when s is a persistent session (s.mu held). Clean
+// sessions are not held: their state ends with the connection, and so
+// does the exactly-once promise (docs/durability.md). Any goroutine.
+func (b *Broker) holdOutLocked(s *session) {
+	if p := b.ps; p != nil && p.always && s.persisted {
+		s.state().holdState().hold = true
+	}
 }
 
 // loopPersist is a loop's durable-state scratch. Owned by the loop, except
 // waiting and durPending (atomics read by the store's writer goroutine).
 type loopPersist struct {
 	wrote      bool            // a record was appended on this loop since ackHold
-	held       []heldAck       // in arrival order; seqs never decrease, the unassigned ones at the tail
-	heldBy     map[*conn]int32 // held acknowledgements per connection
+	held       []heldOut       // in arrival order; seqs never decrease, the unassigned ones at the tail
+	heldBy     map[*conn]int32 // held entries per connection
 	unassigned int             // held acknowledgements at the tail with seq 0
 	pageWant   []*session      // sessions whose queue wants its next page from the store (persist_queue.go)
 	durRun     gnet.Runnable
@@ -258,7 +331,8 @@ func (b *Broker) persistFlush(l *loop) {
 	}
 }
 
-// ackHold prepares the acknowledgement of an inbound QoS 1/2 PUBLISH: it
+// ackHold prepares the acknowledgement of an inbound QoS 1/2 PUBLISH (or
+// the PUBCOMP of a PUBREL): it
 // reports whether the acknowledgement must be decided after the
 // deliveries (ackDurable), which is when it may have to wait for the
 // store. Runs on l.
@@ -274,37 +348,129 @@ func (l *loop) ackHold() bool {
 	return p.always || p.backlog.Load() || p.st.Health() != nil
 }
 
-// ackDurable sends PUBACK or PUBREC for a PUBLISH routed after ackHold:
-// at once when it wrote no record and c has no acknowledgement waiting,
-// otherwise once the store says its records are durable. Runs on c's loop.
+// ackAfterStore makes the acknowledgement being decided (between ackHold
+// and ackDurable) wait for what the store holds already, though this
+// packet wrote nothing: a PUBREC for a re-sent QoS 2 PUBLISH, or a
+// PUBCOMP, of a persistent session. The exchange's records may have been
+// written for an earlier connection whose acknowledgement was still held
+// when it closed; acknowledged now, a crash could lose them. Runs on l.
+func (l *loop) ackAfterStore(s *session) {
+	if l.b.ps != nil && s.persisted {
+		l.ps.wrote = true
+	}
+}
+
+// ackDurable sends PUBACK, PUBREC or PUBCOMP after ackHold: at once when
+// it wrote no record and c has nothing held, otherwise once the store says
+// its records are durable. Frames already encoded for c go before it into
+// the held list, so that they keep their order. Runs on c's loop.
 func (l *loop) ackDurable(c *conn, t codec.Type, id uint16, rc codec.ReasonCode) {
 	ps := &l.ps
 	if !ps.wrote && ps.heldBy[c] == 0 {
 		c.sendAck(t, id, rc)
 		return
 	}
+	s := c.s
+	s.mu.Lock()
+	var w *bytebufferpool.ByteBuffer
+	if s.c == c && s.wbuf != nil {
+		w = s.wbuf
+		s.wbuf = nil
+		s.state().holdState().bytes += int32(len(w.B))
+		if s.st.hold.hold {
+			s.st.hold.hold = false // the whole of w waits anyway
+		}
+	}
+	s.mu.Unlock()
+	if w != nil {
+		l.hold(heldOut{c: c, buf: w})
+	}
+	l.hold(heldOut{c: c, id: id, t: t, rc: rc})
+}
+
+// hold appends h to the held list (h.seq 0: assigned when the records
+// are submitted). Runs on l.
+func (l *loop) hold(h heldOut) {
+	ps := &l.ps
 	if ps.heldBy == nil {
 		ps.heldBy = make(map[*conn]int32)
 	}
-	if ps.durRun == nil {
-		ps.durRun = gnet.RunnableFunc(func(context.Context) error { l.durableRun(); return nil })
+	l.initDurRun()
+	ps.held = append(ps.held, h)
+	ps.heldBy[h.c]++
+	if h.seq == 0 {
+		ps.unassigned++
 	}
-	ps.held = append(ps.held, heldAck{c: c, id: id, t: t, rc: rc})
-	ps.heldBy[c]++
-	ps.unassigned++
 	ps.waiting.Store(true)
 }
 
-// durableRun releases the acknowledgements the store's last durability
-// post covers. Runs on l (posted by onDurable).
+// initDurRun makes the task onDurable posts to l, before l first sets
+// waiting (the atomic orders the write before onDurable's read). Runs on l.
+func (l *loop) initDurRun() {
+	if l.ps.durRun == nil {
+		l.ps.durRun = gnet.RunnableFunc(func(context.Context) error { l.durableRun(); return nil })
+	}
+}
+
+// holdOutbound decides what flush writes to c now: ready (frames released
+// from the held list) first, then buf, unless buf must wait: it carries a
+// QoS 2 PUBLISH or PUBREL for a persistent session (hold, --fsync always:
+// until everything written to the store before it is durable), or
+// something of c's is held already (it queues behind, in order). It
+// returns nil when there is nothing to write now. Runs on c's loop.
+func (l *loop) holdOutbound(c *conn, s *session, ready, buf *bytebufferpool.ByteBuffer, hold bool) *bytebufferpool.ByteBuffer {
+	ps := &l.ps
+	if buf != nil && (hold || ps.heldBy[c] > 0) {
+		p := l.b.ps
+		l.initDurRun()
+		ps.waiting.Store(true) // before durable is read: onDurable checks waiting after storing it
+		seq, ok := p.flush()   // the records buf depends on were appended before: seq covers them
+		if ok {
+			for i := len(ps.held) - ps.unassigned; i < len(ps.held); i++ {
+				ps.held[i].seq = seq
+			}
+			ps.unassigned = 0
+		}
+		durable := ok && p.durable.Load() >= seq
+		if !durable || ps.heldBy[c] > 0 {
+			s.mu.Lock()
+			s.state().holdState().bytes += int32(len(buf.B))
+			s.mu.Unlock()
+			if !ok {
+				seq = 0
+			}
+			l.hold(heldOut{c: c, buf: buf, seq: seq})
+			buf = nil
+		}
+		if durable {
+			l.releaseAcks() // what just got its sequence number may be durable already
+		} else if len(ps.held) == 0 {
+			ps.waiting.Store(false)
+		}
+	}
+	if ready == nil {
+		return buf
+	}
+	if buf != nil {
+		ready.B = append(ready.B, buf.B...)
+		putBuf(buf)
+	}
+	return ready
+}
+
+// durableRun releases the held frames the store's last durability post
+// covers. Runs on l (posted by onDurable).
 func (l *loop) durableRun() {
 	l.ps.durPending.Store(false)
 	l.releaseAcks()
 	l.r.finish()
 }
 
-// releaseAcks sends the held acknowledgements whose records are durable,
-// in order. Runs on l.
+// releaseAcks releases the held entries whose records are durable, in
+// order: each goes to its session's ready frames, which the connection's
+// next flush writes before anything newer (finish follows every caller).
+// An entry for a connection that closed, or whose session moved on, is
+// dropped: the session's state re-sends on reconnect. Runs on l.
 func (l *loop) releaseAcks() {
 	ps := &l.ps
 	d := l.b.ps.durable.Load()
@@ -319,9 +485,7 @@ func (l *loop) releaseAcks() {
 		} else {
 			delete(ps.heldBy, h.c)
 		}
-		if h.c.open {
-			h.c.sendAck(h.t, h.id, h.rc)
-		}
+		l.release(h)
 	}
 	if i > 0 {
 		n := copy(ps.held, ps.held[i:])
@@ -330,6 +494,46 @@ func (l *loop) releaseAcks() {
 	}
 	if len(ps.held) == 0 {
 		ps.waiting.Store(false)
+	}
+}
+
+// release moves one held entry to its session's ready frames. Runs on l.
+func (l *loop) release(h *heldOut) {
+	c := h.c
+	s := c.s
+	if !c.open && h.buf == nil {
+		return
+	}
+	s.mu.Lock()
+	live := c.open && s.c == c
+	var o *outHold
+	if live || (s.st != nil && s.st.hold != nil) {
+		o = s.state().holdState()
+	}
+	if h.buf != nil && o != nil {
+		// A session cleared meanwhile starts from 0 again: never below.
+		o.bytes = max(0, o.bytes-int32(len(h.buf.B)))
+	}
+	if live {
+		switch {
+		case h.buf == nil:
+			if o.ready == nil {
+				o.ready = bytebufferpool.Get()
+			}
+			o.ready.B = appendAck(o.ready.B, h.t, h.id, h.rc, c.version)
+		case o.ready == nil:
+			o.ready, h.buf = h.buf, nil
+		default:
+			o.ready.B = append(o.ready.B, h.buf.B...)
+		}
+	}
+	s.mu.Unlock()
+	if h.buf != nil {
+		putBuf(h.buf)
+		h.buf = nil
+	}
+	if live {
+		l.r.markDirty(s, l)
 	}
 }
 
@@ -463,6 +667,9 @@ func (r *router) persistSent(s *session) {
 	f.mid = r.storeID(bt)
 	bt.SetInflight(s.id, f.id, f.mid, f.qos, f.retain, store.PublishSent)
 	p.end(r.l)
+	if f.qos == 2 {
+		r.b.holdOutLocked(s) // exactly once: out once the message and its in-flight record are durable
+	}
 }
 
 // persistDequeued records that queued entry e left s's queue: dropped, or
@@ -479,13 +686,22 @@ func (b *Broker) persistDequeued(s *session, e *queued, id uint16) {
 		bt.SetInflight(s.id, id, e.mid, e.qos, e.retain, store.PublishSent)
 	}
 	p.end(nil)
+	if id != 0 && e.qos == 2 {
+		b.holdOutLocked(s) // out once it is in flight in the store, no longer queued
+	}
 }
 
 // persistPubrec records that in-flight QoS 2 message f got PUBREC (PUBREL
-// sent). s.mu held; any goroutine.
+// sent); the PUBREL waits until that is durable (--fsync always): a
+// client that got PUBREL completes and forgets the id, so the broker must
+// not send the PUBLISH again after a crash. s.mu held; any goroutine.
 func (b *Broker) persistPubrec(s *session, f *inflight) {
 	p := b.ps
-	if p == nil || !s.persisted || f.mid == 0 {
+	if p == nil || !s.persisted {
+		return
+	}
+	b.holdOutLocked(s)
+	if f.mid == 0 {
 		return
 	}
 	bt := p.begin()

@@ -24,13 +24,27 @@ func BenchmarkPersistQoS1Pairs(b *testing.B) {
 	for _, pairs := range []int{1, 10} {
 		for _, mode := range []string{"off", "none", "interval", "always"} {
 			b.Run(fmt.Sprintf("pairs=%d/fsync=%s", pairs, mode), func(b *testing.B) {
-				benchPersistPairs(b, pairs, mode)
+				benchPersistPairs(b, 1, pairs, mode)
 			})
 		}
 	}
 }
 
-func benchPersistPairs(b *testing.B, pairs int, mode string) {
+// BenchmarkPersistQoS2Pairs: the same at QoS 2 end to end (PUBLISH,
+// PUBREC, PUBREL, PUBCOMP at both ends; window=16 exchanges open per
+// publisher until their PUBCOMP). With fsync=always this is the price of
+// exactly once across a crash: PUBREC and PUBCOMP to the publisher, and
+// PUBLISH and PUBREL to the subscriber, each wait for a group commit
+// (docs/durability.md "QoS 2 across a crash").
+func BenchmarkPersistQoS2Pairs(b *testing.B) {
+	for _, mode := range []string{"off", "interval", "always"} {
+		b.Run(fmt.Sprintf("pairs=10/fsync=%s", mode), func(b *testing.B) {
+			benchPersistPairs(b, 2, 10, mode)
+		})
+	}
+}
+
+func benchPersistPairs(b *testing.B, qos uint8, pairs int, mode string) {
 	br := startBroker(b, func(o *Options) {
 		if mode == "off" {
 			return
@@ -44,7 +58,7 @@ func benchPersistPairs(b *testing.B, pairs int, mode string) {
 	})
 	subs := make([]*benchSubscriber, pairs)
 	for i := range subs {
-		subs[i] = newPersistentBenchSubscriber(b, br.MQTTAddr(), fmt.Sprintf("bsub%d", i), fmt.Sprintf("bp/%d", i))
+		subs[i] = newPersistentBenchSubscriber(b, br.MQTTAddr(), fmt.Sprintf("bsub%d", i), fmt.Sprintf("bp/%d", i), qos)
 	}
 	pubs := make([]*rawClient, pairs)
 	for i := range pubs {
@@ -62,7 +76,7 @@ func benchPersistPairs(b *testing.B, pairs int, mode string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := windowedPublisher(pubs[i].c, pubs[i].r, fmt.Sprintf("bp/%d", i), per, 16); err != nil {
+			if err := windowedPublisher(pubs[i].c, pubs[i].r, fmt.Sprintf("bp/%d", i), qos, per, 16); err != nil {
 				errs <- err
 			}
 		}()
@@ -90,13 +104,13 @@ func benchPersistPairs(b *testing.B, pairs int, mode string) {
 	}
 }
 
-// newPersistentBenchSubscriber is a clean-session-0 subscriber at QoS 1
+// newPersistentBenchSubscriber is a clean-session-0 subscriber at qos
 // that acknowledges everything.
-func newPersistentBenchSubscriber(b *testing.B, addr, id, filter string) *benchSubscriber {
+func newPersistentBenchSubscriber(b *testing.B, addr, id, filter string, qos uint8) *benchSubscriber {
 	b.Helper()
 	rc := dialRaw(b, addr)
 	rc.connect(codec.Connect{ClientID: []byte(id), CleanStart: false, KeepAlive: 0})
-	sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte(filter), QoS: 1}}}
+	sub := codec.Subscribe{PacketID: 1, Subs: []codec.Subscription{{Filter: []byte(filter), QoS: qos}}}
 	rc.write(sub.AppendTo(nil, codec.V311))
 	if h, _, err := rc.readPacket(5 * time.Second); err != nil || h.Type != codec.TypeSuback {
 		b.Fatalf("SUBACK: %v %v", h.Type, err)
@@ -107,12 +121,13 @@ func newPersistentBenchSubscriber(b *testing.B, addr, id, filter string) *benchS
 	return s
 }
 
-// windowedPublisher sends n QoS 1 PUBLISHes of 64 bytes to topic, keeping
-// up to window unacknowledged, and returns once all are acknowledged.
-// Runs on its own goroutine (no testing calls).
-func windowedPublisher(c net.Conn, r *bufio.Reader, topicName string, n, window int) error {
-	p := codec.Publish{Topic: []byte(topicName), QoS: 1, Payload: make([]byte, 64)}
-	var out []byte
+// windowedPublisher sends n PUBLISHes of 64 bytes at qos (1 or 2) to
+// topic, keeping up to window exchanges open (QoS 2: until PUBCOMP; PUBREL
+// answers each PUBREC), and returns once all are complete. Runs on its own
+// goroutine (no testing calls).
+func windowedPublisher(c net.Conn, r *bufio.Reader, topicName string, qos uint8, n, window int) error {
+	p := codec.Publish{Topic: []byte(topicName), QoS: qos, Payload: make([]byte, 64)}
+	var out, rels []byte
 	sent, acked := 0, 0
 	send := func(k int) error {
 		out = out[:0]
@@ -139,6 +154,7 @@ func windowedPublisher(c net.Conn, r *bufio.Reader, topicName string, n, window 
 		}
 		data := append(pending, buf[:m]...)
 		off, got := 0, 0
+		rels = rels[:0]
 		for off < len(data) {
 			h, fn, err := codec.ReadFrame(data[off:], 0)
 			if err != nil {
@@ -147,12 +163,20 @@ func windowedPublisher(c net.Conn, r *bufio.Reader, topicName string, n, window 
 			if fn == 0 {
 				break
 			}
-			if h.Type == codec.TypePuback {
+			switch h.Type {
+			case codec.TypePuback, codec.TypePubcomp:
 				got++
+			case codec.TypePubrec:
+				rels = codec.AppendAck(rels, codec.TypePubrel, uint16(data[off+2])<<8|uint16(data[off+3]))
 			}
 			off += fn
 		}
 		pending = append(pending[:0], data[off:]...)
+		if len(rels) > 0 {
+			if _, err := c.Write(rels); err != nil {
+				return err
+			}
+		}
 		acked += got
 		if more := min(got, n-sent); more > 0 {
 			if err := send(more); err != nil {

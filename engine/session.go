@@ -48,6 +48,7 @@ type sessionState struct {
 	qTail    uint64     // last queue position given out (persist.go: store queue keys)
 	spill    spill      // persist.go: the part of the queue that is in the store only
 	v5       *sess5     // MQTT 5 connection and session state (v5.go); nil for 3.x
+	hold     *outHold   // persist.go: frames waiting for durability (--fsync always); nil until one does
 }
 
 type subEntry struct {
@@ -131,6 +132,9 @@ func (s *session) blockedLocked(limit int) bool {
 	n := int(s.outBuffered)
 	if s.wbuf != nil {
 		n += len(s.wbuf.B)
+	}
+	if s.st != nil && s.st.hold != nil {
+		n += s.heldBytes() // persist.go: frames waiting for durability count as unsent
 	}
 	return n >= limit
 }
@@ -264,9 +268,13 @@ func (s *session) drainLocked(b *Broker) bool {
 
 // resendLocked re-sends, in their original order, every unacknowledged
 // message with DUP set, and PUBREL for those past PUBREC [MQTT-4.4.0-1].
+// QoS 2 re-sends wait for durability like the first sends (persist.go).
 func (s *session) resendLocked(b *Broker) {
 	for i := range s.inflightLocked() {
 		f := &s.st.inflight[i]
+		if f.qos == 2 {
+			b.holdOutLocked(s)
+		}
 		if f.rel {
 			s.buf().B = codec.AppendAck(s.buf().B, codec.TypePubrel, f.id)
 			continue
@@ -333,14 +341,11 @@ var (
 // clearLocked drops the session's messages (queue, in flight, QoS 2
 // state); a v5 session keeps its connection state.
 func (s *session) clearLocked() {
+	s.dropOutLocked()
 	if s.st != nil && s.st.v5 != nil {
 		s.st = &sessionState{v5: s.st.v5}
 	} else {
 		s.st = nil
-	}
-	if s.wbuf != nil {
-		putBuf(s.wbuf)
-		s.wbuf = nil
 	}
 }
 
