@@ -15,10 +15,13 @@ import (
 
 // Machine describes where a run happened.
 type Machine struct {
-	Cores  int    `json:"cores"`
-	CPU    string `json:"cpu,omitempty"`
-	Kernel string `json:"kernel"`
-	Go     string `json:"go"`
+	Cores int `json:"cores"`
+	// Processors counts the "processor" lines of /proc/cpuinfo (Cores is
+	// what this process may run on).
+	Processors int    `json:"cpuinfo_processors,omitempty"`
+	CPU        string `json:"cpu,omitempty"`
+	Kernel     string `json:"kernel"`
+	Go         string `json:"go"`
 }
 
 // ThisMachine reads the machine's description from /proc.
@@ -29,9 +32,11 @@ func ThisMachine() Machine {
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
+			if strings.HasPrefix(l, "model name") && m.CPU == "" {
 				m.CPU = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
-				break
+			}
+			if k, _, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "processor" {
+				m.Processors++
 			}
 		}
 	}
