@@ -46,14 +46,16 @@ func ThisMachine() Machine {
 // Record is one result as a JSON line: which run, where, against what,
 // with which parameters.
 type Record struct {
-	Run           string  `json:"run"` // run id, shared by every line of one invocation
-	Time          string  `json:"time"`
-	Scenario      string  `json:"scenario"`
-	Broker        string  `json:"broker"`
-	BrokerVersion string  `json:"broker_version"`
-	Machine       Machine `json:"machine"`
-	Params        any     `json:"params"`
-	Result        any     `json:"result"`
+	Run           string `json:"run"` // run id, shared by every line of one invocation
+	Time          string `json:"time"`
+	Scenario      string `json:"scenario"`
+	Broker        string `json:"broker"`
+	BrokerVersion string `json:"broker_version"`
+	// Process is /proc/PID/comm of the process measured (compare).
+	Process string  `json:"process,omitempty"`
+	Machine Machine `json:"machine"`
+	Params  any     `json:"params"`
+	Result  any     `json:"result"`
 }
 
 // NewRunID returns a fresh run id: UTC time plus 4 random bytes.

@@ -70,7 +70,7 @@ scenarios:
   http     HTTP publishes (POST /publish/{topic}) delivered to an MQTT subscriber
   http-ref a plain fasthttp.Server answering POST /publish/{topic} as TinyMQ does (the CPU reference)
   fleet    ESP32 soak test: N devices with esp-mqtt behaviour for a fixed time
-  compare  start TinyMQ, Mosquitto and any --broker, run the scenario set against each, print ratios
+  compare  start TinyMQ, Mosquitto and any --broker, run the device shapes (--deep: also 256 in flight) against each, print a table per shape with CPU and system calls per message
   certs    write a throwaway CA, server and client certificate (ECDSA P-256) for conn --tls and brokers
 
 conn, fanin, fanout, pairs and compare take --mqtt-version 3.1.1|5 (compare: also 3.1.1,5);
@@ -659,9 +659,15 @@ func runCompare(args []string) error {
 	if *asJSON {
 		for _, r := range rep.Rows {
 			for _, b := range order {
-				rec := bench.Record{Run: runID, Scenario: r.Scenario, Broker: b, BrokerVersion: brokerVersions[b], Params: r.Load, Result: r.Results[b]}
+				rec := bench.Record{Run: runID, Scenario: r.Scenario, Broker: b, BrokerVersion: brokerVersions[b], Process: rep.Process[b], Params: r.Load, Result: r.Results[b]}
 				if err := bench.WriteRecord(os.Stdout, rec); err != nil {
 					return err
+				}
+				if st, ok := r.Strace[b]; ok {
+					rec.Scenario, rec.Result = r.Scenario+" (strace pass)", st
+					if err := bench.WriteRecord(os.Stdout, rec); err != nil {
+						return err
+					}
 				}
 			}
 		}
