@@ -719,9 +719,24 @@ func runCompare(args []string) error {
 		for _, o := range tlsOthers {
 			brokers = append(brokers, fmt.Sprintf("%s over TLS (`%s`)", o.label, o.command))
 		}
-		return updateDoc(*doc, out.String(), images, strings.Join(brokers, ", "), "tinymq-bench "+strings.Join(os.Args[1:], " "))
+		return updateDoc(*doc, out.String(), images, strings.Join(brokers, ", "), "tinymq-bench "+shellJoin(os.Args[1:]))
 	}
 	return nil
+}
+
+// shellJoin is args as a shell command line: an argument with anything
+// but letters, digits and -_./=,:@+% in it goes in single quotes, so that
+// the command in the report can be pasted as it is.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=,:@+%") == "" {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // updateDoc replaces the text between the bench-report markers of a
