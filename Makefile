@@ -5,7 +5,7 @@ FUZZTIME  ?= 20s
 BENCHTIME ?= 1s
 BENCHCOUNT ?= 1
 
-.PHONY: bench-report interop-deps all build run test race fuzz bench bench-peers check deps fmt vet conformance clean soak
+.PHONY: bench-report bench-devices interop-deps all build run test race fuzz bench bench-peers check deps fmt vet conformance clean soak
 
 all: check test
 
@@ -46,6 +46,26 @@ bench-peers: build
 	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $(MOSQUITTO) --duration $(PEER_DURATION) --plots bench/results
 	@echo "plots: bench/results/*.svg"
 
+## Peers beside Mosquitto: FlashMQ and NanoMQ join every comparison below
+## when their binaries exist (../shared/peers/README.md), through
+## bench/flashmq.sh and bench/nanomq.sh. DEEP=1 adds the deep-pipeline
+## shape (256 in flight per publisher); SYSCALLS=strace adds a separate
+## pass per broker under strace -c -f counting every system call.
+FLASHMQ ?= $(abspath ../shared/peers/flashmq)
+NANOMQ  ?= $(abspath ../shared/peers/nanomq)
+DEEP    ?= 0
+SYSCALLS ?= proc
+PEER_FLAGS = $(if $(wildcard $(FLASHMQ)),--broker 'flashmq=env FLASHMQ=$(FLASHMQ) bench/flashmq.sh {port} {dir}') \
+	$(if $(wildcard $(NANOMQ)),--broker 'nanomq=env NANOMQ=$(NANOMQ) bench/nanomq.sh {port} {dir}') \
+	$(if $(filter 1,$(DEEP)),--deep) --syscalls $(SYSCALLS)
+
+## bench-devices: the device shapes alone (fan-in and fan-out with 1, 5, 10
+## in flight, QoS 1 pairs, fixed 1k/10k/50k msg/s) against TinyMQ,
+## Mosquitto and every peer present; prints the tables.
+bench-devices: build
+	@[ -x "$(MOSQUITTO)" ] || { echo "bench-devices needs mosquitto: apt-get install mosquitto"; exit 1; }
+	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $(MOSQUITTO) --duration $(PEER_DURATION) $(PEER_FLAGS)
+
 ## bench-report: the full side-by-side run recorded in docs/benchmarks.md:
 ## the scenario set, REPORT_CONNS idle connections and a REPORT_FLEET-device
 ## fleet per broker; rewrites the generated section and docs/img/*.svg.
@@ -57,7 +77,7 @@ REPORT_FLEET_DURATION ?= 60s
 REPORT_TLS_CONNS ?= 0
 bench-report: build
 	@[ -x "$(MOSQUITTO)" ] || { echo "bench-report needs mosquitto: apt-get install mosquitto"; exit 1; }
-	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $(MOSQUITTO) --duration $(PEER_DURATION) \
+	bin/tinymq-bench compare --tinymq bin/tinymq --mosquitto $(MOSQUITTO) --duration $(PEER_DURATION) $(PEER_FLAGS) \
 		--conns $(REPORT_CONNS) --fleet $(REPORT_FLEET) --fleet-duration $(REPORT_FLEET_DURATION) \
 		$(if $(filter-out 0,$(REPORT_TLS_CONNS)),--tls-conns $(REPORT_TLS_CONNS)) \
 		--plots docs/img --update-doc docs/benchmarks.md

@@ -20,7 +20,10 @@ type Broker struct {
 	Label      string
 	Addr       string
 	MetricsURL string // TinyMQ's /metrics, when its HTTP door is on
-	cmd        *exec.Cmd
+	// Process is /proc/PID/comm of PID() once the broker listened: the
+	// process whose CPU and system calls are measured.
+	Process string
+	cmd     *exec.Cmd
 }
 
 // PID of the running broker.
@@ -162,6 +165,8 @@ func startAndWait(label, addr string, cmd *exec.Cmd) (*Broker, error) {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
+			// Whatever listens has exec'd by now, if it was going to.
+			b.Process, _ = ProcComm(b.PID())
 			return b, nil
 		}
 		if time.Now().After(deadline) {
@@ -174,25 +179,79 @@ func startAndWait(label, addr string, cmd *exec.Cmd) (*Broker, error) {
 
 // CompareScenario is one row of the side-by-side table.
 type CompareScenario struct {
-	Name string
-	Load LoadConfig
+	Name  string
+	About string // one line on the shape, shown above its table
+	Load  LoadConfig
 }
 
-// DefaultCompareSet is the scenario set `tinymq-bench compare` runs.
+// DeepLabel marks the deep-pipeline rows wherever they are shown.
+const DeepLabel = "deep pipeline (256 in flight)"
+
+// DefaultCompareSet is the scenario set `tinymq-bench compare` runs: the
+// shapes devices produce. A device publishes one message and waits
+// (esp-mqtt, PubSubClient), a gateway keeps a handful in flight, so every
+// publisher here has 1, 5 or 10 messages in flight (sent, not yet
+// received by every subscriber), and the fixed rates are what a fleet
+// sends, not what the broker can take.
 func DefaultCompareSet(d time.Duration) []CompareScenario {
+	var set []CompareScenario
+	for _, w := range []int{1, 5, 10} {
+		set = append(set, CompareScenario{fmt.Sprintf("fanin qos0 100->1 window %d", w),
+			fmt.Sprintf("100 publishers -> 1 subscriber on bench/fanin/+, QoS 0, 64 B, %d in flight per publisher", w),
+			LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Window: w, Duration: d}})
+	}
+	for _, w := range []int{1, 5, 10} {
+		set = append(set, CompareScenario{fmt.Sprintf("fanout qos0 1->100 window %d", w),
+			fmt.Sprintf("1 publisher -> 100 subscribers of bench/fanout, QoS 0, 64 B, %d in flight", w),
+			LoadConfig{Scenario: "fanout", Subscribers: 100, QoS: 0, Payload: 64, Window: w, Duration: d}})
+	}
+	set = append(set, CompareScenario{"pairs qos1 x100 window 10",
+		"100 publisher/subscriber pairs, QoS 1 both ways, 64 B, 10 in flight per publisher",
+		LoadConfig{Scenario: "pairs", Publishers: 100, QoS: 1, Payload: 64, Window: 10, Duration: d}})
+	for _, r := range []struct {
+		rate int
+		name string
+	}{{1000, "1k"}, {10000, "10k"}, {50000, "50k"}} {
+		set = append(set, CompareScenario{fmt.Sprintf("fanin qos0 100->1 @%s/s", r.name),
+			fmt.Sprintf("100 publishers -> 1 subscriber, QoS 0, 64 B, %d msg/s in all (%d/s each), at most 10 in flight per publisher", r.rate, r.rate/100),
+			LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Rate: r.rate, Window: 10, Duration: d}})
+	}
+	return set
+}
+
+// CompareSet is the default set, followed by the deep-pipeline rows when
+// deep is set (--deep).
+func CompareSet(d time.Duration, deep bool) []CompareScenario {
+	set := DefaultCompareSet(d)
+	if deep {
+		set = append(set, DeepCompareSet(d)...)
+	}
+	return set
+}
+
+// DeepCompareSet is the deep-pipeline shape (--deep): every publisher
+// keeps 256 messages in flight, which no device does; it measures how
+// well a broker batches, and flatters one that does.
+func DeepCompareSet(d time.Duration) []CompareScenario {
 	return []CompareScenario{
-		{"fanin qos0 100->1", LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Duration: d}},
-		{"fanin qos0 100->1 @10k/s", LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Rate: 10000, Duration: d}},
-		{"fanout qos0 1->100", LoadConfig{Scenario: "fanout", Subscribers: 100, QoS: 0, Payload: 64, Duration: d}},
-		{"pairs qos1 x50", LoadConfig{Scenario: "pairs", Publishers: 50, QoS: 1, Payload: 64, Window: 32, Duration: d}},
+		{"fanin qos0 100->1 " + DeepLabel, "100 publishers -> 1 subscriber, QoS 0, 64 B, " + DeepLabel,
+			LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Window: 256, Duration: d}},
+		{"fanout qos0 1->100 " + DeepLabel, "1 publisher -> 100 subscribers, QoS 0, 64 B, " + DeepLabel,
+			LoadConfig{Scenario: "fanout", Subscribers: 100, QoS: 0, Payload: 64, Window: 256, Duration: d}},
+		{"pairs qos1 x100 " + DeepLabel, "100 pairs, QoS 1, 64 B, " + DeepLabel,
+			LoadConfig{Scenario: "pairs", Publishers: 100, QoS: 1, Payload: 64, Window: 256, Duration: d}},
 	}
 }
 
 // CompareRow holds one scenario's results per broker.
 type CompareRow struct {
 	Scenario string     // the set's name, with " v5" (" v3.1.1") when the run is not 3.1.1 alone
+	About    string     // the set's description of the shape
 	Load     LoadConfig // what ran (Addr and BrokerPID are the last broker's)
 	Results  map[string]LoadResult
+	// Strace holds the strace pass's counts per broker
+	// (CompareOptions.Strace).
+	Strace map[string]StraceResult
 }
 
 // CompareOptions say what a comparison runs against each broker.
@@ -219,6 +278,15 @@ type CompareOptions struct {
 	// Persistent runs every load row between persistent sessions
 	// (LoadConfig.Persistent).
 	Persistent bool
+	// Strace, when set, is the strace binary: after the load set each
+	// broker runs it once more on a fresh process, each row under
+	// strace -c -f -p PID (attached for that row only), to count every
+	// system call it makes per delivered message. Its timings are not
+	// used: strace slows the broker.
+	Strace string
+	// StraceDir holds strace's output files (empty: the system's
+	// temporary directory).
+	StraceDir string
 }
 
 // V5Options are the 5.0 features the comparison's 5.0 load rows use.
@@ -255,7 +323,7 @@ func (o *CompareOptions) compareRows() []CompareRow {
 				cfg.Persistent = true
 				name += " persistent"
 			}
-			rows = append(rows, CompareRow{Scenario: name, Load: cfg, Results: map[string]LoadResult{}})
+			rows = append(rows, CompareRow{Scenario: name, About: sc.About, Load: cfg, Results: map[string]LoadResult{}, Strace: map[string]StraceResult{}})
 		}
 	}
 	return rows
@@ -268,13 +336,18 @@ type CompareReport struct {
 	Conn     map[string]map[string]ConnResult // version -> broker -> idle connections
 	Fleet    map[string]FleetResult
 	TLS      map[string]ConnResult
+	// Process is the name of the process measured per broker
+	// (/proc/PID/comm of the PID its CPU and system calls were read from,
+	// at most 15 bytes): "sh" or a script's name for a --broker command
+	// that does not exec the broker.
+	Process map[string]string
 }
 
 // Compare runs every scenario against every broker (started one at a
 // time, each fresh for the load set, the conn scenario and the fleet).
 func Compare(ctx context.Context, starters map[string]func() (*Broker, error), order []string, opts CompareOptions) (CompareReport, error) {
 	rep := CompareReport{Rows: opts.compareRows(), Versions: opts.compareVersions(), Conn: map[string]map[string]ConnResult{},
-		Fleet: map[string]FleetResult{}, TLS: map[string]ConnResult{}}
+		Fleet: map[string]FleetResult{}, TLS: map[string]ConnResult{}, Process: map[string]string{}}
 	log := opts.Log
 	if log == nil {
 		log = io.Discard
@@ -297,7 +370,13 @@ func Compare(ctx context.Context, starters map[string]func() (*Broker, error), o
 				}
 				row.Results[name] = res
 			}
+			rep.Process[name] = b.Process
 			b.Stop()
+		}
+		if len(rep.Rows) > 0 && opts.Strace != "" {
+			if err := straceRows(ctx, starters[name], name, rep.Rows, opts, log); err != nil {
+				return rep, err
+			}
 		}
 		for _, v := range rep.Versions {
 			if opts.Conns.Conns <= 0 {
@@ -358,6 +437,44 @@ func Compare(ctx context.Context, starters map[string]func() (*Broker, error), o
 		}
 	}
 	return rep, nil
+}
+
+// straceRows runs every row once more against a fresh broker from start,
+// each under its own strace -c -f -p PID, and stores the counts in
+// row.Strace[name]. A row strace fails on keeps the error and the pass
+// goes on. Runs on the comparison's goroutine.
+func straceRows(ctx context.Context, start func() (*Broker, error), name string, rows []CompareRow, opts CompareOptions, log io.Writer) error {
+	b, err := start()
+	if err != nil {
+		return err
+	}
+	defer b.Stop()
+	for i := range rows {
+		row := &rows[i]
+		cfg := row.Load
+		cfg.Addr, cfg.BrokerPID = b.Addr, 0 // no CPU or /proc/PID/io reading under strace
+		fmt.Fprintf(log, "%s: %s under strace ...\n", name, row.Scenario)
+		tr, err := StartStrace(opts.Strace, b.PID(), opts.StraceDir)
+		if err != nil {
+			row.Strace[name] = StraceResult{Err: err.Error()}
+			continue
+		}
+		res, err := RunLoad(ctx, cfg)
+		calls, total, serr := tr.Stop()
+		if err != nil {
+			return fmt.Errorf("%s %s under strace: %w", name, row.Scenario, err)
+		}
+		sr := StraceResult{Total: total, Delivered: res.Delivered}
+		if serr != nil {
+			sr.Err = serr.Error()
+		}
+		if res.Delivered > 0 {
+			sr.PerMsg = float64(total) / float64(res.Delivered)
+		}
+		sr.Top = calls[:min(3, len(calls))]
+		row.Strace[name] = sr
+	}
+	return nil
 }
 
 // WriteCompareTLS prints the idle-TLS-connection figures, a row per broker
@@ -482,18 +599,13 @@ func WriteCompareExtras(w io.Writer, rep CompareReport, order []string) {
 	}
 }
 
-// WriteCompareTable prints figures per broker and the ratio of the first
-// broker to each other one.
+// WriteCompareTable prints one table per row (shape): every broker side
+// by side, then the ratio of the first broker to each other one. Every
+// line starts with the row's name, so that a line read alone (grep) says
+// what it measured.
 func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
 	bw := bufio.NewWriter(w)
 	defer bw.Flush()
-	fmt.Fprintf(bw, "| scenario | figure | %s |", strings.Join(order, " | "))
-	for _, o := range order[1:] {
-		fmt.Fprintf(bw, " %s/%s |", order[0], o)
-	}
-	fmt.Fprintln(bw)
-	fmt.Fprint(bw, "| --- | --- |"+strings.Repeat(" --- |", len(order)+len(order)-1))
-	fmt.Fprintln(bw)
 	figures := []struct {
 		name string
 		get  func(LoadResult) float64
@@ -501,12 +613,27 @@ func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
 	}{
 		{"delivered msgs/s", func(r LoadResult) float64 { return r.DeliveredPerS }, "%.0f"},
 		{"msgs per broker CPU-s", func(r LoadResult) float64 { return r.PerBrokerCPU }, "%.0f"},
+		{"broker CPU-s", func(r LoadResult) float64 { return r.BrokerCPU }, "%.2f"},
 		{"latency p50 µs", func(r LoadResult) float64 { return r.P50us }, "%.0f"},
 		{"latency p99 µs", func(r LoadResult) float64 { return r.P99us }, "%.0f"},
 		{"latency p99.9 µs", func(r LoadResult) float64 { return r.P999us }, "%.0f"},
+		{"r+w syscalls/msg", func(r LoadResult) float64 { return r.RWSyscallsPerMsg }, "%.2f"},
 		{"lost / dup / reordered", nil, ""},
 	}
-	for _, row := range rows {
+	for k, row := range rows {
+		if k > 0 {
+			fmt.Fprintln(bw)
+		}
+		if row.About != "" {
+			fmt.Fprintf(bw, "**%s**: %s\n\n", row.Scenario, row.About)
+		}
+		fmt.Fprintf(bw, "| scenario | figure | %s |", strings.Join(order, " | "))
+		for _, o := range order[1:] {
+			fmt.Fprintf(bw, " %s/%s |", order[0], o)
+		}
+		fmt.Fprintln(bw)
+		fmt.Fprint(bw, "| --- | --- |"+strings.Repeat(" --- |", len(order)+len(order)-1))
+		fmt.Fprintln(bw)
 		for _, fg := range figures {
 			fmt.Fprintf(bw, "| %s | %s |", row.Scenario, fg.name)
 			for _, b := range order {
@@ -528,6 +655,40 @@ func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
 			}
 			fmt.Fprintln(bw)
 		}
+		if len(row.Strace) > 0 {
+			fmt.Fprintf(bw, "| %s | all syscalls/msg (strace pass) |", row.Scenario)
+			for _, b := range order {
+				if st, ok := row.Strace[b]; ok && st.Err == "" {
+					fmt.Fprintf(bw, " %.2f |", st.PerMsg)
+				} else {
+					fmt.Fprint(bw, " — |")
+				}
+			}
+			for _, o := range order[1:] {
+				a, b := row.Strace[order[0]], row.Strace[o]
+				if a.Err == "" && b.Err == "" && b.PerMsg > 0 {
+					fmt.Fprintf(bw, " %.2f |", a.PerMsg/b.PerMsg)
+				} else {
+					fmt.Fprint(bw, " — |")
+				}
+			}
+			fmt.Fprintln(bw)
+			fmt.Fprintf(bw, "| %s | top 3 syscalls per msg (strace pass) |", row.Scenario)
+			for _, b := range order {
+				st, ok := row.Strace[b]
+				if !ok || st.Err != "" || st.Delivered == 0 {
+					fmt.Fprint(bw, " — |")
+					continue
+				}
+				var top []string
+				for _, c := range st.Top {
+					top = append(top, fmt.Sprintf("%s %.2f", c.Name, float64(c.Calls)/float64(st.Delivered)))
+				}
+				fmt.Fprintf(bw, " %s |", strings.Join(top, ", "))
+			}
+			fmt.Fprint(bw, strings.Repeat(" |", len(order)-1))
+			fmt.Fprintln(bw)
+		}
 		if row.Load.MQTTVersion == "5" && (row.Load.TopicAlias || row.Load.UserProps > 0) {
 			fmt.Fprintf(bw, "| %s | aliased publishers / alias errors / user-property mismatches |", row.Scenario)
 			for _, b := range order {
@@ -538,4 +699,21 @@ func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
 			fmt.Fprintln(bw)
 		}
 	}
+}
+
+// WriteCompareHost prints where the run happened and which process was
+// measured for each broker, and what the system-call figures count.
+func WriteCompareHost(w io.Writer, m Machine, rep CompareReport, order []string) {
+	fmt.Fprintf(w, "- host: %s, %d cores (/proc/cpuinfo), Linux %s, %s\n", m.CPU, m.Processors, m.Kernel, m.Go)
+	var ps []string
+	for _, b := range order {
+		if p, ok := rep.Process[b]; ok {
+			ps = append(ps, fmt.Sprintf("%s: `%s`", b, p))
+		}
+	}
+	if len(ps) > 0 {
+		fmt.Fprintf(w, "- measured processes (/proc/PID/comm, CPU and system calls summed over their threads): %s\n", strings.Join(ps, ", "))
+	}
+	fmt.Fprintln(w, "- r+w syscalls/msg: read- and write-family calls (read, readv, write, writev, pread, pwrite: syscr + syscw in /proc/PID/io) per delivered message, over the CPU window; epoll_wait, send/recv/sendmsg/recvmsg and other calls are not in /proc/PID/io, so a broker that writes with send() shows fewer than it makes (the strace pass, --syscalls strace, counts every call)")
+	fmt.Fprintln(w)
 }

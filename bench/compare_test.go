@@ -2,8 +2,11 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,15 +68,37 @@ func TestCompareWithCommandBrokers(t *testing.T) {
 			t.Fatalf("%s: %+v", b, r)
 		}
 	}
-	// The exec'd broker's PID is its own, so /proc gives its CPU; the
-	// wrapper's PID is the shell's (documented on StartCommand).
-	if r := rep.Rows[0].Results["direct"]; r.BrokerCPU <= 0 {
-		t.Fatalf("direct: no broker CPU from /proc: %+v", r)
+	// The exec'd broker's PID is its own, so /proc gives its CPU and its
+	// system calls, and its name is this test binary's (at most 15 bytes
+	// of it, as the kernel keeps it); the wrapper's PID is the shell's
+	// (documented on StartCommand), which the report names.
+	direct := rep.Rows[0].Results["direct"]
+	if direct.BrokerCPU <= 0 {
+		t.Fatalf("direct: no broker CPU from /proc: %+v", direct)
+	}
+	if direct.BrokerSyscR <= 0 || direct.BrokerSyscW <= 0 || direct.RWSyscallsPerMsg <= 0 {
+		t.Fatalf("direct: no system calls from /proc/PID/io: %+v", direct)
+	}
+	wrapped := rep.Rows[0].Results["wrapped"]
+	if wrapped.BrokerSyscR+wrapped.BrokerSyscW >= direct.BrokerSyscR+direct.BrokerSyscW {
+		t.Fatalf("the wrapper shell made as many read/write calls (%d+%d) as the broker (%d+%d)",
+			wrapped.BrokerSyscR, wrapped.BrokerSyscW, direct.BrokerSyscR, direct.BrokerSyscW)
+	}
+	comm := filepath.Base(exe)
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	if rep.Process["direct"] != comm || rep.Process["wrapped"] != "sh" {
+		t.Fatalf("measured processes %q; want direct %q and wrapped %q", rep.Process, comm, "sh")
 	}
 	var out strings.Builder
+	WriteCompareHost(&out, ThisMachine(), rep, order)
 	WriteCompareTable(&out, rep.Rows, order)
-	if !strings.Contains(out.String(), "| direct/wrapped |") {
-		t.Fatalf("no ratio column:\n%s", out.String())
+	for _, want := range []string{"| direct/wrapped |", "| fanin qos1 3->1 | r+w syscalls/msg | " + fmt.Sprintf("%.2f", direct.RWSyscallsPerMsg) + " |",
+		"| fanin qos1 3->1 | broker CPU-s |", "direct: `" + comm + "`, wrapped: `sh`", "epoll_wait"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("no %q in\n%s", want, out.String())
+		}
 	}
 	if len(addrs) != 2 {
 		t.Fatalf("started %d brokers; want 2", len(addrs))
@@ -90,6 +115,100 @@ func TestCompareWithCommandBrokers(t *testing.T) {
 				t.Fatalf("a broker still listens on %s after the comparison", a)
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if c := children(t); len(c) != 0 {
+		t.Fatalf("child processes left: %v", c)
+	}
+}
+
+// TestCompareStrace: with Strace set, each broker runs the set once more
+// under strace -c -f, and the row gets every system call it made per
+// delivered message and the three most frequent ones: for an event-loop
+// broker more calls than its read+write ones, with read or write among
+// the top three.
+func TestCompareStrace(t *testing.T) {
+	bin, err := exec.LookPath("strace")
+	if err != nil {
+		if os.Getenv("TINYMQ_REQUIRE_INTEROP") == "1" {
+			t.Fatal("no strace (apt-get install strace)")
+		}
+		t.Skip("no strace (apt-get install strace)")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	starters := map[string]func() (*Broker, error){
+		"direct": func() (*Broker, error) { return StartCommand("direct", exe+" broker 127.0.0.1:{port}", dir) },
+	}
+	opts := CompareOptions{Strace: bin, StraceDir: dir, Set: []CompareScenario{{Name: "pairs qos1 x2",
+		Load: LoadConfig{Scenario: "pairs", Publishers: 2, QoS: 1, Window: 4, Duration: 300 * time.Millisecond, Payload: 64}}}}
+	rep, err := Compare(context.Background(), starters, []string{"direct"}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := rep.Rows[0]
+	st, r := row.Strace["direct"], row.Results["direct"]
+	if st.Err != "" || st.Total <= 0 || st.Delivered <= 0 || st.PerMsg <= 0 || len(st.Top) != 3 {
+		t.Fatalf("strace pass: %+v", st)
+	}
+	if st.PerMsg <= r.RWSyscallsPerMsg {
+		t.Fatalf("strace counted %.2f calls/msg, no more than the %.2f read+write ones", st.PerMsg, r.RWSyscallsPerMsg)
+	}
+	rw := false
+	for _, c := range st.Top {
+		rw = rw || c.Name == "read" || c.Name == "write" || c.Name == "writev"
+	}
+	if !rw {
+		t.Fatalf("no read or write among the top 3: %+v", st.Top)
+	}
+	var out strings.Builder
+	WriteCompareTable(&out, rep.Rows, []string{"direct"})
+	for _, want := range []string{fmt.Sprintf("| pairs qos1 x2 | all syscalls/msg (strace pass) | %.2f |", st.PerMsg),
+		"| pairs qos1 x2 | top 3 syscalls per msg (strace pass) | " + st.Top[0].Name + " "} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("no %q in\n%s", want, out.String())
+		}
+	}
+	if c := children(t); len(c) != 0 {
+		t.Fatalf("child processes left: %v", c)
+	}
+}
+
+// TestPeerWrappers: bench/flashmq.sh and bench/nanomq.sh write a
+// configuration for the port they are given and exec the binary in
+// FLASHMQ / NANOMQ, so the process the comparison measures is the broker
+// (here this test binary posing as each, serving the port it finds in the
+// configuration), not the shell.
+func TestPeerWrappers(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	comm := filepath.Base(exe)
+	if len(comm) > 15 {
+		comm = comm[:15]
+	}
+	dir := t.TempDir()
+	for _, c := range []struct{ label, command string }{
+		{"flashmq", "env FLASHMQ=" + exe + " ./flashmq.sh {port} {dir}"},
+		{"nanomq", "env NANOMQ=" + exe + " ./nanomq.sh {port} {dir}"},
+	} {
+		b, err := StartCommand(c.label, c.command, dir)
+		if err != nil {
+			t.Fatalf("%s: %v", c.label, err)
+		}
+		res, err := RunLoad(context.Background(), LoadConfig{Scenario: "fanin", Addr: b.Addr, BrokerPID: b.PID(), Publishers: 2,
+			QoS: 1, Window: 4, Duration: 200 * time.Millisecond})
+		proc := b.Process
+		b.Stop()
+		if err != nil {
+			t.Fatalf("%s: %v", c.label, err)
+		}
+		if proc != comm || res.Delivered == 0 || res.Lost != 0 || res.RWSyscallsPerMsg <= 0 {
+			t.Fatalf("%s: process %q (want %q): %+v", c.label, proc, comm, res)
 		}
 	}
 	if c := children(t); len(c) != 0 {

@@ -36,10 +36,23 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	addr := ""
 	if len(os.Args) > 2 && os.Args[1] == "broker" {
+		addr = os.Args[2]
+	}
+	if len(os.Args) > 2 && (os.Args[1] == "--config-file" || os.Args[1] == "start" && os.Args[2] == "--conf") {
+		// FlashMQ's or NanoMQ's command line (bench/flashmq.sh,
+		// nanomq.sh): serve the port the configuration names.
+		var err error
+		if addr, err = peerConfigAddr(os.Args[len(os.Args)-1]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	if addr != "" {
 		// A broker process for the compare tests (StartCommand).
 		o := engine.DefaultOptions()
-		o.MQTTAddr, o.HTTPAddr, o.SysInterval = os.Args[2], "", -1
+		o.MQTTAddr, o.HTTPAddr, o.SysInterval = addr, "", -1
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		b, err := engine.New(o)
 		if err == nil {
@@ -52,6 +65,35 @@ func TestMain(m *testing.M) {
 		select {} // until killed
 	}
 	os.Exit(m.Run())
+}
+
+// peerConfigAddr is the MQTT address in a FlashMQ configuration
+// ("inet4_bind_address A" and "port N" lines) or a NanoMQ one
+// (bind = "A:N").
+func peerConfigAddr(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	host, port := "", ""
+	for _, l := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 2 && f[0] == "inet4_bind_address":
+			host = f[1]
+		case len(f) == 2 && f[0] == "port":
+			port = f[1]
+		case strings.Contains(l, "bind = \""):
+			a := l[strings.Index(l, "bind = \"")+len("bind = \""):]
+			if i := strings.IndexByte(a, '"'); i > 0 {
+				return a[:i], nil
+			}
+		}
+	}
+	if host == "" || port == "" {
+		return "", fmt.Errorf("%s: no listener address", path)
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // fakeBroker accepts connections and answers CONNECT and SUBSCRIBE at

@@ -78,6 +78,14 @@ type LoadResult struct {
 	BrokerCPU      float64 `json:"broker_cpu_seconds,omitempty"`
 	PerBrokerCPU   float64 `json:"delivered_per_broker_cpu_second,omitempty"`
 	BrokerRSSAfter int64   `json:"broker_rss_after,omitempty"`
+	// BrokerSyscR and BrokerSyscW are the read- and write-family system
+	// calls the broker made over the run (/proc/PID/io syscr, syscw, same
+	// window as BrokerCPU); RWSyscallsPerMsg is their sum per delivered
+	// message. send/recv-family calls and epoll_wait are not in them
+	// (ProcIO).
+	BrokerSyscR      int64   `json:"broker_syscr,omitempty"`
+	BrokerSyscW      int64   `json:"broker_syscw,omitempty"`
+	RWSyscallsPerMsg float64 `json:"rw_syscalls_per_msg,omitempty"`
 	// SessionPrefix is the client id prefix of a persistent run's
 	// sessions ("<prefix>-sub-<i>", "<prefix>-pub-<i>"), left on the broker.
 	SessionPrefix string `json:"session_prefix,omitempty"`
@@ -294,6 +302,13 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 		}
 		cpu0 = st.CPUSeconds
 	}
+	// The broker's system calls, over the same window as its CPU; a
+	// broker whose /proc/PID/io cannot be read has none reported.
+	var io0 ProcIO
+	ioErr := errors.New("no broker pid")
+	if cfg.BrokerPID > 0 {
+		io0, ioErr = ReadProcIO(cfg.BrokerPID)
+	}
 	sent := make([]atomic.Int64, cfg.Publishers)
 	var pstats pubStats
 	start := time.Now()
@@ -401,6 +416,11 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 			res.BrokerCPU = st.CPUSeconds - cpu0
 			res.BrokerRSSAfter = st.RSSBytes
 		}
+		if ioErr == nil {
+			if io1, err := ReadProcIO(cfg.BrokerPID); err == nil {
+				res.BrokerSyscR, res.BrokerSyscW = io1.SyscR-io0.SyscR, io1.SyscW-io0.SyscW
+			}
+		}
 	}
 	for _, c := range conns {
 		c.Close()
@@ -437,6 +457,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (LoadResult, error) {
 	}
 	if res.BrokerCPU > 0 {
 		res.PerBrokerCPU = float64(res.Delivered) / res.BrokerCPU
+	}
+	if res.Delivered > 0 {
+		res.RWSyscallsPerMsg = float64(res.BrokerSyscR+res.BrokerSyscW) / float64(res.Delivered)
 	}
 	res.P50us = float64(merged.ValueAtQuantile(50))
 	res.P90us = float64(merged.ValueAtQuantile(90))

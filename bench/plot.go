@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -20,6 +21,8 @@ var brokerColors = []color.Color{
 	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, // first broker (tinymq)
 	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
 	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
 }
 
 // PlotCompare writes compare-throughput.svg (delivered msgs/s and msgs per
@@ -50,7 +53,7 @@ func PlotCompare(dir string, rows []CompareRow, order []string) ([]string, error
 		plots = append(plots, p)
 	}
 	out1 := filepath.Join(dir, "compare-throughput.svg")
-	if err := saveColumn(out1, plots, 9*vg.Inch, 4*vg.Inch); err != nil {
+	if err := saveColumn(out1, plots, 9*vg.Inch, 5*vg.Inch); err != nil {
 		return nil, err
 	}
 	plots = plots[:0]
@@ -70,7 +73,7 @@ func PlotCompare(dir string, rows []CompareRow, order []string) ([]string, error
 		plots = append(plots, p)
 	}
 	out2 := filepath.Join(dir, "compare-latency.svg")
-	if err := saveColumn(out2, plots, 9*vg.Inch, 3.5*vg.Inch); err != nil {
+	if err := saveColumn(out2, plots, 9*vg.Inch, 4.5*vg.Inch); err != nil {
 		return nil, err
 	}
 	return []string{out1, out2}, nil
@@ -99,6 +102,11 @@ func groupedBars(title, unit string, groups, brokers []string, value func(broker
 		p.Legend.Add(b, bars)
 	}
 	p.NominalX(groups...)
+	if len(groups) > 4 { // the device shapes' long names: slanted, so they do not overlap
+		p.X.Tick.Label.Rotation = math.Pi / 6
+		p.X.Tick.Label.XAlign = draw.XRight
+		p.X.Tick.Label.YAlign = draw.YCenter
+	}
 	p.Add(plotter.NewGrid())
 	return p, nil
 }

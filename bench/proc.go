@@ -53,3 +53,56 @@ func ReadProc(pid int) (ProcStat, error) {
 
 // clockTicks is USER_HZ, 100 on every Linux we run on.
 const clockTicks = 100
+
+// ProcIO is the system-call part of /proc/PID/io: read-family (read,
+// readv, pread64, preadv) and write-family (write, writev, pwrite64,
+// pwritev) calls the process made, summed over all its threads, live and
+// exited. The kernel counts these in fs/read_write.c only: send, sendto,
+// sendmsg, recv, recvfrom, recvmsg, epoll_wait, io_uring and every other
+// call are not in them.
+type ProcIO struct {
+	SyscR, SyscW int64
+}
+
+// ReadProcIO reads syscr and syscw of pid (the thread group) from
+// /proc/PID/io, which needs ptrace access to the process (same user, or
+// root).
+func ReadProcIO(pid int) (ProcIO, error) {
+	var io ProcIO
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return io, fmt.Errorf("cannot read broker system calls: %w", err)
+	}
+	seen := 0
+	for _, line := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "syscr":
+			io.SyscR, seen = n, seen+1
+		case "syscw":
+			io.SyscW, seen = n, seen+1
+		}
+	}
+	if seen != 2 {
+		return io, fmt.Errorf("/proc/%d/io has no syscr and syscw", pid)
+	}
+	return io, nil
+}
+
+// ProcComm is the process name the kernel gives pid (/proc/PID/comm):
+// the first 15 bytes of the executable's base name after exec, or what
+// the process set with prctl(PR_SET_NAME).
+func ProcComm(pid int) (string, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(string(raw), "\n"), nil
+}

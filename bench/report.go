@@ -15,10 +15,13 @@ import (
 
 // Machine describes where a run happened.
 type Machine struct {
-	Cores  int    `json:"cores"`
-	CPU    string `json:"cpu,omitempty"`
-	Kernel string `json:"kernel"`
-	Go     string `json:"go"`
+	Cores int `json:"cores"`
+	// Processors counts the "processor" lines of /proc/cpuinfo (Cores is
+	// what this process may run on).
+	Processors int    `json:"cpuinfo_processors,omitempty"`
+	CPU        string `json:"cpu,omitempty"`
+	Kernel     string `json:"kernel"`
+	Go         string `json:"go"`
 }
 
 // ThisMachine reads the machine's description from /proc.
@@ -29,9 +32,11 @@ func ThisMachine() Machine {
 	}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
+			if strings.HasPrefix(l, "model name") && m.CPU == "" {
 				m.CPU = strings.TrimSpace(l[strings.IndexByte(l, ':')+1:])
-				break
+			}
+			if k, _, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "processor" {
+				m.Processors++
 			}
 		}
 	}
@@ -41,14 +46,16 @@ func ThisMachine() Machine {
 // Record is one result as a JSON line: which run, where, against what,
 // with which parameters.
 type Record struct {
-	Run           string  `json:"run"` // run id, shared by every line of one invocation
-	Time          string  `json:"time"`
-	Scenario      string  `json:"scenario"`
-	Broker        string  `json:"broker"`
-	BrokerVersion string  `json:"broker_version"`
-	Machine       Machine `json:"machine"`
-	Params        any     `json:"params"`
-	Result        any     `json:"result"`
+	Run           string `json:"run"` // run id, shared by every line of one invocation
+	Time          string `json:"time"`
+	Scenario      string `json:"scenario"`
+	Broker        string `json:"broker"`
+	BrokerVersion string `json:"broker_version"`
+	// Process is /proc/PID/comm of the process measured (compare).
+	Process string  `json:"process,omitempty"`
+	Machine Machine `json:"machine"`
+	Params  any     `json:"params"`
+	Result  any     `json:"result"`
 }
 
 // NewRunID returns a fresh run id: UTC time plus 4 random bytes.

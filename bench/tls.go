@@ -268,8 +268,29 @@ func StartTinyMQTLS(bin string, s TLSServer) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The HTTP door (for /metrics) may come up after the TLS listener.
+	if err := waitListen(addr(ports[2]), 10*time.Second); err != nil {
+		b.Stop()
+		return nil, fmt.Errorf("tinymq metrics: %w", err)
+	}
 	b.MetricsURL = "http://" + addr(ports[2]) + "/metrics"
 	return b, nil
+}
+
+// waitListen polls addr until it accepts a connection, or d has passed.
+func waitListen(addr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s: %w", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // mosquittoTLSConf is a Mosquitto 2.0 configuration with one TLS listener

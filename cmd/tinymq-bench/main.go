@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -69,7 +70,7 @@ scenarios:
   http     HTTP publishes (POST /publish/{topic}) delivered to an MQTT subscriber
   http-ref a plain fasthttp.Server answering POST /publish/{topic} as TinyMQ does (the CPU reference)
   fleet    ESP32 soak test: N devices with esp-mqtt behaviour for a fixed time
-  compare  start TinyMQ, Mosquitto and any --broker, run the scenario set against each, print ratios
+  compare  start TinyMQ, Mosquitto and any --broker, run the device shapes (--deep: also 256 in flight) against each, print a table per shape with CPU and system calls per message
   certs    write a throwaway CA, server and client certificate (ECDSA P-256) for conn --tls and brokers
 
 conn, fanin, fanout, pairs and compare take --mqtt-version 3.1.1|5 (compare: also 3.1.1,5);
@@ -525,6 +526,9 @@ func runCompare(args []string) error {
 	var v5 bench.V5Options
 	fs.BoolVar(&v5.TopicAlias, "topic-alias", false, "MQTT 5 rows: publishers alias their topic, subscribers announce Topic Alias Maximum 16")
 	fs.IntVar(&v5.UserProps, "user-props", 0, "MQTT 5 rows: user properties per PUBLISH, checked by the subscribers")
+	shapes := fs.String("shapes", "", "run only the load rows whose name matches this regular expression (e.g. '@' for the fixed rates, 'window 1$')")
+	deep := fs.Bool("deep", false, "also run the deep-pipeline shape ("+bench.DeepLabel+" per publisher), which no device produces")
+	sysc := fs.String("syscalls", "proc", "system calls per message: proc (read+write calls from /proc/PID/io, every row) or strace (also one separate pass per broker, each row under strace -c -f -p PID: every call, top 3)")
 	persistent := fs.Bool("persistent", false, "run the load rows between persistent sessions (clean session 0 on both ends): a durable broker stores every QoS > 0 message")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -559,9 +563,31 @@ func runCompare(args []string) error {
 		order = append(order, o.label)
 		brokerVersions[o.label] = o.command
 	}
-	opts := bench.CompareOptions{Log: os.Stderr, Versions: versions, V5: v5, Persistent: *persistent}
+	opts := bench.CompareOptions{Log: os.Stderr, Versions: versions, V5: v5, Persistent: *persistent, StraceDir: dir}
 	if *load {
-		opts.Set = bench.DefaultCompareSet(*d)
+		opts.Set = bench.CompareSet(*d, *deep)
+		if *shapes != "" {
+			re, err := regexp.Compile(*shapes)
+			if err != nil {
+				return fmt.Errorf("--shapes: %w", err)
+			}
+			opts.Set = slices.DeleteFunc(opts.Set, func(c bench.CompareScenario) bool { return !re.MatchString(c.Name) })
+			if len(opts.Set) == 0 {
+				return fmt.Errorf("--shapes %q matches no row", *shapes)
+			}
+		}
+	}
+	switch *sysc {
+	case "proc":
+	case "strace":
+		bin, err := exec.LookPath("strace")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "tinymq-bench: --syscalls strace: no strace (apt-get install strace); the strace pass is skipped")
+		} else {
+			opts.Strace = bin
+		}
+	default:
+		return fmt.Errorf("--syscalls %q: want proc or strace", *sysc)
 	}
 	if *tlsConns > 0 {
 		if err := tc.Normalize(); err != nil {
@@ -633,9 +659,15 @@ func runCompare(args []string) error {
 	if *asJSON {
 		for _, r := range rep.Rows {
 			for _, b := range order {
-				rec := bench.Record{Run: runID, Scenario: r.Scenario, Broker: b, BrokerVersion: brokerVersions[b], Params: r.Load, Result: r.Results[b]}
+				rec := bench.Record{Run: runID, Scenario: r.Scenario, Broker: b, BrokerVersion: brokerVersions[b], Process: rep.Process[b], Params: r.Load, Result: r.Results[b]}
 				if err := bench.WriteRecord(os.Stdout, rec); err != nil {
 					return err
+				}
+				if st, ok := r.Strace[b]; ok {
+					rec.Scenario, rec.Result = r.Scenario+" (strace pass)", st
+					if err := bench.WriteRecord(os.Stdout, rec); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -659,6 +691,7 @@ func runCompare(args []string) error {
 		return nil
 	}
 	var out strings.Builder
+	bench.WriteCompareHost(&out, bench.ThisMachine(), rep, order)
 	if len(rep.Rows) > 0 && len(order) > 0 {
 		bench.WriteCompareTable(&out, rep.Rows, order)
 	}
@@ -686,9 +719,24 @@ func runCompare(args []string) error {
 		for _, o := range tlsOthers {
 			brokers = append(brokers, fmt.Sprintf("%s over TLS (`%s`)", o.label, o.command))
 		}
-		return updateDoc(*doc, out.String(), images, strings.Join(brokers, ", "), "tinymq-bench "+strings.Join(os.Args[1:], " "))
+		return updateDoc(*doc, out.String(), images, strings.Join(brokers, ", "), "tinymq-bench "+shellJoin(os.Args[1:]))
 	}
 	return nil
+}
+
+// shellJoin is args as a shell command line: an argument with anything
+// but letters, digits and -_./=,:@+% in it goes in single quotes, so that
+// the command in the report can be pasted as it is.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=,:@+%") == "" {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // updateDoc replaces the text between the bench-report markers of a
@@ -704,12 +752,10 @@ func updateDoc(path, tables string, images []string, brokers, command string) er
 	if i < 0 || j < i {
 		return fmt.Errorf("%s has no %s ... %s section", path, begin, end)
 	}
-	m := bench.ThisMachine()
 	var g strings.Builder
-	fmt.Fprintf(&g, "%s\n\nGenerated by `make bench-report` on %s.\n\n", begin, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(&g, "- machine: %d cores (%s), Linux %s, %s\n", m.Cores, m.CPU, m.Kernel, m.Go)
+	fmt.Fprintf(&g, "%s\n\nGenerated on %s by the command below.\n\n", begin, time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&g, "- brokers: %s\n", brokers)
-	fmt.Fprintf(&g, "- command: `%s`\n\n", command)
+	fmt.Fprintf(&g, "- command: `%s`\n", command)
 	g.WriteString(tables)
 	g.WriteString("\n")
 	dir := filepath.Dir(path)
