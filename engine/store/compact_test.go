@@ -1,0 +1,71 @@
+package store
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Compact leaves only live records on disk: after 2,000 retained messages
+// of 1 KiB are set and all but 10 deleted, the sorted tables hold the 10
+// (far less than one copy of the 2,000), and every live record still
+// loads.
+func TestCompactDropsDeletedRecords(t *testing.T) {
+	dir := t.TempDir()
+	s := openT(t, Options{Dir: dir, Fsync: FsyncNone})
+	rnd := rand.NewChaCha8([32]byte{})
+	const n, keep = 2000, 10
+	b := NewBatch()
+	for i := range n {
+		payload := make([]byte, 1024)
+		_, _ = rnd.Read(payload) // incompressible
+		b.SetRetained(&Message{Topic: []byte(fmt.Sprintf("r/%05d", i)), Payload: payload, Retain: true})
+	}
+	submitT(t, s, b)
+	if err := s.Compact(); err != nil {
+		t.Fatalf("Compact: %v", err)
+	}
+	full := sstBytes(t, dir)
+	if full < n*1024/2 {
+		t.Fatalf("sorted tables hold %d bytes after a compaction of %d KiB of retained messages; want them there", full, n)
+	}
+	b = NewBatch()
+	for i := keep; i < n; i++ {
+		b.DeleteRetained([]byte(fmt.Sprintf("r/%05d", i)))
+	}
+	submitT(t, s, b)
+	if err := s.Compact(); err != nil {
+		t.Fatalf("Compact: %v", err)
+	}
+	after := sstBytes(t, dir)
+	if after > full/20 {
+		t.Fatalf("sorted tables: %d bytes with all %d, %d after deleting all but %d and compacting; want under %d", full, n, after, keep, full/20)
+	}
+	if l, _ := loadAll(t, s); len(l.retained) != keep {
+		t.Fatalf("after Compact: %d retained; want %d", len(l.retained), keep)
+	}
+	t.Logf("sst bytes: %d with %d retained, %d with %d; directory %d", full, n, after, keep, dirSize(t, dir))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sstBytes is the size of dir's sorted tables (*.sst).
+func sstBytes(t testing.TB, dir string) int64 {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, f := range m {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += fi.Size()
+	}
+	return n
+}
