@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -147,7 +148,38 @@ type Store struct {
 // batches"): where recovery stopped, for the recovery log (WALReplay).
 type fatalLogger struct{ s *Store }
 
-type pebbleFatal struct{ msg string }
+type pebbleFatal struct {
+	msg   string
+	cause error // the first error among Fatalf's arguments, kept for errors.Is (NoSpace)
+}
+
+// err is f as the writer reports it.
+func (f pebbleFatal) err() error { return &fatalError{msg: "store: " + f.msg, cause: f.cause} }
+
+// fatalError is a pebble fatal error turned into a write error; it
+// unwraps to the I/O error that caused it, when pebble gave one.
+type fatalError struct {
+	msg   string
+	cause error
+}
+
+func (e *fatalError) Error() string { return e.msg }
+func (e *fatalError) Unwrap() error { return e.cause }
+
+// NoSpace reports whether err (a Health error) comes from a full disk or
+// an exhausted quota (ENOSPC, EDQUOT), as opposed to another I/O error.
+// Any goroutine.
+func NoSpace(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	// A cause pebble formatted into its message without wrapping it.
+	m := err.Error()
+	return strings.Contains(m, syscall.ENOSPC.Error()) || strings.Contains(m, syscall.EDQUOT.Error())
+}
 
 func (l fatalLogger) Infof(format string, args ...any) {
 	if l.s != nil && strings.Contains(format, "stopped reading at offset") {
@@ -158,7 +190,14 @@ func (l fatalLogger) Infof(format string, args ...any) {
 }
 func (fatalLogger) Errorf(string, ...any) {}
 func (fatalLogger) Fatalf(format string, args ...any) {
-	panic(pebbleFatal{fmt.Sprintf(format, args...)})
+	f := pebbleFatal{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if e, ok := a.(error); ok {
+			f.cause = e
+			break
+		}
+	}
+	panic(f)
 }
 
 // Open opens or creates the store in o.Dir and starts its writer. It refuses
@@ -616,7 +655,7 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if f, ok := r.(pebbleFatal); ok {
-				err = errors.New("store: " + f.msg)
+				err = f.err()
 				return
 			}
 			panic(r)
@@ -690,7 +729,7 @@ func (s *Store) syncWAL() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if f, ok := r.(pebbleFatal); ok {
-				err = errors.New("store: " + f.msg)
+				err = f.err()
 				return
 			}
 			panic(r)
