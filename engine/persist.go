@@ -64,6 +64,8 @@ type persister struct {
 	shut     atomic.Bool   // closeStore ran
 	backlog  atomic.Bool   // the last Submit was refused: the batch waits on the loops
 	log      rateLimiter
+
+	refusedPub atomic.Uint64 // v5 QoS 1/2 PUBLISHes refused while the store failed (persist_refuse.go)
 }
 
 // recoveredWill is a delayed will read back at startup, waiting for a loop
@@ -870,6 +872,8 @@ type StoreStats struct {
 	Healthy bool   `json:"healthy"`
 	Error   string `json:"error,omitempty"`
 	Durable uint64 `json:"durable_seq"`
+
+	RefusedPublishes uint64 `json:"refused_publishes"` // v5 QoS 1/2 PUBLISHes refused (0x97/0x80) while failing
 }
 
 // storeStats reads the store's counters. Any goroutine.
@@ -879,7 +883,7 @@ func (b *Broker) storeStats() StoreStats {
 		return StoreStats{Healthy: true}
 	}
 	st := StoreStats{Enabled: true, Fsync: p.fsync.String(), Errors: p.errs.Load(), Refused: p.refused.Load(),
-		Durable: p.durable.Load(), Healthy: true}
+		Durable: p.durable.Load(), Healthy: true, RefusedPublishes: p.refusedPub.Load()}
 	if err := p.st.Health(); err != nil {
 		st.Healthy, st.Error = false, err.Error()
 	}
