@@ -79,3 +79,36 @@ func sstBytes(t testing.TB, dir string) int64 {
 	}
 	return n
 }
+
+// The MANIFEST, which gets an edit per flush, is rolled over once it
+// passes its bound instead of growing with every flush of a long run.
+func TestManifestRolledOver(t *testing.T) {
+	dir := t.TempDir()
+	const bound = 8 << 10
+	s := openT(t, Options{Dir: dir, Fsync: FsyncNone, maxManifest: bound})
+	defer s.Close()
+	largest := int64(0)
+	for i := range 400 {
+		b := NewBatch()
+		b.SetRetained(&Message{Topic: []byte(fmt.Sprintf("r/%d", i%10)), Payload: []byte("x"), Retain: true})
+		submitT(t, s, b)
+		s.dbMu.RLock()
+		err := s.db.Flush()
+		s.dbMu.RUnlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+		for _, f := range m {
+			if fi, err := os.Stat(f); err == nil && fi.Size() > largest {
+				largest = fi.Size()
+			}
+		}
+	}
+	// A roll-over happens at the first edit past the bound; each edit is
+	// far smaller than the bound.
+	if largest > 2*bound {
+		t.Fatalf("after 400 flushes a MANIFEST is %d bytes; want it rolled over near %d", largest, bound)
+	}
+	t.Logf("largest MANIFEST over 400 flushes: %d bytes (bound %d)", largest, bound)
+}

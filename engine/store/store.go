@@ -89,6 +89,7 @@ type Options struct {
 	beforeSync  func()          // tests: called on the writer before a synced commit
 	afterSync   func(n uint64)  // tests: called after a synced commit of up to seq n, before OnDurable
 	afterCommit func(sync bool) // tests: called after each successful commit
+	maxManifest int64           // tests: MANIFEST roll-over size; 0: maxManifestSize
 }
 
 // FS is pebble's file system interface (vfs.FS).
@@ -103,6 +104,10 @@ var (
 )
 
 const pidFileName = "tinymq.pid"
+
+// maxManifestSize is the MANIFEST size at which pebble starts a new one
+// (openDB).
+const maxManifestSize = 1 << 20
 
 // Store is the durable state on pebble. Submit is safe from any goroutine
 // and never blocks on I/O; one writer goroutine commits and posts
@@ -298,6 +303,15 @@ func (s *Store) openDB() (*pebble.DB, error) {
 		// silently drop everything after it). Pinned, not FormatNewest:
 		// a pebble upgrade must not ratchet the on-disk format unasked.
 		FormatMajorVersion: pebble.FormatWALSyncChunks,
+		// The MANIFEST gets an edit per flush and compaction and is
+		// rewritten from a snapshot of the live tables once it passes
+		// this size. Pebble's default (128 MB) lets a long steady run
+		// grow it by ~0.2 MB an hour for weeks (bench/disk-growth.sh);
+		// our live table count is small, so the snapshot is too.
+		MaxManifestFileSize: maxManifestSize,
+	}
+	if o.maxManifest > 0 {
+		po.MaxManifestFileSize = o.maxManifest
 	}
 	if o.OnError != nil {
 		// Flush and compaction failures happen on pebble's goroutines; pebble
