@@ -42,7 +42,7 @@ import (
 // order (MQTT 3.1.1 section 4.6). While the store is failing
 // (Store.Health), or its writer queue refused the last batch, every mode
 // holds acknowledgements: no acknowledgement for a message the store could
-// not take.
+// not take (an MQTT 5 client is refused instead: persist_refuse.go).
 
 // persister is the broker's store and the records not yet submitted.
 type persister struct {
@@ -239,7 +239,7 @@ func (b *Broker) onStoreError(err error) {
 	}
 	p.errs.Add(1)
 	if p.log.allow(time.Now().Unix()) {
-		b.log.Error("store: write failed; QoS 1/2 acknowledgements are held until it works again",
+		b.log.Error("store: write failed; until it works again, QoS 1/2 publishes that need it are held (3.x) or refused (MQTT 5)",
 			"dir", p.dir, "err", err.Error())
 	}
 }
