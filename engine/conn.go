@@ -574,10 +574,20 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		// the acknowledgement goes out before this message's
 		// deliveries, including one to this very connection.
 		held := l.ackHold() // persist.go: --fsync always decides after the deliveries
+		if routable && v != nil && held {
+			if x := l.storeRefusal(p.Retain, false); x != 0 { // persist_refuse.go: the store failed
+				routable, rc = false, x
+			}
+		}
 		if routable {
 			l.r.setMeta(l.props5, exp, c.s)
 			if l.r.prepare(p.Topic, p.Payload, 1, p.Retain, nil) == 0 && v != nil {
 				rc = codec.NoMatchingSubscribers // 5.0: accepted, nobody to give it to
+			}
+			if v != nil && held {
+				if x := l.storeRefusal(p.Retain, true); x != 0 {
+					routable, rc = false, x
+				}
 			}
 		}
 		if !held {
@@ -598,6 +608,11 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 			l.ackAfterStore(s) // persist.go: the first one's records may not be durable yet
 		}
 		over := false
+		if !dup && routable && v != nil && held {
+			if x := l.storeRefusal(p.Retain, false); x != 0 { // persist_refuse.go
+				routable, rc = false, x
+			}
+		}
 		if !dup && rc < 0x80 {
 			st := s.state()
 			if over = len(st.qos2in) >= l.b.opts.ReceiveMaximum; !over {
@@ -619,6 +634,19 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 			l.r.setMeta(l.props5, exp, c.s)
 			if l.r.prepare(p.Topic, p.Payload, 2, p.Retain, nil) == 0 && v != nil {
 				rc = codec.NoMatchingSubscribers
+			}
+			if v != nil && held {
+				if x := l.storeRefusal(p.Retain, true); x != 0 {
+					// Refused: the id is not kept for a PUBREL (the
+					// flow ends at a PUBREC of 0x80 or above).
+					routable, rc = false, x
+					s.mu.Lock()
+					if s.releaseQoS2InLocked(p.PacketID) {
+						l.persistQoS2In(s, p.PacketID, false)
+					}
+					s.mu.Unlock()
+					l.ps.wrote = false
+				}
 			}
 		}
 		if !held {

@@ -259,6 +259,7 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	if st := &sn.Store; st.Enabled { // persist.go
 		w.single("tinymq_store_errors_total", "counter", "Failed store commits and syncs (disk full, I/O errors).", float64(st.Errors))
 		w.single("tinymq_store_refused_total", "counter", "Store submissions refused because the writer queue was full (retried).", float64(st.Refused))
+		w.single("tinymq_store_refused_publishes_total", "counter", "MQTT 5 QoS 1/2 PUBLISHes refused (0x97 disk full, 0x80 other error) while the store was failing.", float64(st.RefusedPublishes))
 		w.single("tinymq_store_healthy", "gauge", "1 while the store takes writes, 0 while it is failing.", b2f(st.Healthy))
 	}
 	w.single("tinymq_http_requests_total", "counter", "HTTP requests served.", float64(sn.HTTPRequests))

@@ -42,7 +42,7 @@ import (
 // order (MQTT 3.1.1 section 4.6). While the store is failing
 // (Store.Health), or its writer queue refused the last batch, every mode
 // holds acknowledgements: no acknowledgement for a message the store could
-// not take.
+// not take (an MQTT 5 client is refused instead: persist_refuse.go).
 
 // persister is the broker's store and the records not yet submitted.
 type persister struct {
@@ -64,6 +64,8 @@ type persister struct {
 	shut     atomic.Bool   // closeStore ran
 	backlog  atomic.Bool   // the last Submit was refused: the batch waits on the loops
 	log      rateLimiter
+
+	refusedPub atomic.Uint64 // v5 QoS 1/2 PUBLISHes refused while the store failed (persist_refuse.go)
 }
 
 // recoveredWill is a delayed will read back at startup, waiting for a loop
@@ -237,7 +239,7 @@ func (b *Broker) onStoreError(err error) {
 	}
 	p.errs.Add(1)
 	if p.log.allow(time.Now().Unix()) {
-		b.log.Error("store: write failed; QoS 1/2 acknowledgements are held until it works again",
+		b.log.Error("store: write failed; until it works again, QoS 1/2 publishes that need it are held (3.x) or refused (MQTT 5)",
 			"dir", p.dir, "err", err.Error())
 	}
 }
@@ -870,6 +872,8 @@ type StoreStats struct {
 	Healthy bool   `json:"healthy"`
 	Error   string `json:"error,omitempty"`
 	Durable uint64 `json:"durable_seq"`
+
+	RefusedPublishes uint64 `json:"refused_publishes"` // v5 QoS 1/2 PUBLISHes refused (0x97/0x80) while failing
 }
 
 // storeStats reads the store's counters. Any goroutine.
@@ -879,7 +883,7 @@ func (b *Broker) storeStats() StoreStats {
 		return StoreStats{Healthy: true}
 	}
 	st := StoreStats{Enabled: true, Fsync: p.fsync.String(), Errors: p.errs.Load(), Refused: p.refused.Load(),
-		Durable: p.durable.Load(), Healthy: true}
+		Durable: p.durable.Load(), Healthy: true, RefusedPublishes: p.refusedPub.Load()}
 	if err := p.st.Health(); err != nil {
 		st.Healthy, st.Error = false, err.Error()
 	}

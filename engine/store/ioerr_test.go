@@ -1,7 +1,9 @@
 package store
 
 import (
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,4 +117,60 @@ func TestIOErrorIntervalReplaysUnsynced(t *testing.T) {
 	if l, _ := loadAll(t, s); len(l.retained) != 1 || string(l.retained[0].Topic) != "unsynced" {
 		t.Fatalf("retained after recovery: %+v", l.retained)
 	}
+}
+
+// noSpace fails every write-kind file operation with ENOSPC while on, as a
+// full disk does.
+type noSpace struct{ on atomic.Bool }
+
+func (f *noSpace) String() string { return "noSpace" }
+
+func (f *noSpace) MaybeError(op errorfs.Op) error {
+	if f.on.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+		return &os.PathError{Op: "write", Path: op.Path, Err: syscall.ENOSPC}
+	}
+	return nil
+}
+
+// NoSpace tells a full disk from other I/O errors in what Health reports,
+// from the first failed commit (a pebble fatal error, whose cause the
+// store keeps) through the retries (re-opens).
+func TestNoSpaceClassified(t *testing.T) {
+	for _, mode := range []Fsync{FsyncAlways, FsyncInterval} {
+		full := &noSpace{}
+		s := openT(t, Options{Dir: t.TempDir(), Fsync: mode, Interval: 20 * time.Millisecond, fs: errorfs.Wrap(vfs.Default, full)})
+		full.on.Store(true)
+		b := NewBatch()
+		b.SetRetained(&Message{Topic: []byte("x"), Payload: []byte("1")})
+		if _, err := s.Submit(b); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 5*time.Second, "the failure", func() bool { return s.Health() != nil })
+		for i := 0; i < 3; i++ { // the first error and the retries'
+			if h := s.Health(); h != nil && !NoSpace(h) {
+				t.Fatalf("%v: NoSpace(%v) = false on a full disk", mode, h)
+			}
+			time.Sleep(60 * time.Millisecond)
+		}
+		full.on.Store(false)
+		waitFor(t, 5*time.Second, "recovery", func() bool { return s.Health() == nil })
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := &failWrites{}
+	s := openT(t, Options{Dir: t.TempDir(), Fsync: FsyncAlways, fs: errorfs.Wrap(vfs.Default, other)})
+	defer s.Close()
+	other.on.Store(true)
+	b := NewBatch()
+	b.SetRetained(&Message{Topic: []byte("x"), Payload: []byte("1")})
+	if _, err := s.Submit(b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the failure", func() bool { return s.Health() != nil })
+	if h := s.Health(); NoSpace(h) {
+		t.Fatalf("NoSpace(%v) = true for an injected I/O error", h)
+	}
+	other.on.Store(false)
+	waitFor(t, 5*time.Second, "recovery", func() bool { return s.Health() == nil })
 }

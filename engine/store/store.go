@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -87,6 +89,7 @@ type Options struct {
 	beforeSync  func()          // tests: called on the writer before a synced commit
 	afterSync   func(n uint64)  // tests: called after a synced commit of up to seq n, before OnDurable
 	afterCommit func(sync bool) // tests: called after each successful commit
+	maxManifest int64           // tests: MANIFEST roll-over size; 0: maxManifestSize
 }
 
 // FS is pebble's file system interface (vfs.FS).
@@ -101,6 +104,10 @@ var (
 )
 
 const pidFileName = "tinymq.pid"
+
+// maxManifestSize is the MANIFEST size at which pebble starts a new one
+// (openDB).
+const maxManifestSize = 1 << 20
 
 // Store is the durable state on pebble. Submit is safe from any goroutine
 // and never blocks on I/O; one writer goroutine commits and posts
@@ -146,7 +153,38 @@ type Store struct {
 // batches"): where recovery stopped, for the recovery log (WALReplay).
 type fatalLogger struct{ s *Store }
 
-type pebbleFatal struct{ msg string }
+type pebbleFatal struct {
+	msg   string
+	cause error // the first error among Fatalf's arguments, kept for errors.Is (NoSpace)
+}
+
+// err is f as the writer reports it.
+func (f pebbleFatal) err() error { return &fatalError{msg: "store: " + f.msg, cause: f.cause} }
+
+// fatalError is a pebble fatal error turned into a write error; it
+// unwraps to the I/O error that caused it, when pebble gave one.
+type fatalError struct {
+	msg   string
+	cause error
+}
+
+func (e *fatalError) Error() string { return e.msg }
+func (e *fatalError) Unwrap() error { return e.cause }
+
+// NoSpace reports whether err (a Health error) comes from a full disk or
+// an exhausted quota (ENOSPC, EDQUOT), as opposed to another I/O error.
+// Any goroutine.
+func NoSpace(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return true
+	}
+	// A cause pebble formatted into its message without wrapping it.
+	m := err.Error()
+	return strings.Contains(m, syscall.ENOSPC.Error()) || strings.Contains(m, syscall.EDQUOT.Error())
+}
 
 func (l fatalLogger) Infof(format string, args ...any) {
 	if l.s != nil && strings.Contains(format, "stopped reading at offset") {
@@ -157,7 +195,14 @@ func (l fatalLogger) Infof(format string, args ...any) {
 }
 func (fatalLogger) Errorf(string, ...any) {}
 func (fatalLogger) Fatalf(format string, args ...any) {
-	panic(pebbleFatal{fmt.Sprintf(format, args...)})
+	f := pebbleFatal{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if e, ok := a.(error); ok {
+			f.cause = e
+			break
+		}
+	}
+	panic(f)
 }
 
 // Open opens or creates the store in o.Dir and starts its writer. It refuses
@@ -258,6 +303,15 @@ func (s *Store) openDB() (*pebble.DB, error) {
 		// silently drop everything after it). Pinned, not FormatNewest:
 		// a pebble upgrade must not ratchet the on-disk format unasked.
 		FormatMajorVersion: pebble.FormatWALSyncChunks,
+		// The MANIFEST gets an edit per flush and compaction and is
+		// rewritten from a snapshot of the live tables once it passes
+		// this size. Pebble's default (128 MB) lets a long steady run
+		// grow it by ~0.2 MB an hour for weeks (bench/disk-growth.sh);
+		// our live table count is small, so the snapshot is too.
+		MaxManifestFileSize: maxManifestSize,
+	}
+	if o.maxManifest > 0 {
+		po.MaxManifestFileSize = o.maxManifest
 	}
 	if o.OnError != nil {
 		// Flush and compaction failures happen on pebble's goroutines; pebble
@@ -372,6 +426,24 @@ func (s *Store) Durable() uint64 { return s.durable.Load() }
 func (s *Store) Health() error {
 	if p := s.health.Load(); p != nil {
 		return *p
+	}
+	return nil
+}
+
+// Compact flushes the memtable and compacts every key into the bottom
+// level, dropping deleted and overwritten records: the smallest the
+// directory gets for its live state. Pebble compacts on its own as it
+// goes; this is for measuring (docs/durability.md "On disk") and before a
+// backup. Blocks on I/O for as long as the rewrite takes: call it from a
+// test or a command, never from a loop.
+func (s *Store) Compact() error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("store: flush: %w", err)
+	}
+	if err := s.db.Compact(context.Background(), []byte{0}, []byte{0xff}, false); err != nil {
+		return fmt.Errorf("store: compact: %w", err)
 	}
 	return nil
 }
@@ -597,7 +669,7 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if f, ok := r.(pebbleFatal); ok {
-				err = errors.New("store: " + f.msg)
+				err = f.err()
 				return
 			}
 			panic(r)
@@ -671,7 +743,7 @@ func (s *Store) syncWAL() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if f, ok := r.(pebbleFatal); ok {
-				err = errors.New("store: " + f.msg)
+				err = f.err()
 				return
 			}
 			panic(r)
