@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -171,5 +172,18 @@ func BenchmarkLoopExecute(b *testing.B) {
 			b.Fatal(err)
 		}
 		<-done
+	}
+}
+
+// TestDefaultLoops: one loop on up to two CPUs the runtime may use, one
+// per CPU above.
+func TestDefaultLoops(t *testing.T) {
+	prev := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(prev)
+	for _, tc := range []struct{ procs, want int }{{1, 1}, {2, 1}, {3, 3}, {8, 8}} {
+		runtime.GOMAXPROCS(tc.procs)
+		if got := DefaultLoops(); got != tc.want {
+			t.Errorf("GOMAXPROCS %d: %d loops; want %d", tc.procs, got, tc.want)
+		}
 	}
 }

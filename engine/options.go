@@ -217,8 +217,8 @@ type Options struct {
 // above that. On two cores a second loop has no core of its own once the
 // clients (or a load generator, or the kernel's loopback work) take theirs,
 // and every message that crosses loops pays a wake-up: measured on a
-// 2-core host, one loop delivered 2x the messages per CPU-second of two
-// at a fixed 10,000 msg/s and 1.15-1.2x at saturation (docs/benchmarks.md,
+// 2-core host, one loop delivered 1.3x the messages per CPU-second of two
+// at a fixed 10,000 msg/s and 1.0-1.3x at saturation (docs/benchmarks.md,
 // "Fewer system calls per message").
 func DefaultLoops() int {
 	n := runtime.GOMAXPROCS(0)
