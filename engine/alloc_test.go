@@ -27,7 +27,17 @@ func feed(t *testing.T, b *Broker, c *fakeConn, raw []byte) {
 // subscriber allocates nothing in steady state: decode, match, encode,
 // buffer and write.
 func TestAllocsRoutedQoS0(t *testing.T) {
-	routedQoS0Allocs(t, codec.V311, codec.Publish{Topic: []byte("sensor/kitchen/temp"), Payload: []byte("24.5")})
+	routedQoS0Allocs(t, codec.V311, codec.Publish{Topic: []byte("sensor/kitchen/temp"), Payload: []byte("24.5")}, false)
+}
+
+// TestAllocsRoutedQoS0Round is the same with the default write batching:
+// the subscriber's output waits for the end of the loop's round (a task
+// the test runs after each read, as gnet would). The engine allocates
+// nothing per message or per round; gnet's Execute, which queues the
+// round's task, allocates 2 objects per round, not per message (see
+// BenchmarkLoopExecute).
+func TestAllocsRoutedQoS0Round(t *testing.T) {
+	routedQoS0Allocs(t, codec.V311, codec.Publish{Topic: []byte("sensor/kitchen/temp"), Payload: []byte("24.5")}, true)
 }
 
 // TestAllocsRoutedQoS0V5 is the same at MQTT 5: a v5 publisher (with a
@@ -38,21 +48,28 @@ func TestAllocsRoutedQoS0V5(t *testing.T) {
 	p.Props.ContentType, p.Props.CorrelationData = []byte("text/plain"), []byte{1, 2, 3}
 	p.Props.Set(codec.PropContentType)
 	p.Props.Set(codec.PropCorrelationData)
-	routedQoS0Allocs(t, codec.V5, p)
+	routedQoS0Allocs(t, codec.V5, p, false)
 }
 
 // routedQoS0Allocs routes p from a publisher to a subscriber, both at
 // protocol level v, and fails unless the steady state allocates nothing
 // and the subscriber gets exactly the bytes it was sent (same properties,
-// same size) every time.
-func routedQoS0Allocs(t *testing.T, v codec.Version, p codec.Publish) {
+// same size) every time. round: output waits for the end of the round (the
+// default); otherwise it is written after each read (--write-each-read).
+func routedQoS0Allocs(t *testing.T, v codec.Version, p codec.Publish, round bool) {
 	o := DefaultOptions()
 	o.MQTTAddr = "127.0.0.1:0"
+	o.WriteEachRead = !round
 	b, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	el := fakeLoop{}
+	el := fakeLoop{q: new([]gnet.Runnable)}
+	feed := func(t *testing.T, b *Broker, c *fakeConn, raw []byte) {
+		t.Helper()
+		feed(t, b, c, raw)
+		el.endRound()
+	}
 	sub := &fakeConn{el: el}
 	pub := &fakeConn{el: el}
 	for _, c := range []*fakeConn{sub, pub} {
@@ -70,10 +87,18 @@ func routedQoS0Allocs(t *testing.T, v codec.Version, p codec.Publish) {
 	if sub.written-before != len(raw) {
 		t.Fatalf("subscriber received %d bytes; want %d", sub.written-before, len(raw))
 	}
+	rounds := 0
 	allocs := testing.AllocsPerRun(1000, func() {
 		pub.in = raw
 		b.OnTraffic(pub)
+		if len(*el.q) > 0 {
+			rounds++
+		}
+		el.endRound()
 	})
+	if round != (rounds == 1001) {
+		t.Fatalf("round %v: %d of 1001 reads queued a round task", round, rounds)
+	}
 	if allocs != 0 {
 		t.Fatalf("routing a %v QoS 0 PUBLISH: %.2f allocations; want 0", v, allocs)
 	}
@@ -89,6 +114,7 @@ func TestAllocsHTTPPublish(t *testing.T) {
 	o := DefaultOptions()
 	o.MQTTAddr = "127.0.0.1:0"
 	o.HTTPAddr = "127.0.0.1:0"
+	o.WriteEachRead = true // the subscriber's bytes are counted after each read
 	b, err := New(o)
 	if err != nil {
 		t.Fatal(err)

@@ -302,6 +302,9 @@ func (b *Broker) traffic(c *conn) gnet.Action {
 	l.stats.bytesIn.Add(uint64(consumed))
 	l.stats.bytesInBy[protoMQTT].Add(uint64(consumed))
 	l.r.finish()
+	if action == gnet.Close && c.s != nil {
+		l.flushDeferred(c.s) // --write-coalesce: answers held for c leave before the close
+	}
 	if consumed > 0 && c.open {
 		c.consume(consumed)
 	}

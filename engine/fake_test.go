@@ -9,10 +9,30 @@ import (
 )
 
 // fakeLoop is a gnet.EventLoop whose Execute runs nothing (tests that use
-// it keep every connection on one loop, so no mail crosses loops).
-type fakeLoop struct{ gnet.EventLoop }
+// it keep every connection on one loop, so no mail crosses loops), or,
+// with q, queues the task for the test to run as gnet would at the end of
+// the round (endRound).
+type fakeLoop struct {
+	gnet.EventLoop
+	q *[]gnet.Runnable
+}
 
-func (fakeLoop) Execute(context.Context, gnet.Runnable) error { return nil }
+func (f fakeLoop) Execute(_ context.Context, r gnet.Runnable) error {
+	if f.q != nil {
+		*f.q = append(*f.q, r)
+	}
+	return nil
+}
+
+// endRound runs the tasks queued on f, as gnet does once it has handled the
+// events of a wake-up.
+func (f fakeLoop) endRound() {
+	for i := 0; i < len(*f.q); i++ { // a task may queue another
+		_ = (*f.q)[i].Run(context.Background())
+		(*f.q)[i] = nil
+	}
+	*f.q = (*f.q)[:0]
+}
 
 // fakeConn is the part of gnet.Conn the engine uses, over in-memory
 // buffers, so that OnTraffic can be driven without sockets (alloc and

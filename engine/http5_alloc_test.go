@@ -20,6 +20,7 @@ func TestAllocsHTTPPublishV5Props(t *testing.T) {
 	o := DefaultOptions()
 	o.MQTTAddr = "127.0.0.1:0"
 	o.HTTPAddr = "127.0.0.1:0"
+	o.WriteEachRead = true // the subscriber's bytes are counted after each read
 	b, err := New(o)
 	if err != nil {
 		t.Fatal(err)

@@ -60,6 +60,20 @@ type loop struct {
 	tickPending atomic.Bool
 	tickRun     gnet.Runnable
 
+	// Write coalescing: sessions whose flush waits for more output. With
+	// round, they wait until the loop has handled every event of its
+	// current wake-up (a task queued behind them ends the round); with
+	// coalesce (Options.WriteCoalesce) for that long, since deferredSince, and
+	// the one timer per loop ends the wait when no batch on the loop does.
+	round         bool
+	coalesce      time.Duration
+	deferred      []*session
+	deferredSince time.Duration // since the broker started (monotonic)
+	deferTimer    *time.Timer
+	deferArmed    bool // deferTimer is set to fire
+	deferRun      gnet.Runnable
+	deferFireFn   func()
+
 	ps loopPersist // acknowledgements waiting for the store (persist.go)
 }
 
@@ -69,7 +83,91 @@ func newLoop(b *Broker, el gnet.EventLoop) *loop {
 	l.wheel.init()
 	l.mbRun = gnet.RunnableFunc(func(context.Context) error { l.drainMailbox(); return nil })
 	l.tickRun = gnet.RunnableFunc(func(context.Context) error { l.tick(); return nil })
+	l.coalesce = b.opts.WriteCoalesce
+	l.round = l.coalesce == 0 && !b.opts.WriteEachRead
+	l.deferRun = gnet.RunnableFunc(func(context.Context) error { l.deferredDue(); return nil })
+	l.deferFireFn = l.deferredFire
 	return l
+}
+
+// deferFlush delays the flush of s (already marked flushPending) until the
+// coalescing delay is over, so that output added meanwhile leaves in the
+// same write. s stays flushPending: markDirty does not list it again, and
+// mailbox posts for it are not needed (its bytes wait in s.wbuf). Runs on l.
+func (l *loop) deferFlush(s *session) {
+	if len(l.deferred) == 0 {
+		l.deferredSince = time.Since(l.b.started)
+		l.armDeferred()
+	}
+	l.deferred = append(l.deferred, s)
+}
+
+// armDeferred sets the loop's timer to flush what is held after the delay.
+// Runs on l.
+func (l *loop) armDeferred() {
+	if l.deferArmed {
+		return
+	}
+	l.deferArmed = true
+	if l.round {
+		// gnet runs tasks after the events of the round being handled
+		// (the eventfd it writes is seen by the next, non-blocking,
+		// epoll_wait), and a task queued while tasks run joins them.
+		if err := l.el.Execute(context.Background(), l.deferRun); err != nil {
+			l.deferArmed = false
+		}
+		return
+	}
+	if l.deferTimer == nil {
+		l.deferTimer = time.AfterFunc(l.coalesce, l.deferFireFn)
+		return
+	}
+	l.deferTimer.Reset(l.coalesce)
+}
+
+// deferredFire runs on the timer's goroutine: it asks l to flush what it holds.
+func (l *loop) deferredFire() {
+	_ = l.el.Execute(context.Background(), l.deferRun) // fails only when the engine stops
+}
+
+// deferredDue is the timer's turn on l: everything held goes out. Runs on l.
+func (l *loop) deferredDue() {
+	t0 := time.Now()
+	defer l.addBusy(t0)
+	l.deferArmed = false
+	l.releaseDeferred(true)
+	l.r.finish()
+}
+
+// releaseDeferred flushes the held sessions once the oldest has waited the
+// delay, or at once with force (the timer, a close). Runs on l.
+func (l *loop) releaseDeferred(force bool) {
+	if len(l.deferred) == 0 {
+		return
+	}
+	if !force && (l.round || time.Since(l.b.started)-l.deferredSince < l.coalesce) {
+		return // a round's output waits for the round's end; a timed hold for its delay
+	}
+	held := l.deferred
+	l.deferred = nil // flushing may hold more (a write closes a connection, a will is routed)
+	for i, s := range held {
+		l.flush(s)
+		held[i] = nil
+	}
+	if l.deferred == nil {
+		l.deferred = held[:0]
+	}
+	if len(l.deferred) == 0 && l.deferArmed && l.deferTimer != nil && l.deferTimer.Stop() {
+		l.deferArmed = false
+	}
+}
+
+// flushDeferred writes what s holds now: before the broker closes its
+// connection, or when its buffer is full. Runs on l.
+func (l *loop) flushDeferred(s *session) {
+	if (l.round || l.coalesce > 0) && s != nil && s.flushPending.Load() {
+		l.flush(s) // its entry in l.deferred finds nothing left to write
+	}
 }
 
 // post queues s for a flush on l and reports whether the caller must wake l
@@ -105,7 +203,11 @@ func (l *loop) drainMailbox() {
 	l.mbScheduled = false
 	l.mbMu.Unlock()
 	for i, s := range work {
-		l.flush(s)
+		if l.coalesce > 0 { // a drain already runs at the end of a round
+			l.deferFlush(s)
+		} else {
+			l.flush(s)
+		}
 		work[i] = nil
 	}
 	l.mbWork = work[:0]
@@ -141,6 +243,7 @@ func (l *loop) flush(s *session) {
 	n := len(buf.B)
 	c.write(buf.B) // a write error closes c through OnClose
 	putBuf(buf)
+	l.stats.writes.Add(1)
 	l.stats.bytesOut.Add(uint64(n))
 	l.stats.bytesOutBy[c.proto].Add(uint64(n))
 	if c.open {

@@ -44,6 +44,7 @@ type Snapshot struct {
 	WebSocketUpgrades uint64 `json:"websocket_upgrades"`
 
 	LoopBusySeconds []float64 `json:"event_loop_busy_seconds"`
+	SocketWrites    uint64    `json:"socket_writes"` // writes of MQTT output to sockets (one per connection per flush)
 
 	// Authentication and authorization.
 	AuthFailures  uint64            `json:"auth_failures"`   // refused credentials (MQTT and HTTP)
@@ -145,6 +146,7 @@ func (b *Broker) Snapshot() Snapshot {
 	for _, l := range b.allLoops() {
 		add(&l.stats)
 		sn.LoopBusySeconds = append(sn.LoopBusySeconds, float64(l.stats.busyNs.Load())/1e9)
+		sn.SocketWrites += l.stats.writes.Load()
 		sn.Streams += int(l.stats.streams.Load())
 	}
 	for p := proto(0); p < numProtos; p++ {
@@ -270,6 +272,7 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 	for i, s := range sn.LoopBusySeconds {
 		w.sample("tinymq_event_loop_busy_seconds_total", `loop="`+strconv.Itoa(i)+`"`, s)
 	}
+	w.single("tinymq_socket_writes_total", "counter", "Writes of MQTT output to client sockets (one per connection per flush; --write-coalesce makes fewer).", float64(sn.SocketWrites))
 	w.single("tinymq_go_memory_bytes", "gauge", "Memory mapped by the Go runtime.", float64(sn.MemoryBytes))
 	w.single("tinymq_go_heap_objects_bytes", "gauge", "Bytes of live and unswept heap objects.", float64(sn.HeapBytes))
 	w.single("tinymq_go_goroutines", "gauge", "Goroutines.", float64(sn.Goroutines))

@@ -68,8 +68,22 @@ type Options struct {
 	HTTPReadTimeout    time.Duration // a request must arrive whole within this
 	SSEHeartbeat       time.Duration // comment line sent on idle event streams
 
-	// Loops is the number of event loops (default: runtime.NumCPU()).
+	// Loops is the number of event loops (default: DefaultLoops()).
 	Loops int
+	// WriteCoalesce holds a connection's pending output up to this long so
+	// that messages arriving meanwhile leave in the same write (fewer
+	// system calls at low rates, at up to this much added latency). 0
+	// writes at the end of every read batch. The hold is bounded: a
+	// per-loop timer flushes it, and so do a full buffer (earlyFlushBytes),
+	// a close by the broker and any batch on the loop after the delay.
+	WriteCoalesce time.Duration
+	// WriteEachRead writes a connection's output at the end of every read
+	// that produced it, as TinyMQ did before 2026-12. By default (false,
+	// WriteCoalesce 0) output waits until the loop has handled every event
+	// of its current wake-up, so that messages from many publishers to one
+	// subscriber leave in one write: one task per wake-up that held
+	// something, no timer, no delay beyond the wake-up's own work.
+	WriteEachRead bool
 
 	// MaxPacketSize bounds a whole MQTT packet, fixed header included. A
 	// larger packet is refused from its fixed header, before it is buffered.
@@ -198,11 +212,27 @@ type Options struct {
 	Version string
 }
 
+// DefaultLoops is the number of event loops a broker runs unless told:
+// one when the process may use at most two CPUs (GOMAXPROCS), one per CPU
+// above that. On two cores a second loop has no core of its own once the
+// clients (or a load generator, or the kernel's loopback work) take theirs,
+// and every message that crosses loops pays a wake-up: measured on a
+// 2-core host, one loop delivered 1.3x the messages per CPU-second of two
+// at a fixed 10,000 msg/s and 1.0-1.3x at saturation (docs/benchmarks.md,
+// "Fewer system calls per message").
+func DefaultLoops() int {
+	n := runtime.GOMAXPROCS(0)
+	if n <= 2 {
+		return 1
+	}
+	return n
+}
+
 // DefaultOptions returns the embedded defaults that `tinymq` starts with.
 func DefaultOptions() Options {
 	return Options{
 		MQTTAddr:           ":1883",
-		Loops:              runtime.NumCPU(),
+		Loops:              DefaultLoops(),
 		HTTPAddr:           ":7800",
 		HTTPMaxHeaderBytes: 8 * 1024,
 		HTTPMaxHeaders:     64,

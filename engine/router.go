@@ -483,10 +483,17 @@ func (r *router) finish() {
 				r.publishOwned(w)
 			}
 			for i := 0; i < len(l.dirty); i++ { // flushing may dirty more
-				l.flush(l.dirty[i])
+				if l.round || l.coalesce > 0 {
+					l.deferFlush(l.dirty[i])
+				} else {
+					l.flush(l.dirty[i])
+				}
 				l.dirty[i] = nil
 			}
 			l.dirty = l.dirty[:0]
+			if len(l.deferred) > 0 {
+				l.releaseDeferred(false) // loop.go: only once the delay is over
+			}
 		}
 	}
 	for i, l := range r.wakeups {
@@ -538,6 +545,7 @@ type counters struct {
 	streamsOpened atomic.Uint64
 	wsUpgrades    atomic.Uint64
 	busyNs        atomic.Uint64           // time spent in OnTraffic and mailbox drains
+	writes        atomic.Uint64           // socket writes of sessions' output (loop.flush)
 	connsBy       [numProtos]atomic.Int64 // open connections by transport (gauge; sum over loops)
 	streams       atomic.Int64            // open SSE streams (gauge)
 	_             [64]byte                // keep loops' counters on separate cache lines

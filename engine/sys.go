@@ -16,6 +16,7 @@ type Stats struct {
 	Retained                int
 	MsgsIn, MsgsOut         uint64
 	BytesIn, BytesOut       uint64
+	SocketWrites            uint64 // writes of sessions' output to their sockets (one per flush)
 	Dropped                 uint64
 	DroppedSlow             uint64
 	DroppedQueueFull        uint64
@@ -52,6 +53,7 @@ func (b *Broker) Stats() Stats {
 		st.MsgsOut += c.msgsOut.Load()
 		st.BytesIn += c.bytesIn.Load()
 		st.BytesOut += c.bytesOut.Load()
+		st.SocketWrites += c.writes.Load()
 		st.Dropped += c.dropped.Load()
 		st.DroppedSlow += c.droppedSlow.Load()
 		st.DroppedQueueFull += c.droppedQueueFull.Load()

@@ -626,6 +626,8 @@ func (c *conn) closeWith(rc codec.ReasonCode, cause closeCause) {
 			c.l.outBuf = appendDisconnect5(c.l.outBuf[:0], rc, "", "")
 			c.write(c.l.outBuf)
 		}
+	} else if c.s != nil {
+		c.l.flushDeferred(c.s) // --write-coalesce: what waits leaves before the close
 	}
 	c.tlsCloseNotify()
 	_ = c.gc.Close()
@@ -661,6 +663,7 @@ func (b *Broker) tellShutdown(ctx context.Context) {
 	})
 	b.onEveryLoop(ctx, func(l *loop) {
 		l.drainMailbox()
+		l.releaseDeferred(true) // what --write-coalesce holds goes out before the DISCONNECTs
 		for _, slot := range l.wheel.slots {
 			for _, c := range slot {
 				if c.open && c.s != nil && c.version == codec.V5 {

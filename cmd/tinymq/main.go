@@ -45,16 +45,21 @@ func main() {
 
 // config is what the command line, environment and config file produce.
 type config struct {
-	opts        engine.Options
-	mqttDisable bool
-	logLevel    string
-	logFormat   string // text or json
-	checkOnly   bool   // --check-config: validate and exit
-	cpuProfile  string // pprof CPU profile of the whole run, written at shutdown
-	heapProfile string // pprof heap profile, written at shutdown
-	proxyProto  string // --proxy-protocol: comma-separated listener names
-	bridges     []bridge.Config
+	opts            engine.Options
+	mqttDisable     bool
+	logLevel        string
+	logFormat       string // text or json
+	checkOnly       bool   // --check-config: validate and exit
+	cpuProfile      string // pprof CPU profile of the whole run, written at shutdown
+	heapProfile     string // pprof heap profile, written at shutdown
+	proxyProto      string // --proxy-protocol: comma-separated listener names
+	writeCoalesceUs int    // --write-coalesce, microseconds
+	bridges         []bridge.Config
 }
+
+// maxWriteCoalesceUs bounds --write-coalesce: a hold longer than 100 ms
+// would be latency no one asks for by mistake.
+const maxWriteCoalesceUs = 100_000
 
 // parse builds the configuration from args, the environment (getenv) and
 // an optional config file.
@@ -118,7 +123,9 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	allowAnon := fs.Bool("allow-anonymous", true, "admit clients without username and password (default: true unless an API key or a password file is set)")
 	fs.IntVar(&o.AuthWorkers, "auth-workers", 0, "goroutines verifying passwords off the event loops (default: 2 per CPU)")
 	fs.DurationVar(&o.AuthFailDelayMax, "auth-fail-delay-max", d.AuthFailDelayMax, "longest delay before refusing an address whose logins keep failing (negative: never delay)")
-	fs.IntVar(&o.Loops, "loops", d.Loops, "event loops (default: one per CPU)")
+	fs.IntVar(&o.Loops, "loops", d.Loops, "event loops (default: 1 on up to 2 CPUs, else one per CPU)")
+	fs.BoolVar(&o.WriteEachRead, "write-each-read", false, "write a connection's output after every read that produced it, not once per event-loop wake-up (the behaviour before 2026-12; ignored with --write-coalesce)")
+	fs.IntVar(&cfg.writeCoalesceUs, "write-coalesce", 0, "microseconds a connection's output may wait for more messages to leave in the same write (0: write at the end of every read batch)")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "log lines as text (key=value) or json (one JSON object a line)")
 	fs.BoolVar(&cfg.checkOnly, "check-config", false, "validate the configuration (flags, environment, --config file with its bridge sections, password, ACL and TLS files) and exit: 0 and a summary when it is good, 1 and the file, line and reason when not")
@@ -201,6 +208,10 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	if o.FsyncInterval <= 0 {
 		return nil, errors.New("--fsync-interval: must be above 0")
 	}
+	if cfg.writeCoalesceUs < 0 || cfg.writeCoalesceUs > maxWriteCoalesceUs {
+		return nil, fmt.Errorf("--write-coalesce: %d: must be 0 to %d microseconds", cfg.writeCoalesceUs, maxWriteCoalesceUs)
+	}
+	o.WriteCoalesce = time.Duration(cfg.writeCoalesceUs) * time.Microsecond
 	if o.ServerMoved && o.ServerReference == "" {
 		return nil, errors.New("--server-moved needs --server-reference")
 	}

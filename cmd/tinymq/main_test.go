@@ -306,3 +306,32 @@ func TestMosquittoExpiration(t *testing.T) {
 		}
 	}
 }
+
+// TestParseWriteFlags: --write-coalesce is microseconds within 0..100000
+// (flag or TINYMQ_WRITE_COALESCE), --write-each-read a switch; neither is
+// on by default.
+func TestParseWriteFlags(t *testing.T) {
+	cfg, err := parse(nil, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.opts.WriteCoalesce != 0 || cfg.opts.WriteEachRead {
+		t.Fatalf("defaults: coalesce %v, each read %v; want 0, false", cfg.opts.WriteCoalesce, cfg.opts.WriteEachRead)
+	}
+	cfg, err = parse([]string{"--write-coalesce", "250", "--write-each-read"}, env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.opts.WriteCoalesce != 250*time.Microsecond || !cfg.opts.WriteEachRead {
+		t.Fatalf("coalesce %v, each read %v; want 250µs, true", cfg.opts.WriteCoalesce, cfg.opts.WriteEachRead)
+	}
+	cfg, err = parse(nil, env(map[string]string{"TINYMQ_WRITE_COALESCE": "1000"}))
+	if err != nil || cfg.opts.WriteCoalesce != time.Millisecond {
+		t.Fatalf("from the environment: %v, %v; want 1ms", cfg.opts.WriteCoalesce, err)
+	}
+	for _, v := range []string{"-1", "100001"} {
+		if _, err := parse([]string{"--write-coalesce", v}, env(nil)); err == nil {
+			t.Fatalf("--write-coalesce %s accepted", v)
+		}
+	}
+}
