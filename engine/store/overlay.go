@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"slices"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -42,16 +43,44 @@ type ovEntry struct {
 	val   []byte // aliases the Batch that set it (held until the overlay is flushed)
 	del   bool   // a delete: written to pebble as a tombstone
 	fresh bool   // pebble holds no value under the key: a delete cancels the set
+
+	// Entries (queue, in flight) only: the message the set references
+	// (its reference key 'x' id ... goes with it), and the messages whose
+	// reference keys under this entry must be deleted (its previous
+	// values, on disk).
+	id    uint64
+	drop  uint64   // first such message, 0: none
+	drops []uint64 // more (an entry re-used within one window)
 }
 
-// overlay is the window's records. Writer goroutine.
+// dropRef notes that the reference key of message id under this entry
+// must be deleted.
+func (e *ovEntry) dropRef(id uint64) {
+	switch {
+	case id == 0 || id == e.drop || slices.Contains(e.drops, id):
+	case e.drop == 0:
+		e.drop = id
+	default:
+		e.drops = append(e.drops, id)
+	}
+}
+
+// overlay is the window's records, in three maps sharing one slice of
+// entries: message records by id; queue and in-flight entries by key,
+// each carrying its reference key (derived, not stored); every other key.
+// Writer goroutine.
 type overlay struct {
-	m     map[string]int32    // key -> its entry in ents
+	msgs  map[uint64]int32    // message id -> entry
+	m     map[string]int32    // key -> entry (entries and plain keys)
 	ents  []ovEntry           // entries; a cancelled one's slot goes to free
 	free  []int32             // unused slots of ents
 	bytes int                 // keys and values held, for the flush bound
-	churn int                 // cancellations since the map was made
+	churn int                 // cancellations since the maps were made
 	gc    map[uint64]struct{} // untracked messages that lost a reference in the window (collect after the flush)
+
+	keys []string // write's scratch
+	ids  []uint64 // write's scratch
+	k    []byte   // write's key scratch
 
 	// Counters since open, for tests and docs: sets that reached pebble,
 	// and sets a delete cancelled in the overlay.
@@ -67,27 +96,37 @@ func b2s(k []byte) string {
 	return unsafe.String(&k[0], len(k))
 }
 
-func (o *overlay) empty() bool { return len(o.m) == 0 }
+func (o *overlay) empty() bool { return len(o.m) == 0 && len(o.msgs) == 0 }
 
-func (o *overlay) add(key []byte, e ovEntry) {
+func (o *overlay) slot(e ovEntry) int32 {
+	if n := len(o.free); n > 0 {
+		i := o.free[n-1]
+		o.free = o.free[:n-1]
+		o.ents[i] = e
+		return i
+	}
+	o.ents = append(o.ents, e)
+	return int32(len(o.ents) - 1)
+}
+
+func (o *overlay) cancel(i int32, size int) {
+	o.bytes -= size
+	o.ents[i] = ovEntry{}
+	o.free = append(o.free, i)
+	o.cancelled++
+	o.churn++
+}
+
+func (o *overlay) addKey(key []byte, e ovEntry) {
 	if o.m == nil {
 		o.m = make(map[string]int32)
 	}
 	o.bytes += len(key) + len(e.val)
-	var i int32
-	if n := len(o.free); n > 0 {
-		i = o.free[n-1]
-		o.free = o.free[:n-1]
-		o.ents[i] = e
-	} else {
-		i = int32(len(o.ents))
-		o.ents = append(o.ents, e)
-	}
-	o.m[string(key)] = i
+	o.m[string(key)] = o.slot(e)
 }
 
-// set records key = val. fresh says whether pebble holds no value under
-// key, when the overlay has no entry for it (an entry decides otherwise).
+// set records key = val (a plain key: no reference). fresh says whether
+// pebble holds no value under key, when the overlay has no entry for it.
 func (o *overlay) set(key, val []byte, fresh bool) {
 	if i, ok := o.m[b2s(key)]; ok {
 		e := &o.ents[i]
@@ -95,132 +134,266 @@ func (o *overlay) set(key, val []byte, fresh bool) {
 		e.val, e.del = val, false
 		return
 	}
-	o.add(key, ovEntry{val: val, fresh: fresh})
+	o.addKey(key, ovEntry{val: val, fresh: fresh})
 }
 
-// del records the deletion of key: a set pebble never saw is cancelled,
-// anything else becomes a tombstone.
+// del records the deletion of a plain key: a set pebble never saw is
+// cancelled, anything else becomes a tombstone.
 func (o *overlay) del(key []byte) {
 	i, ok := o.m[b2s(key)]
 	if !ok {
-		o.add(key, ovEntry{del: true})
+		o.addKey(key, ovEntry{del: true})
 		return
 	}
 	e := &o.ents[i]
-	o.bytes -= len(e.val)
 	if e.fresh {
-		o.bytes -= len(key)
 		delete(o.m, b2s(key))
-		*e = ovEntry{}
-		o.free = append(o.free, i)
-		o.cancelled++
-		if o.churn++; o.churn > 4*len(o.m)+4096 {
-			o.rebuild()
-		}
+		o.cancel(i, len(key)+len(e.val))
+		o.maybeRebuild()
 		return
 	}
+	o.bytes -= len(e.val)
 	e.val, e.del = nil, true
 }
 
-// rebuild moves the live entries to a new map. A map that keeps taking
-// and cancelling keys (a steady QoS 1 stream) fills with deleted slots
-// that lengthen every probe; a window may see millions of them.
-func (o *overlay) rebuild() {
+// setRef records entry key = val, referencing message id (whose record,
+// when fresh, never reached pebble: then neither did the entry).
+func (o *overlay) setRef(key, val []byte, id uint64, fresh bool) {
+	if i, ok := o.m[b2s(key)]; ok {
+		e := &o.ents[i]
+		if e.del {
+			e.del = false
+		} else if e.id != id && !e.fresh {
+			e.dropRef(e.id) // replaced: the old reference goes
+		}
+		o.bytes += len(val) - len(e.val)
+		e.val, e.id = val, id
+		return
+	}
+	if o.m == nil {
+		o.m = make(map[string]int32)
+	}
+	o.bytes += len(key) + len(val)
+	o.m[string(key)] = o.slot(ovEntry{val: val, id: id, fresh: fresh})
+}
+
+// delRef records the deletion of entry key, which references message id.
+func (o *overlay) delRef(key []byte, id uint64) {
+	i, ok := o.m[b2s(key)]
+	if !ok {
+		e := ovEntry{del: true}
+		e.dropRef(id)
+		o.addKey(key, e)
+		return
+	}
+	e := &o.ents[i]
+	if e.fresh && !e.del {
+		delete(o.m, b2s(key))
+		o.cancel(i, len(key)+len(e.val))
+		o.maybeRebuild()
+		return
+	}
+	if !e.del {
+		e.dropRef(e.id)
+	}
+	e.dropRef(id)
+	o.bytes -= len(e.val)
+	e.val, e.del, e.id = nil, true, 0
+}
+
+// putMsg records message record id (new: above every id on disk at open).
+func (o *overlay) putMsg(id uint64, val []byte, fresh bool) {
+	if i, ok := o.msgs[id]; ok {
+		e := &o.ents[i]
+		o.bytes += len(val) - len(e.val)
+		e.val, e.del = val, false
+		return
+	}
+	if o.msgs == nil {
+		o.msgs = make(map[uint64]int32)
+	}
+	o.bytes += 9 + len(val)
+	o.msgs[id] = o.slot(ovEntry{val: val, fresh: fresh})
+}
+
+// delMsg records the deletion of message record id.
+func (o *overlay) delMsg(id uint64) {
+	i, ok := o.msgs[id]
+	if !ok {
+		if o.msgs == nil {
+			o.msgs = make(map[uint64]int32)
+		}
+		o.bytes += 9
+		o.msgs[id] = o.slot(ovEntry{del: true})
+		return
+	}
+	e := &o.ents[i]
+	if e.fresh {
+		delete(o.msgs, id)
+		o.cancel(i, 9+len(e.val))
+		return
+	}
+	o.bytes -= len(e.val)
+	e.val, e.del = nil, true
+}
+
+// maybeRebuild moves the live entries to a new map once many were
+// cancelled: a map that keeps taking and cancelling keys (a steady QoS 1
+// stream) fills with deleted slots that lengthen every probe, and a
+// window may see millions of them.
+func (o *overlay) maybeRebuild() {
+	if o.churn <= 4*(len(o.m)+len(o.msgs))+4096 {
+		return
+	}
 	m := make(map[string]int32, len(o.m))
 	for k, i := range o.m {
 		m[k] = i
 	}
-	o.m, o.churn = m, 0
+	ms := make(map[uint64]int32, len(o.msgs))
+	for id, i := range o.msgs {
+		ms[id] = i
+	}
+	o.m, o.msgs, o.churn = m, ms, 0
 }
 
 // msgFresh reports whether message id's record is in the overlay and was
 // never written to pebble: then no key referencing it is in pebble either.
 func (o *overlay) msgFresh(id uint64) bool {
-	var k [9]byte
-	i, ok := o.m[b2s(messageKey(k[:0], id))]
+	i, ok := o.msgs[id]
 	return ok && o.ents[i].fresh && !o.ents[i].del
 }
 
-// write adds the overlay's records to pb.
+// write adds the overlay's records to pb, in key order: pebble inserts a
+// batch into its memtable (a skiplist) in batch order, and keys in order
+// find their place from the one before. Reference keys ('x') are written
+// after the rest.
 func (o *overlay) write(pb *pebble.Batch) error {
-	for k, i := range o.m {
-		e := &o.ents[i]
-		kb := unsafe.Slice(unsafe.StringData(k), len(k)) // pebble copies it
-		if e.del {
-			if err := pb.Delete(kb, nil); err != nil {
-				return err
-			}
-			continue
-		}
-		o.written++
-		if err := pb.Set(kb, e.val, nil); err != nil {
+	ids := o.ids[:0]
+	for id := range o.msgs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		e := &o.ents[o.msgs[id]]
+		o.k = messageKey(o.k[:0], id)
+		if err := o.put(pb, o.k, e); err != nil {
 			return err
 		}
 	}
+	keys := o.keys[:0]
+	for k := range o.m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		e := &o.ents[o.m[k]]
+		kb := unsafe.Slice(unsafe.StringData(k), len(k)) // pebble copies it
+		if err := o.put(pb, kb, e); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		e := &o.ents[o.m[k]]
+		if e.id == 0 && e.drop == 0 {
+			continue
+		}
+		kb := unsafe.Slice(unsafe.StringData(k), len(k))
+		if !e.del && e.id != 0 {
+			if err := pb.Set(o.refKey(e.id, kb), nil, nil); err != nil {
+				return err
+			}
+		}
+		if err := o.dropRefs(pb, kb, e, e.drop); err != nil {
+			return err
+		}
+		for _, d := range e.drops {
+			if err := o.dropRefs(pb, kb, e, d); err != nil {
+				return err
+			}
+		}
+	}
+	clear(keys)
+	o.keys, o.ids = keys[:0], ids[:0]
 	return nil
+}
+
+// dropRefs deletes the reference key of message d under entry key k,
+// unless it is the one the entry sets.
+func (o *overlay) dropRefs(pb *pebble.Batch, k []byte, e *ovEntry, d uint64) error {
+	if d == 0 || (d == e.id && !e.del) {
+		return nil
+	}
+	return pb.Delete(o.refKey(d, k), nil)
+}
+
+func (o *overlay) refKey(id uint64, key []byte) []byte {
+	o.k = append(binary.BigEndian.AppendUint64(append(o.k[:0], prefixRef), id), key[1:]...)
+	return o.k
+}
+
+func (o *overlay) put(pb *pebble.Batch, k []byte, e *ovEntry) error {
+	if e.del {
+		return pb.Delete(k, nil)
+	}
+	o.written++
+	return pb.Set(k, e.val, nil)
 }
 
 // reset empties the overlay (after a flush, or a failure that replays the
 // batches instead). Its values must not be used after it.
 func (o *overlay) reset() {
 	clear(o.m)
-	o.churn = 0
+	clear(o.msgs)
 	clear(o.gc)
 	clear(o.ents)
 	o.ents, o.free = o.ents[:0], o.free[:0]
-	o.bytes = 0
+	o.bytes, o.churn = 0, 0
 }
 
 // ovApply applies one op of a plain batch (no reads) to the overlay. The
-// reference counts change in w.cnt as in a pebble commit (applier.apply);
-// the caller ends the segment with ovFinish. Writer goroutine.
+// reference counts change in Store.refs (ovRef); the caller ends the
+// segment with ovFinish. Writer goroutine.
 func (w *applier) ovApply(k opKind, key, val []byte, id uint64) error {
 	o := &w.s.ov
 	switch k {
 	case opSet:
-		w.ovPut(key)
-		fresh := len(key) == 9 && key[0] == prefixMessage && binary.BigEndian.Uint64(key[1:]) > w.s.idFloor
-		o.set(key, val, fresh)
+		if len(key) == 9 && key[0] == prefixMessage {
+			mid := binary.BigEndian.Uint64(key[1:])
+			w.ovPut(mid)
+			o.putMsg(mid, val, mid > w.s.idFloor)
+			return nil
+		}
+		o.set(key, val, false)
 		return nil
 	case opDel:
+		if len(key) == 9 && key[0] == prefixMessage {
+			o.delMsg(binary.BigEndian.Uint64(key[1:]))
+			return nil
+		}
 		o.del(key)
 		return nil
 	case opSetRef:
-		fresh := o.msgFresh(id)
-		o.set(key, val, fresh)
+		o.setRef(key, val, id, o.msgFresh(id))
 		if _, _, pubrel, _, err := decodeEntry(val); err == nil && !pubrel {
 			w.ovRef(id, 1)
 		}
-		o.set(w.ovRefKey(id, key), nil, fresh)
 		return nil
 	case opDelRef:
 		if id == 0 {
 			return errCorrupt // Batch.op marks it a read: it never comes here
 		}
-		o.del(w.ovRefKey(id, key))
+		o.delRef(key, id)
 		w.ovRef(id, -1)
-		o.del(key)
 		return nil
 	}
 	return errCorrupt
-}
-
-// ovRefKey is refOf in a scratch buffer of its own (set and del copy it
-// into the arena when they keep it).
-func (w *applier) ovRefKey(id uint64, key []byte) []byte {
-	w.rk = append(binary.BigEndian.AppendUint64(append(w.rk[:0], prefixRef), id), key[1:]...)
-	return w.rk
 }
 
 // ovPut notes a new message record: tracked from here (while fewer than
 // maxTracked are), with no reference yet. The window cannot fail between
 // an op and its segment's end (nothing is written to pebble), so the
 // counts change in Store.refs directly, not in a commit's scratch.
-func (w *applier) ovPut(key []byte) {
-	if len(key) != 9 || key[0] != prefixMessage {
-		return
-	}
-	id := binary.BigEndian.Uint64(key[1:])
+func (w *applier) ovPut(id uint64) {
 	if _, ok := w.s.refs[id]; !ok && len(w.s.refs) < maxTracked {
 		w.s.refs[id] = 0
 	}
@@ -254,13 +427,12 @@ func (w *applier) ovRef(id uint64, d int32) {
 // Writer goroutine.
 func (w *applier) ovFinish() {
 	o := &w.s.ov
-	var k [9]byte
 	for _, id := range w.zeroed {
 		if c, ok := w.s.refs[id]; !ok || c != 0 {
 			continue // referenced again, or already deleted
 		}
 		delete(w.s.refs, id)
-		o.del(messageKey(k[:0], id))
+		o.delMsg(id)
 	}
 	w.zeroed = w.zeroed[:0]
 }

@@ -918,7 +918,6 @@ type applier struct {
 	zeroed []uint64            // tracked messages whose count fell to 0 in this commit
 	replay bool                // a commit replayed after a failure: track nothing new
 	vbuf   []byte
-	rk     []byte // reference key scratch of the overlay (ovRefKey)
 }
 
 func (w *applier) get(key []byte) ([]byte, bool, error) {
