@@ -51,6 +51,11 @@ type ovEntry struct {
 	id    uint64
 	drop  uint64   // first such message, 0: none
 	drops []uint64 // more (an entry re-used within one window)
+
+	// Message records put in this window: their reference count is kept
+	// here (counted), not in Store.refs, until the window is written.
+	refs    int32
+	counted bool
 }
 
 // dropRef notes that the reference key of message id under this entry
@@ -201,7 +206,8 @@ func (o *overlay) delRef(key []byte, id uint64) {
 	e.val, e.del, e.id = nil, true, 0
 }
 
-// putMsg records message record id (new: above every id on disk at open).
+// putMsg records message record id; fresh (new: above every id on disk
+// at open) records are counted in the window.
 func (o *overlay) putMsg(id uint64, val []byte, fresh bool) {
 	if i, ok := o.msgs[id]; ok {
 		e := &o.ents[i]
@@ -213,7 +219,17 @@ func (o *overlay) putMsg(id uint64, val []byte, fresh bool) {
 		o.msgs = make(map[uint64]int32)
 	}
 	o.bytes += 9 + len(val)
-	o.msgs[id] = o.slot(ovEntry{val: val, fresh: fresh})
+	o.msgs[id] = o.slot(ovEntry{val: val, fresh: fresh, counted: fresh})
+}
+
+// keepCounts takes the counts of the window's messages into refs once the
+// window is in pebble (while fewer than maxTracked are tracked).
+func (o *overlay) keepCounts(refs map[uint64]int32) {
+	for id, i := range o.msgs {
+		if e := &o.ents[i]; e.counted && !e.del && len(refs) < maxTracked {
+			refs[id] = e.refs
+		}
+	}
 }
 
 // delMsg records the deletion of message record id.
@@ -254,13 +270,6 @@ func (o *overlay) maybeRebuild() {
 		ms[id] = i
 	}
 	o.m, o.msgs, o.churn = m, ms, 0
-}
-
-// msgFresh reports whether message id's record is in the overlay and was
-// never written to pebble: then no key referencing it is in pebble either.
-func (o *overlay) msgFresh(id uint64) bool {
-	i, ok := o.msgs[id]
-	return ok && o.ents[i].fresh && !o.ents[i].del
 }
 
 // write adds the overlay's records to pb, in key order: pebble inserts a
@@ -351,16 +360,22 @@ func (o *overlay) reset() {
 }
 
 // ovApply applies one op of a plain batch (no reads) to the overlay. The
-// reference counts change in Store.refs (ovRef); the caller ends the
-// segment with ovFinish. Writer goroutine.
+// reference counts change in the window's message entries, or in
+// Store.refs for a message written before (ovRef); the caller ends the
+// segment with ovFinish. The window cannot fail between an op and its
+// segment's end (nothing is written to pebble), so the counts change in
+// place, not in a commit's scratch. Writer goroutine.
 func (w *applier) ovApply(k opKind, key, val []byte, id uint64) error {
 	o := &w.s.ov
 	switch k {
 	case opSet:
 		if len(key) == 9 && key[0] == prefixMessage {
 			mid := binary.BigEndian.Uint64(key[1:])
-			w.ovPut(mid)
-			o.putMsg(mid, val, mid > w.s.idFloor)
+			fresh := mid > w.s.idFloor
+			if !fresh {
+				w.ovPut(mid)
+			}
+			o.putMsg(mid, val, fresh)
 			return nil
 		}
 		o.set(key, val, false)
@@ -373,17 +388,19 @@ func (w *applier) ovApply(k opKind, key, val []byte, id uint64) error {
 		o.del(key)
 		return nil
 	case opSetRef:
-		o.setRef(key, val, id, o.msgFresh(id))
+		mi, inWindow := o.msgs[id]
+		o.setRef(key, val, id, inWindow && o.ents[mi].fresh && !o.ents[mi].del)
 		if _, _, pubrel, _, err := decodeEntry(val); err == nil && !pubrel {
-			w.ovRef(id, 1)
+			w.ovCount(id, mi, inWindow, 1)
 		}
 		return nil
 	case opDelRef:
 		if id == 0 {
 			return errCorrupt // Batch.op marks it a read: it never comes here
 		}
+		mi, inWindow := o.msgs[id]
 		o.delRef(key, id)
-		w.ovRef(id, -1)
+		w.ovCount(id, mi, inWindow, -1)
 		return nil
 	}
 	return errCorrupt
@@ -397,6 +414,21 @@ func (w *applier) ovPut(id uint64) {
 	if _, ok := w.s.refs[id]; !ok && len(w.s.refs) < maxTracked {
 		w.s.refs[id] = 0
 	}
+}
+
+// ovCount notes a reference added (+1) or dropped (-1) to message id,
+// whose entry in the window is mi when inWindow.
+func (w *applier) ovCount(id uint64, mi int32, inWindow bool, d int32) {
+	if inWindow {
+		if e := &w.s.ov.ents[mi]; e.counted {
+			e.refs += d
+			if e.refs == 0 && d < 0 {
+				w.zeroed = append(w.zeroed, id)
+			}
+			return
+		}
+	}
+	w.ovRef(id, d)
 }
 
 // ovRef notes a reference added (+1) or dropped (-1) to message id, as
@@ -428,6 +460,12 @@ func (w *applier) ovRef(id uint64, d int32) {
 func (w *applier) ovFinish() {
 	o := &w.s.ov
 	for _, id := range w.zeroed {
+		if mi, ok := o.msgs[id]; ok && o.ents[mi].counted {
+			if o.ents[mi].refs == 0 {
+				o.delMsg(id)
+			}
+			continue
+		}
 		if c, ok := w.s.refs[id]; !ok || c != 0 {
 			continue // referenced again, or already deleted
 		}

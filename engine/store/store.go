@@ -757,6 +757,7 @@ func (s *Store) commitOverlay(sync bool) (err error) {
 	if err := pb.Commit(wo); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	s.ov.keepCounts(s.refs)
 	if len(s.ov.gc) > 0 {
 		// The commit stands whatever happens here: a record left
 		// unreferenced is only garbage (Load skips what no entry
