@@ -613,7 +613,7 @@ func TestPersistOfflineQueueOnDisk(t *testing.T) {
 func TestPersistQueueInCommitWindow(t *testing.T) {
 	dir := t.TempDir()
 	const n = 50
-	hour := func(o *Options) { o.FsyncInterval = time.Hour }
+	hour := func(o *Options) { o.FsyncInterval, o.storeWindow = time.Hour, time.Hour }
 	b := persistentBroker(t, dir, store.FsyncInterval, hour)
 	p1 := connected(t, b.MQTTAddr(), "p1", false)
 	p1.subscribe(1, codec.Subscription{Filter: []byte("w/#"), QoS: 1})

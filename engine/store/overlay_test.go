@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -33,7 +34,7 @@ func TestWindowCancelsPutAndDelete(t *testing.T) {
 	for _, f := range []Fsync{FsyncInterval, FsyncNone, FsyncAlways} {
 		t.Run(f.String(), func(t *testing.T) {
 			dir := t.TempDir()
-			o := Options{Dir: dir, Fsync: f, Interval: time.Hour}
+			o := Options{Dir: dir, Fsync: f, Interval: time.Hour, Window: time.Hour}
 			hold := make(chan struct{})
 			held := make(chan struct{}, 1)
 			if f == FsyncAlways {
@@ -165,7 +166,7 @@ func TestWindowDeleteAfterCommitDeletes(t *testing.T) {
 // writes and syncs the window).
 func TestWindowReadsSeeHeldRecords(t *testing.T) {
 	dir := t.TempDir()
-	s := openT(t, Options{Dir: dir, Fsync: FsyncInterval, Interval: time.Hour})
+	s := openT(t, Options{Dir: dir, Fsync: FsyncInterval, Interval: time.Hour, Window: time.Hour})
 	before := walBytes(s)
 	b := NewBatch()
 	b.SetSession("off", &SessionInfo{ProtocolVersion: 4, Expiry: 0})
@@ -232,7 +233,7 @@ func TestWindowReadsSeeHeldRecords(t *testing.T) {
 // The window is bounded: past MaxWindowBytes its records go to pebble
 // before the interval ends (the sync still waits for it).
 func TestWindowBoundWritesEarly(t *testing.T) {
-	s := openT(t, Options{Fsync: FsyncInterval, Interval: time.Hour, MaxWindowBytes: 256 << 10})
+	s := openT(t, Options{Fsync: FsyncInterval, Interval: time.Hour, Window: time.Hour, MaxWindowBytes: 256 << 10})
 	defer s.Close()
 	before := walBytes(s)
 	var seq uint64
@@ -249,5 +250,27 @@ func TestWindowBoundWritesEarly(t *testing.T) {
 	}
 	if s.Durable() >= seq {
 		t.Fatal("posted durable before the interval's sync")
+	}
+}
+
+// With a Window shorter than the Interval, interval mode writes the
+// window to pebble when the window ends (a process crash loses at most
+// the window) and posts durability only after the interval's sync.
+func TestWindowShorterThanInterval(t *testing.T) {
+	var synced atomic.Uint64
+	s := openT(t, Options{Fsync: FsyncInterval, Interval: time.Hour, Window: 30 * time.Millisecond,
+		afterSync: func(n uint64) { synced.Store(n) }})
+	defer s.Close()
+	before := walBytes(s)
+	b := NewBatch()
+	b.SetRetained(&Message{Topic: []byte("w"), Payload: bigPayload})
+	start := time.Now()
+	seq := submitT(t, s, b)
+	waitFor(t, 5*time.Second, "the window written to the log", func() bool { return walBytes(s)-before >= uint64(len(bigPayload)) })
+	if el := time.Since(start); el < 25*time.Millisecond {
+		t.Fatalf("written after %v, before the 30 ms window ended", el)
+	}
+	if s.Durable() >= seq || synced.Load() != 0 {
+		t.Fatalf("durable %d, synced %d: posted before the interval's sync", s.Durable(), synced.Load())
 	}
 }

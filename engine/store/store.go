@@ -54,6 +54,12 @@ type Options struct {
 	Dir      string        // data directory, created if missing
 	Fsync    Fsync         // default FsyncInterval
 	Interval time.Duration // FsyncInterval period; default 1 s
+	// Window is how long the writer holds records in memory before it
+	// writes them to pebble (FsyncInterval and FsyncNone; overlay.go):
+	// a record deleted within it is never written, and a process crash
+	// loses up to it. FsyncInterval still syncs every Interval. Default
+	// 100 ms; at most Interval.
+	Window time.Duration
 
 	// QueueLen bounds the batches waiting for the writer; a full queue
 	// makes Submit return ErrQueueFull. Default 4096.
@@ -181,6 +187,12 @@ func Open(o Options) (*Store, error) {
 	}
 	if o.Interval <= 0 {
 		o.Interval = time.Second
+	}
+	if o.Window <= 0 {
+		o.Window = 100 * time.Millisecond
+	}
+	if o.Window > o.Interval {
+		o.Window = o.Interval
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = 4096
@@ -469,6 +481,7 @@ func (s *Store) run() {
 		dirty  bool // pebble holds NoSync commits not yet synced
 		timer  = time.NewTimer(time.Hour)
 		timerC <-chan time.Time
+		syncAt time.Time // FsyncInterval: when held batches are due for their sync
 	)
 	timer.Stop()
 	w := &s.w
@@ -508,7 +521,7 @@ func (s *Store) run() {
 			if err = s.reopen(); err == nil {
 				if err = s.commit(held, true, true); err == nil {
 					s.setHealth(nil)
-					dirty = false
+					dirty, syncAt = false, time.Time{}
 					if len(held) > 0 {
 						s.post(held[len(held)-1].seq)
 						held = release(held)
@@ -575,6 +588,7 @@ func (s *Store) run() {
 		if len(held) > 0 && s.ov.empty() && !dirty {
 			s.post(held[len(held)-1].seq)
 			held = release(held)
+			syncAt = time.Time{}
 		}
 	}
 	for {
@@ -584,6 +598,22 @@ func (s *Store) run() {
 		case <-timerC:
 			timerC = nil
 			// The end of the window.
+			if s.opts.Fsync == FsyncInterval && time.Now().Before(syncAt) {
+				// Written now, synced when the interval is up.
+				if err := flush(false); err != nil {
+					if !fail(err) {
+						return
+					}
+					continue
+				}
+				settled()
+				if len(held) > 0 {
+					timer.Reset(min(s.opts.Window, time.Until(syncAt)))
+					timerC = timer.C
+				}
+				continue
+			}
+			syncAt = time.Time{}
 			if err := flush(s.opts.Fsync == FsyncInterval); err != nil {
 				if !fail(err) {
 					return
@@ -686,9 +716,14 @@ func (s *Store) run() {
 				}
 			}
 			settled()
-			if len(held) > 0 && timerC == nil {
-				timer.Reset(s.opts.Interval)
-				timerC = timer.C
+			if len(held) > 0 {
+				if s.opts.Fsync == FsyncInterval && syncAt.IsZero() {
+					syncAt = time.Now().Add(s.opts.Interval)
+				}
+				if timerC == nil {
+					timer.Reset(s.opts.Window)
+					timerC = timer.C
+				}
 			}
 		}
 	}
