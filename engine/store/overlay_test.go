@@ -27,7 +27,7 @@ var bigPayload = bytes.Repeat([]byte("p"), 64<<10)
 // record, in-flight entry and reference, then their deletion) never
 // reaches pebble: its write-ahead log takes less than the payload, and a
 // reopened store holds nothing of it. Each mode: interval and none hold
-// the window for Interval (an hour here: only Close ends it); always
+// the window for Window (an hour here: only Close ends it); always
 // cancels inside one group commit (both batches submitted while the
 // writer is held in a sync).
 func TestWindowCancelsPutAndDelete(t *testing.T) {
