@@ -125,7 +125,8 @@ type Options struct {
 	DataDir       string
 	Fsync         store.Fsync
 	FsyncInterval time.Duration
-	storeFS       store.FS // tests: the store's file system (injected errors); nil: the OS
+	storeFS       store.FS      // tests: the store's file system (injected errors); nil: the OS
+	storeWindow   time.Duration // tests: the store's commit window (store.Options.Window); 0: its default
 	// SharedStrategy picks the member of a shared-subscription group that
 	// gets a message, among those that can take it now: SharedRoundRobin
 	// ("round_robin", the default when empty), SharedRandom ("random") or

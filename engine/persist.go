@@ -179,6 +179,7 @@ func (b *Broker) openStore() error {
 		OnDurable: b.onDurable,
 		OnError:   b.onStoreError,
 		FS:        o.storeFS,
+		Window:    o.storeWindow,
 	})
 	if err != nil {
 		return fmt.Errorf("engine: cannot open the data directory %s (--data-dir): %w", o.DataDir, err)

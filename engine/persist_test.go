@@ -604,3 +604,56 @@ func TestPersistOfflineQueueOnDisk(t *testing.T) {
 		t.Fatalf("after draining: spill %v, %d queued", spilled, left)
 	}
 }
+
+// The store's commit window (an hour here: nothing reaches pebble while
+// the test runs) holds an offline session's queue; the client that comes
+// back finds it, paged through the window, in order; what it
+// acknowledged is gone after a restart (the window is written at Stop),
+// and what it did not is re-sent.
+func TestPersistQueueInCommitWindow(t *testing.T) {
+	dir := t.TempDir()
+	const n = 50
+	hour := func(o *Options) { o.FsyncInterval, o.storeWindow = time.Hour, time.Hour }
+	b := persistentBroker(t, dir, store.FsyncInterval, hour)
+	p1 := connected(t, b.MQTTAddr(), "p1", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("w/#"), QoS: 1})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	for i := range n {
+		pub.publish("w/x", fmt.Sprint(i), 1, false, uint16(i+1))
+		pub.expect(codec.TypePuback, 5*time.Second)
+	}
+	if d, c := b.ps.st.Durable(), b.ps.st.Committed(); d >= c {
+		t.Fatalf("durable %d, committed %d: the window was synced already (want it held for the hour)", d, c)
+	}
+	p1 = dialRaw(t, b.MQTTAddr())
+	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session present = 0")
+	}
+	for i := range n {
+		p := p1.expectPublish(5 * time.Second)
+		if string(p.Payload) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, p.Payload)
+		}
+		if i < n-1 { // the last one stays unacknowledged
+			p1.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID))
+		}
+	}
+	p1.expectNothing(200 * time.Millisecond)
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 1 })
+	stopBroker(t, b)
+
+	b = persistentBroker(t, dir, store.FsyncInterval, hour)
+	p1 = dialRaw(t, b.MQTTAddr())
+	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session present = 0 after restart")
+	}
+	p := p1.expectPublish(5 * time.Second)
+	if string(p.Payload) != fmt.Sprint(n-1) || !p.Dup {
+		t.Fatalf("after restart: %q dup %v; want the unacknowledged %d re-sent with DUP", p.Payload, p.Dup, n-1)
+	}
+	p1.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID))
+	p1.expectNothing(200 * time.Millisecond)
+}

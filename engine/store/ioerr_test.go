@@ -76,8 +76,9 @@ func TestIOErrorSurfacesAndRecovers(t *testing.T) {
 	}
 }
 
-// In interval mode a failed timed sync keeps the unsynced batches and
-// replays them into the reopened store; durability is posted only after.
+// In interval mode a failed timed commit and sync keeps the window's
+// batches and replays them into the reopened store; durability is posted
+// only after.
 func TestIOErrorIntervalReplaysUnsynced(t *testing.T) {
 	dir := t.TempDir()
 	inj := &failWrites{}
@@ -90,12 +91,9 @@ func TestIOErrorIntervalReplaysUnsynced(t *testing.T) {
 		fs:        errorfs.Wrap(vfs.Default, inj),
 		OnError:   func(error) { errs.Add(1) },
 		OnDurable: func(n uint64) { durable.Store(n) },
-		// Fail the disk between the NoSync commit and its timed sync.
-		afterCommit: func(sync bool) {
-			if !sync {
-				inj.on.Store(true)
-			}
-		},
+		// Fail the disk while the batch waits in the commit window for
+		// its timed, synced commit.
+		afterApply: func() { inj.on.Store(true) },
 	})
 	b := NewBatch()
 	b.SetRetained(&Message{Topic: []byte("unsynced"), Payload: []byte("1")})

@@ -44,6 +44,7 @@ func (st LoadStats) String() string {
 func (s *Store) Load(l Loader) (LoadStats, error) {
 	start := time.Now()
 	var st LoadStats
+	s.flushForRead()
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	now := s.opts.Now().UnixMilli()
@@ -275,6 +276,7 @@ func (s *Store) message(id uint64) (Message, bool, error) {
 // committed. Blocks on I/O (a few reads): call it off the loops, or accept
 // one short read per page.
 func (s *Store) Queue(cid string, after uint64, max int, dst []Queued) ([]Queued, error) {
+	s.flushForRead() // the commit window holds what is committed but not yet in pebble
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	lo := queueKey(nil, cid, after+1)
@@ -328,6 +330,7 @@ func (s *Store) Queue(cid string, after uint64, max int, dst []Queued) ([]Queued
 // Message reads the shared message record id (an owned copy); ok is false
 // when there is none. Safe from any goroutine; blocks on I/O.
 func (s *Store) Message(id uint64) (m Message, ok bool, err error) {
+	s.flushForRead()
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	return s.message(id)

@@ -56,6 +56,12 @@ type Options struct {
 	Dir      string        // data directory, created if missing
 	Fsync    Fsync         // default FsyncInterval
 	Interval time.Duration // FsyncInterval period; default 1 s
+	// Window is how long the writer holds records in memory before it
+	// writes them to pebble (FsyncInterval and FsyncNone; overlay.go):
+	// a record deleted within it is never written, and a process crash
+	// loses up to it. FsyncInterval still syncs every Interval. Default
+	// 100 ms; at most Interval.
+	Window time.Duration
 
 	// QueueLen bounds the batches waiting for the writer; a full queue
 	// makes Submit return ErrQueueFull. Default 4096.
@@ -63,6 +69,11 @@ type Options struct {
 	// MaxCommitBytes caps the encoded bytes the writer gathers into one
 	// pebble commit. Default 1 MiB.
 	MaxCommitBytes int
+	// MaxWindowBytes bounds the records the writer holds in memory for
+	// the commit window (overlay.go); past it they are written to pebble
+	// early (FsyncInterval still syncs at the end of the interval).
+	// Default 1 MiB.
+	MaxWindowBytes int
 
 	// Pebble tuning, small by default for a small VM.
 	MemTableSize   uint64 // default 4 MiB
@@ -90,6 +101,7 @@ type Options struct {
 	afterSync   func(n uint64)  // tests: called after a synced commit of up to seq n, before OnDurable
 	afterCommit func(sync bool) // tests: called after each successful commit
 	maxManifest int64           // tests: MANIFEST roll-over size; 0: maxManifestSize
+	afterApply  func()          // tests: called after batches entered the commit window
 }
 
 // FS is pebble's file system interface (vfs.FS).
@@ -131,8 +143,13 @@ type Store struct {
 	nextMsg   atomic.Uint64
 	health    atomic.Pointer[error]
 
-	refs map[uint64]int32 // writer goroutine: reference counts of messages put since open (applier.ref)
-	w    applier          // writer goroutine: reused across commits
+	refs    map[uint64]int32 // writer goroutine: reference counts of messages put since open (applier.ref)
+	w       applier          // writer goroutine: reused across commits
+	ov      overlay          // writer goroutine: the commit window's records (overlay.go)
+	idFloor uint64           // highest message id on disk at open: a record above it is new
+	ovStats atomic.Pointer[OverlayStats]
+
+	flushReq chan chan struct{} // readers ask the writer to write the overlay to pebble
 
 	replayMu sync.Mutex
 	replay   []string // pebble's WAL replay lines from the opens (fatalLogger)
@@ -216,11 +233,20 @@ func Open(o Options) (*Store, error) {
 	if o.Interval <= 0 {
 		o.Interval = time.Second
 	}
+	if o.Window <= 0 {
+		o.Window = 100 * time.Millisecond
+	}
+	if o.Window > o.Interval {
+		o.Window = o.Interval
+	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = 4096
 	}
 	if o.MaxCommitBytes <= 0 {
 		o.MaxCommitBytes = 1 << 20
+	}
+	if o.MaxWindowBytes <= 0 {
+		o.MaxWindowBytes = 1 << 20
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = 4 << 20
@@ -235,7 +261,7 @@ func Open(o Options) (*Store, error) {
 		o.Now = time.Now
 	}
 	s := &Store{opts: o, fs: o.fs, refs: make(map[uint64]int32), ch: make(chan *Batch, o.QueueLen), quit: make(chan struct{}), done: make(chan struct{}),
-		pages: make(chan pageReq, o.QueueLen), readerDone: make(chan struct{})}
+		pages: make(chan pageReq, o.QueueLen), readerDone: make(chan struct{}), flushReq: make(chan chan struct{})}
 	if s.fs == nil {
 		s.fs = o.FS
 	}
@@ -366,15 +392,26 @@ func (s *Store) checkVersion() error {
 	return nil
 }
 
+// initNextMsg starts message ids above every id on disk, in a message
+// record or a reference key (one left by a lost record must not be taken
+// for a new message's). That id is also idFloor: a record above it is new
+// (overlay.go).
 func (s *Store) initNextMsg() error {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixMessage}, UpperBound: []byte{prefixMessage + 1}})
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
+	var top uint64
+	for _, p := range []byte{prefixMessage, prefixRef} {
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+		if err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+		if it.Last() && len(it.Key()) >= 9 {
+			top = max(top, binary.BigEndian.Uint64(it.Key()[1:9]))
+		}
+		if err := it.Close(); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
 	}
-	defer it.Close()
-	if it.Last() && len(it.Key()) == 9 {
-		s.nextMsg.Store(binary.BigEndian.Uint64(it.Key()[1:]))
-	}
+	s.nextMsg.Store(top)
+	s.idFloor = top
 	return nil
 }
 
@@ -499,19 +536,30 @@ func (s *Store) setHealth(err error) {
 	}
 }
 
-// run is the writer goroutine: it gathers queued batches into one pebble
-// commit, syncs per the Fsync mode, and posts durability.
+// run is the writer goroutine: it gathers queued batches, applies them to
+// the commit window (overlay.go), writes the window to pebble at its end
+// (FsyncAlways: every group; FsyncInterval and FsyncNone: Interval after
+// its first record, or earlier past MaxWindowBytes or for a read), syncs
+// per the Fsync mode, and posts durability.
+//
+// Every batch stays in held until what it wrote is durable per the mode
+// and in pebble: after a failed commit or sync the writer replays them all
+// into a reopened store (fail).
 func (s *Store) run() {
 	defer close(s.done)
 	var (
-		unsynced []*Batch // committed NoSync (interval), replayed after a failure
-		cur      []*Batch
-		timer    *time.Timer
-		timerC   <-chan time.Time
+		held   []*Batch // applied, not yet durable per the mode or not yet in pebble
+		cur    []*Batch
+		dirty  bool // pebble holds NoSync commits not yet synced
+		timer  = time.NewTimer(time.Hour)
+		timerC <-chan time.Time
+		syncAt time.Time // FsyncInterval: when held batches are due for their sync
 	)
-	if s.opts.Fsync == FsyncInterval {
-		timer = time.NewTimer(time.Hour)
-		timer.Stop()
+	timer.Stop()
+	w := &s.w
+	w.s = s
+	if w.cnt == nil {
+		w.cnt = make(map[uint64]int32)
 	}
 	release := func(bs []*Batch) []*Batch {
 		for i, b := range bs {
@@ -520,18 +568,18 @@ func (s *Store) run() {
 		}
 		return bs[:0]
 	}
-	// settle commits cur (and, after a failure, replays unsynced first) until
-	// it succeeds or the store is closing.
-	settle := func(sync bool, err error) bool {
-		if err == nil {
-			if err = s.commit(cur, sync, false); err == nil {
-				return true
-			}
-		}
+	// fail handles a failed pebble write: the window is dropped and every
+	// held batch is replayed into a reopened store with one synced commit,
+	// until that succeeds. False: the store is closing.
+	fail := func(err error) bool {
 		s.setHealth(err)
 		// The failed pebble may have lost commits the counts took in;
 		// from here on what is on disk decides (applier.ref).
 		clear(s.refs)
+		clear(w.cnt)
+		clear(w.gc)
+		w.zeroed = w.zeroed[:0]
+		s.ov.reset()
 		backoff := 20 * time.Millisecond
 		for {
 			select {
@@ -543,17 +591,12 @@ func (s *Store) run() {
 				backoff *= 2
 			}
 			if err = s.reopen(); err == nil {
-				all := append(append([]*Batch(nil), unsynced...), cur...)
-				if err = s.commit(all, true, true); err == nil {
+				if err = s.commit(held, true, true); err == nil {
 					s.setHealth(nil)
-					if len(unsynced) > 0 {
-						s.post(unsynced[len(unsynced)-1].seq)
-						unsynced = release(unsynced)
-					}
-					if !sync && len(cur) > 0 {
-						// cur is now synced too.
-						s.post(cur[len(cur)-1].seq)
-						cur = release(cur)
+					dirty, syncAt = false, time.Time{}
+					if len(held) > 0 {
+						s.post(held[len(held)-1].seq)
+						held = release(held)
 					}
 					return true
 				}
@@ -561,17 +604,64 @@ func (s *Store) run() {
 			s.setHealth(err)
 		}
 	}
-	syncNow := func() bool {
-		if len(unsynced) == 0 {
-			return true
+	// flush writes the window to pebble (sync: and syncs the log, which
+	// also covers earlier NoSync commits).
+	flush := func(sync bool) error {
+		if s.ov.empty() {
+			if sync && dirty {
+				if err := s.syncWAL(); err != nil {
+					return err
+				}
+				dirty = false
+			}
+			return nil
 		}
-		if err := s.syncWAL(); err != nil {
-			cur = cur[:0]
-			return settle(true, err) // replays unsynced with a synced commit
+		if err := s.commitOverlay(sync); err != nil {
+			return err
 		}
-		s.post(unsynced[len(unsynced)-1].seq)
-		unsynced = release(unsynced)
-		return true
+		dirty = !sync
+		return nil
+	}
+	// apply takes cur into the window (a batch that reads is committed to
+	// pebble directly, after the window). False: a failure replayed held.
+	apply := func() (ok bool, err error) {
+		held = append(held, cur...)
+		w.replay = false
+		for _, b := range cur {
+			if b.reads {
+				w.ovFinish()
+				if err := flush(false); err != nil {
+					return false, err
+				}
+				if err := s.commit([]*Batch{b}, false, false); err != nil {
+					return false, err
+				}
+				dirty = true
+				continue
+			}
+			if err := b.each(w.ovApply); err != nil {
+				return false, fmt.Errorf("store: apply: %w", err)
+			}
+		}
+		w.ovFinish()
+		if last := cur[len(cur)-1].seq; last > s.committed.Load() {
+			s.committed.Store(last)
+		}
+		cur = cur[:0]
+		s.publishStats()
+		if s.opts.afterApply != nil {
+			s.opts.afterApply()
+		}
+		return true, nil
+	}
+	// settled posts and releases held when the window adds nothing to
+	// what pebble holds synced (every record cancelled, or none).
+	settled := func() {
+		if len(held) > 0 && s.ov.empty() && !dirty {
+			s.post(held[len(held)-1].seq)
+			held = release(held)
+			syncAt = time.Time{}
+		}
 	}
 	for {
 		var first *Batch
@@ -579,13 +669,50 @@ func (s *Store) run() {
 		case first = <-s.ch:
 		case <-timerC:
 			timerC = nil
-			if !syncNow() {
-				return
+			// The end of the window.
+			if s.opts.Fsync == FsyncInterval && time.Now().Before(syncAt) {
+				// Written now, synced when the interval is up.
+				if err := flush(false); err != nil {
+					if !fail(err) {
+						return
+					}
+					continue
+				}
+				settled()
+				if len(held) > 0 {
+					timer.Reset(min(s.opts.Window, time.Until(syncAt)))
+					timerC = timer.C
+				}
+				continue
+			}
+			syncAt = time.Time{}
+			if err := flush(s.opts.Fsync == FsyncInterval); err != nil {
+				if !fail(err) {
+					return
+				}
+				continue
+			}
+			if len(held) > 0 {
+				s.post(held[len(held)-1].seq)
+				held = release(held)
 			}
 			continue
+		case r := <-s.flushReq:
+			// A reader wants pebble to hold every committed batch.
+			if !s.ov.empty() {
+				if err := flush(false); err != nil {
+					if !fail(err) {
+						close(r)
+						return
+					}
+				} else if s.opts.Fsync == FsyncNone {
+					held = release(held) // posted already, and now in pebble
+				}
+			}
+			close(r)
+			continue
 		case <-s.quit:
-			// Commit what Submit accepted before Close in one synced
-			// commit; it syncs the WAL for everything before it too.
+			// Commit what Submit accepted before Close, and sync.
 			cur = cur[:0]
 		drain:
 			for {
@@ -596,18 +723,22 @@ func (s *Store) run() {
 					break drain
 				}
 			}
-			if len(cur) == 0 {
-				syncNow()
-				return
-			}
-			if !settle(true, nil) {
-				return
-			}
 			if len(cur) > 0 {
-				s.post(cur[len(cur)-1].seq)
-				cur = release(cur)
+				if ok, err := apply(); !ok {
+					if !fail(err) {
+						return
+					}
+				}
 			}
-			unsynced = release(unsynced)
+			if err := flush(true); err != nil {
+				if !fail(err) {
+					return
+				}
+			}
+			if len(held) > 0 {
+				s.post(held[len(held)-1].seq)
+				held = release(held)
+			}
 			return
 		}
 		cur = append(cur[:0], first)
@@ -622,32 +753,135 @@ func (s *Store) run() {
 				break gather
 			}
 		}
-		last := cur[len(cur)-1].seq
+		if ok, err := apply(); !ok {
+			if !fail(err) {
+				return
+			}
+			continue
+		}
+		last := held[len(held)-1].seq
 		switch s.opts.Fsync {
-		case FsyncAlways, FsyncNone:
-			// always: durable once the synced commit returns; none: once
-			// committed at all.
-			if !settle(s.opts.Fsync == FsyncAlways, nil) {
-				return
+		case FsyncAlways:
+			// The window is this group: durable once the synced commit
+			// returns.
+			if err := flush(true); err != nil {
+				if !fail(err) {
+					return
+				}
+				continue
 			}
-			if len(cur) > 0 {
-				s.post(last)
-				cur = release(cur)
-			}
+			s.post(last)
+			held = release(held)
 		default:
-			if !settle(false, nil) {
-				return
+			if s.opts.Fsync == FsyncNone {
+				s.post(last) // none: durable once committed at all
 			}
-			if len(cur) > 0 {
-				unsynced = append(unsynced, cur...)
-				cur = cur[:0]
+			if s.ov.bytes >= s.opts.MaxWindowBytes {
+				if err := flush(false); err != nil {
+					if !fail(err) {
+						return
+					}
+					continue
+				}
+				if s.opts.Fsync == FsyncNone {
+					held = release(held)
+				}
+			}
+			settled()
+			if len(held) > 0 {
+				if s.opts.Fsync == FsyncInterval && syncAt.IsZero() {
+					syncAt = time.Now().Add(s.opts.Interval)
+				}
 				if timerC == nil {
-					timer.Reset(s.opts.Interval)
+					timer.Reset(s.opts.Window)
 					timerC = timer.C
 				}
 			}
 		}
 	}
+}
+
+// flushForRead has the writer write the commit window to pebble, so that
+// a read sees every committed batch. It returns at once once the writer
+// stopped. Any goroutine but the writer.
+func (s *Store) flushForRead() {
+	r := make(chan struct{})
+	select {
+	case s.flushReq <- r:
+	case <-s.done:
+		return
+	}
+	select {
+	case <-r:
+	case <-s.done:
+	}
+}
+
+// OverlayStats count what the commit window saved (overlay.go).
+type OverlayStats struct {
+	Written   uint64 // records (sets) written to pebble from the window
+	Cancelled uint64 // sets cancelled by their delete inside the window: never written
+}
+
+// Overlay reports the commit window's counters. Any goroutine.
+func (s *Store) Overlay() OverlayStats {
+	if p := s.ovStats.Load(); p != nil {
+		return *p
+	}
+	return OverlayStats{}
+}
+
+func (s *Store) publishStats() {
+	s.ovStats.Store(&OverlayStats{Written: s.ov.written, Cancelled: s.ov.cancelled})
+}
+
+// commitOverlay writes the window to pebble in one batch and empties it.
+// Writer goroutine.
+func (s *Store) commitOverlay(sync bool) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(pebbleFatal); ok {
+				err = errors.New("store: " + f.msg)
+				return
+			}
+			panic(r)
+		}
+	}()
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	pb := s.db.NewBatch()
+	defer pb.Close()
+	if err := s.ov.write(pb); err != nil {
+		return fmt.Errorf("store: apply: %w", err)
+	}
+	wo := pebble.NoSync
+	if sync {
+		wo = pebble.Sync
+		if s.opts.beforeSync != nil {
+			s.opts.beforeSync()
+		}
+	}
+	if err := pb.Commit(wo); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	s.ov.keepCounts(s.refs)
+	if len(s.ov.gc) > 0 {
+		// The commit stands whatever happens here: a record left
+		// unreferenced is only garbage (Load skips what no entry
+		// references).
+		if err := s.collect(s.ov.gc); err != nil && s.opts.OnError != nil {
+			s.opts.OnError(fmt.Errorf("store: collecting unreferenced messages: %w", err))
+		}
+	}
+	s.ov.reset()
+	s.publishStats()
+	if sync && s.opts.afterSync != nil {
+		s.opts.afterSync(s.committed.Load())
+	}
+	if s.opts.afterCommit != nil {
+		s.opts.afterCommit(sync)
+	}
+	return nil
 }
 
 func (s *Store) post(seq uint64) {
@@ -725,6 +959,9 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 			s.opts.OnError(fmt.Errorf("store: collecting unreferenced messages: %w", err))
 		}
 	}
+	// This commit's scratch is spent (the window's segments reuse it).
+	w.zeroed = w.zeroed[:0]
+	clear(w.gc)
 	last := bs[len(bs)-1].seq
 	if last > s.committed.Load() {
 		s.committed.Store(last)
