@@ -474,6 +474,7 @@ func (s *Store) Health() error {
 // backup. Blocks on I/O for as long as the rewrite takes: call it from a
 // test or a command, never from a loop.
 func (s *Store) Compact() error {
+	s.flushForRead() // what the commit window holds must reach pebble to be compacted
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	if err := s.db.Flush(); err != nil {
