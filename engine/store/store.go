@@ -855,24 +855,12 @@ func (s *Store) commitOverlay(sync bool) (err error) {
 	if err := s.ov.write(pb); err != nil {
 		return fmt.Errorf("store: apply: %w", err)
 	}
-	wo := pebble.NoSync
-	if sync {
-		wo = pebble.Sync
-		if s.opts.beforeSync != nil {
-			s.opts.beforeSync()
-		}
-	}
-	if err := pb.Commit(wo); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
+	if err := s.commitPebble(pb, sync); err != nil {
+		return err
 	}
 	s.ov.keepCounts(s.refs)
 	if len(s.ov.gc) > 0 {
-		// The commit stands whatever happens here: a record left
-		// unreferenced is only garbage (Load skips what no entry
-		// references).
-		if err := s.collect(s.ov.gc); err != nil && s.opts.OnError != nil {
-			s.opts.OnError(fmt.Errorf("store: collecting unreferenced messages: %w", err))
-		}
+		s.collectAfterCommit(s.ov.gc)
 	}
 	s.ov.reset()
 	s.publishStats()
@@ -883,6 +871,32 @@ func (s *Store) commitOverlay(sync bool) (err error) {
 		s.opts.afterCommit(sync)
 	}
 	return nil
+}
+
+// commitPebble commits pb, synced when sync is set (the test hook
+// beforeSync runs first). Runs on the writer goroutine; blocks on I/O.
+func (s *Store) commitPebble(pb *pebble.Batch, sync bool) error {
+	wo := pebble.NoSync
+	if sync {
+		wo = pebble.Sync
+		if s.opts.beforeSync != nil {
+			s.opts.beforeSync()
+		}
+	}
+	if err := pb.Commit(wo); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// collectAfterCommit deletes the messages in gc that no entry references any
+// more. The commit stands whatever happens here: a record left
+// unreferenced is only garbage (Load skips what no entry references), so
+// an error is reported, not returned. Runs on the writer goroutine.
+func (s *Store) collectAfterCommit(gc map[uint64]struct{}) {
+	if err := s.collect(gc); err != nil && s.opts.OnError != nil {
+		s.opts.OnError(fmt.Errorf("store: collecting unreferenced messages: %w", err))
+	}
 }
 
 func (s *Store) post(seq uint64) {
@@ -941,24 +955,12 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 	if err := w.finish(reads); err != nil {
 		return err
 	}
-	wo := pebble.NoSync
-	if sync {
-		wo = pebble.Sync
-		if s.opts.beforeSync != nil {
-			s.opts.beforeSync()
-		}
-	}
-	if err := pb.Commit(wo); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
+	if err := s.commitPebble(pb, sync); err != nil {
+		return err
 	}
 	w.settleRefs()
 	if !reads && len(w.gc) > 0 {
-		// The commit stands whatever happens here: a record left
-		// unreferenced is only garbage (Load skips what no entry
-		// references).
-		if err := s.collect(w.gc); err != nil && s.opts.OnError != nil {
-			s.opts.OnError(fmt.Errorf("store: collecting unreferenced messages: %w", err))
-		}
+		s.collectAfterCommit(w.gc)
 	}
 	// This commit's scratch is spent (the window's segments reuse it).
 	w.zeroed = w.zeroed[:0]
