@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/tinymq/tinymq/engine/store"
@@ -127,6 +128,7 @@ type Options struct {
 	FsyncInterval time.Duration
 	storeFS       store.FS      // tests: the store's file system (injected errors); nil: the OS
 	storeWindow   time.Duration // tests: the store's commit window (store.Options.Window); 0: its default
+	storeRefuse   *atomic.Bool  // tests: while true, the store's writer queue is taken as full (persister.flush)
 	// SharedStrategy picks the member of a shared-subscription group that
 	// gets a message, among those that can take it now: SharedRoundRobin
 	// ("round_robin", the default when empty), SharedRandom ("random") or

@@ -63,6 +63,7 @@ type persister struct {
 	refused  atomic.Uint64 // submissions refused with ErrQueueFull
 	shut     atomic.Bool   // closeStore ran
 	backlog  atomic.Bool   // the last Submit was refused: the batch waits on the loops
+	refuse   *atomic.Bool  // tests: while true, every Submit is taken as refused (ErrQueueFull)
 	log      rateLimiter
 
 	refusedPub atomic.Uint64 // v5 QoS 1/2 PUBLISHes refused while the store failed (persist_refuse.go)
@@ -171,7 +172,7 @@ func (b *Broker) openStore() error {
 	if !o.Persistence {
 		return nil
 	}
-	p := &persister{dir: o.DataDir, fsync: o.Fsync, always: o.Fsync == store.FsyncAlways, batch: store.NewBatch()}
+	p := &persister{dir: o.DataDir, fsync: o.Fsync, always: o.Fsync == store.FsyncAlways, batch: store.NewBatch(), refuse: o.storeRefuse}
 	st, err := store.Open(store.Options{
 		Dir:       o.DataDir,
 		Fsync:     o.Fsync,
@@ -287,7 +288,11 @@ func (p *persister) flush() (uint64, bool) {
 		p.pending.Store(false)
 		return p.lastSeq, true
 	}
-	seq, err := p.st.Submit(p.batch)
+	var seq uint64
+	err := store.ErrQueueFull
+	if p.refuse == nil || !p.refuse.Load() {
+		seq, err = p.st.Submit(p.batch)
+	}
 	if err != nil {
 		// ErrQueueFull: the writer is behind or failing; retried at the
 		// next flush or tick. ErrClosed: shutting down.
@@ -320,7 +325,7 @@ func (b *Broker) persistFlush(l *loop) {
 	}
 	seq, ok := p.flush()
 	if len(ps.pageWant) > 0 {
-		l.requestPages(seq)
+		l.requestPages(seq, ok)
 	}
 	if !ok || ps.unassigned == 0 {
 		return

@@ -55,6 +55,33 @@ func TestPersistCrashSIGKILLQoS2(t *testing.T) {
 	runCrash(t, crashFlow{qos: 2, pub: "cpub2", sub: "csub2", topic: "crash2/n"})
 }
 
+// The same kills with the default --fsync interval, which acknowledges
+// before the records are on disk: a crash may lose what was acknowledged
+// in the store's commit window just before it (docs/durability.md), and
+// nothing else. Every acknowledged message not delivered must have been
+// acknowledged at most crashLoss before a kill. The offline queue's bound
+// is far above what the test publishes (the publisher is not slowed by
+// syncs here): a message dropped at a full queue would count as lost.
+func TestPersistCrashSIGKILLInterval(t *testing.T) {
+	runCrash(t, crashFlow{qos: 1, pub: "ipub", sub: "isub", topic: "crashi/n", fsync: "interval"})
+}
+
+// crashLoss bounds how long before a kill an acknowledged message may have
+// been lost with --fsync interval or none: the store's commit window (100
+// ms) and the writer's backlog on a loaded machine.
+const crashLoss = 300 * time.Millisecond
+
+// inCrashWindow reports whether a message acknowledged at ackAt was
+// acknowledged at most crashLoss before one of the kills.
+func inCrashWindow(ackAt time.Duration, kills []time.Duration) bool {
+	for _, k := range kills {
+		if k >= ackAt && k-ackAt <= crashLoss {
+			return true
+		}
+	}
+	return false
+}
+
 // crashFlow is one publisher and one persistent subscriber of a crash
 // test: client ids, topic, and the QoS of both the PUBLISH and the
 // subscription.
@@ -62,6 +89,7 @@ type crashFlow struct {
 	qos      byte
 	pub, sub string
 	topic    string
+	fsync    string // --fsync; "" is always (TINYMQ_CRASH_FSYNC overrides it)
 }
 
 // crashRecv is one message the subscriber took as new: its number, and
@@ -87,10 +115,14 @@ func runCrash(t *testing.T, f crashFlow) {
 		}
 		cycles = n
 	}
-	fsync := "always"
-	if f := os.Getenv("TINYMQ_CRASH_FSYNC"); f != "" {
-		fsync = f // to see what the other modes lose: interval or none
+	fsync := f.fsync
+	if fsync == "" {
+		fsync = "always"
 	}
+	if e := os.Getenv("TINYMQ_CRASH_FSYNC"); e != "" {
+		fsync = e // to see what the other modes lose: interval or none
+	}
+	lossy := fsync != "always"
 	bin := brokerBinary(t)
 	dir := t.TempDir()
 	addr := freeAddr(t)
@@ -101,7 +133,7 @@ func runCrash(t *testing.T, f crashFlow) {
 	start := func() *exec.Cmd {
 		t.Helper()
 		cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr=", "--sys-interval", "0",
-			"--data-dir", dir, "--fsync", fsync, "--max-queued-messages", "100000", "--log-level", "warn")
+			"--data-dir", dir, "--fsync", fsync, "--max-queued-messages", "5000000", "--log-level", "warn")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -131,7 +163,7 @@ func runCrash(t *testing.T, f crashFlow) {
 
 	var (
 		mu       sync.Mutex
-		acked    = map[int]bool{}
+		acked    = map[int]time.Duration{} // message number -> when its PUBACK came
 		received []crashRecv
 		kills    []time.Duration
 	)
@@ -152,7 +184,7 @@ func runCrash(t *testing.T, f crashFlow) {
 		t.Fatal(err)
 	}
 	go func() {
-		pubDone <- crashPublisher(addr, f, stop, func(n int) { mu.Lock(); acked[n] = true; mu.Unlock() })
+		pubDone <- crashPublisher(addr, f, stop, func(n int) { mu.Lock(); acked[n] = time.Since(t0); mu.Unlock() })
 	}()
 	seed := rnd.Int64() // rnd is the test goroutine's
 	go func() { subDone <- sub.run(addr, subStop, seed, got) }()
@@ -162,7 +194,11 @@ func runCrash(t *testing.T, f crashFlow) {
 		if err := setRetained(addr, fmt.Sprintf("cret/%d", i), fmt.Sprint(i)); err != nil {
 			t.Fatalf("cycle %d: retained: %v", i, err)
 		}
-		time.Sleep(time.Duration(rnd.IntN(200)) * time.Millisecond)
+		pause := time.Duration(rnd.IntN(200)) * time.Millisecond
+		if lossy {
+			pause += crashLoss // a retained message the kill may lose is not checked
+		}
+		time.Sleep(pause)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -187,6 +223,7 @@ func runCrash(t *testing.T, f crashFlow) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	var err error
+	lost := 0 // lossy modes: acknowledged just before a kill, never delivered
 	for {
 		err = sub.drain(addr, 500*time.Millisecond, got)
 		mu.Lock()
@@ -195,10 +232,16 @@ func runCrash(t *testing.T, f crashFlow) {
 		for _, r := range received {
 			seen[r.n] = true
 		}
-		for n := range acked {
-			if !seen[n] {
-				missing = append(missing, n)
+		lost = 0
+		for n, at := range acked {
+			if seen[n] {
+				continue
 			}
+			if lossy && inCrashWindow(at, kills) {
+				lost++
+				continue
+			}
+			missing = append(missing, n)
 		}
 		mu.Unlock()
 		if len(missing) == 0 && (f.qos < 2 || len(sub.awaitingRel) == 0) {
@@ -209,12 +252,19 @@ func runCrash(t *testing.T, f crashFlow) {
 			if len(missing) > 0 {
 				mu.Lock()
 				t.Logf("around the first missing one (%d): %+v", missing[0], around(received, missing[0]))
+				for _, line := range missingRanges(missing, acked, kills) {
+					t.Log(line)
+				}
 				mu.Unlock()
 			}
 			owed := slices.Sorted(maps.Keys(sub.awaitingRel))
-			t.Fatalf("%d of %d acknowledged messages never delivered (%v), PUBREL owed for %d ids (%v), kills at %v (last drain: %v)",
-				len(missing), want, missing[:min(len(missing), 20)], len(owed), owed[:min(len(owed), 20)], kills, err)
+			t.Fatalf("%d of %d acknowledged messages never delivered (%v; --fsync %s), PUBREL owed for %d ids (%v), kills at %v (last drain: %v)",
+				len(missing), want, missing[:min(len(missing), 20)], fsync, len(owed), owed[:min(len(owed), 20)], kills, err)
 		}
+	}
+	if lossy {
+		t.Logf("--fsync %s: %d acknowledged messages lost, each acknowledged within %v before a kill (the commit window; none lost earlier)",
+			fsync, lost, crashLoss)
 	}
 
 	mu.Lock()
@@ -235,13 +285,38 @@ func runCrash(t *testing.T, f crashFlow) {
 		}
 		last = r.n
 	}
-	unacked := len(first) - want
+	unacked := len(first) - (want - lost)
 	t.Logf("QoS %d, %d kills: %d messages acknowledged, %d distinct delivered (%d published but never acknowledged, delivered anyway), %d duplicates, %d re-sent PUBLISH the subscriber recognised",
 		f.qos, cycles, want, len(first), unacked, dups, sub.resent)
 	got2, err := countRetained(addr, "cret/#", cycles)
 	if err != nil || got2 != cycles {
 		t.Fatalf("%d of %d retained messages after the kills (%v)", got2, cycles, err)
 	}
+}
+
+// missingRanges describes the runs of consecutive missing message numbers:
+// when their PUBACKs came, and how long before the next kill (a loss far
+// from any kill is not the crash window). At most 40 lines.
+func missingRanges(missing []int, acked map[int]time.Duration, kills []time.Duration) []string {
+	var out []string
+	for i := 0; i < len(missing) && len(out) < 40; {
+		j := i
+		for j+1 < len(missing) && missing[j+1] == missing[j]+1 {
+			j++
+		}
+		a0, a1 := acked[missing[i]], acked[missing[j]]
+		next := "after the last kill"
+		for k, at := range kills {
+			if at >= a1 {
+				next = fmt.Sprintf("%v before kill %d", (at - a1).Round(time.Millisecond), k+1)
+				break
+			}
+		}
+		out = append(out, fmt.Sprintf("missing %d-%d (%d), acknowledged at %v-%v, %s",
+			missing[i], missing[j], j-i+1, a0.Round(time.Millisecond), a1.Round(time.Millisecond), next))
+		i = j + 1
+	}
+	return out
 }
 
 // around is what received holds just before and after message n would

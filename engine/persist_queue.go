@@ -78,10 +78,16 @@ func (s *session) wantPageLocked(b *Broker) {
 }
 
 // requestPages sends the page requests this loop's batch wanted. Runs on
-// l, after the batch's records were submitted (seq covers them).
-func (l *loop) requestPages(seq uint64) {
+// l, after the batch's records were submitted (seq covers them) or, when
+// submitted is false, refused by a full writer queue (they are still
+// pending, and no page read now can see them).
+func (l *loop) requestPages(seq uint64, submitted bool) {
 	p := l.b.ps
-	committed := p.st.Committed() >= seq // the page will see every entry queued so far
+	// The page will see every entry queued so far. A refused flush
+	// returns seq 0, which every Committed() passes: taking that for
+	// complete made a short page skip the entries still pending (their
+	// messages were acknowledged, and lost).
+	committed := submitted && p.st.Committed() >= seq
 	for i, s := range l.ps.pageWant {
 		l.ps.pageWant[i] = nil
 		s.mu.Lock()

@@ -605,6 +605,67 @@ func TestPersistOfflineQueueOnDisk(t *testing.T) {
 	}
 }
 
+// A page of an offline queue asked for while the store's writer refuses
+// the loop's batch (its queue is full) cannot see the entries still
+// pending in that batch: a short page then must not be taken as the end
+// of the queue. The five messages published while the writer refused
+// come once it takes batches again (before the fix they were skipped:
+// acknowledged, never delivered).
+func TestPersistPageWhileWriterRefuses(t *testing.T) {
+	dir := t.TempDir()
+	const n = 200 // one full page (pageSize) and a short one
+	var refuse atomic.Bool
+	b := persistentBroker(t, dir, store.FsyncInterval, func(o *Options) { o.storeRefuse = &refuse })
+	p1 := connected(t, b.MQTTAddr(), "p1", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("r/#"), QoS: 1})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	for i := range n {
+		pub.publish("r/x", fmt.Sprint(i), 1, false, uint16(i+1))
+		pub.expect(codec.TypePuback, 5*time.Second)
+	}
+	b.sessMu.Lock()
+	s := b.sessions.Get("p1")
+	b.sessMu.Unlock()
+
+	p1 = dialRaw(t, b.MQTTAddr())
+	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session present = 0")
+	}
+	first := p1.expectPublish(5 * time.Second) // the first page is in memory
+	refuse.Store(true)
+	for k := range 5 { // queued behind the store's part of the queue, in a refused batch
+		pub.publish("r/x", fmt.Sprintf("live-%d", k), 1, false, uint16(1000+k))
+	}
+	waitFor(t, 5*time.Second, "the five to be queued", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.st.qTail == n+5
+	})
+	p := first
+	for i := range n + 5 {
+		if i > 0 {
+			p = p1.expectPublish(5 * time.Second)
+		}
+		want := fmt.Sprint(i)
+		if i >= n {
+			want = fmt.Sprintf("live-%d", i-n)
+		}
+		if string(p.Payload) != want {
+			t.Fatalf("message %d: %q; want %q", i, p.Payload, want)
+		}
+		p1.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID))
+		if i == n-1 {
+			// The store's part is drained; its last page was short while
+			// the batch with the five was refused.
+			p1.expectNothing(300 * time.Millisecond)
+			refuse.Store(false)
+		}
+	}
+	p1.expectNothing(200 * time.Millisecond)
+}
+
 // The store's commit window (an hour here: nothing reaches pebble while
 // the test runs) holds an offline session's queue; the client that comes
 // back finds it, paged through the window, in order; what it
