@@ -636,7 +636,9 @@ func (r *router) persistQueued(s *session) {
 	if !st.spill.on {
 		total++
 	}
-	if toDisk && total > r.b.opts.MaxQueuedMsgs {
+	// qBytes counts e already (enqueueLocked); dBytes is what the store
+	// holds only.
+	if toDisk && (total > r.b.opts.MaxQueuedMsgs || st.qBytes+st.dBytes > r.b.opts.MaxQueuedBytes) {
 		st.qBytes -= len(e.m.payload)
 		st.q[last] = queued{}
 		st.q = st.q[:last]
@@ -651,13 +653,14 @@ func (r *router) persistQueued(s *session) {
 	}
 	bt := p.begin()
 	e.mid = r.storeID(bt)
-	bt.Enqueue(s.id, e.pos, e.mid, e.qos, e.retain)
+	bt.EnqueueSized(s.id, e.pos, e.mid, e.qos, e.retain, len(e.m.payload))
 	p.end(r.l)
 	if toDisk {
 		if !st.spill.on {
 			st.spill = spill{on: true, after: e.pos - 1}
 		}
 		st.qBytes -= len(e.m.payload)
+		st.dBytes += len(e.m.payload)
 		st.q[last] = queued{}
 		st.q = st.q[:last]
 	}

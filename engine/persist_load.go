@@ -90,6 +90,7 @@ func (b *Broker) recover() error {
 				// The queue stays in the store until its client is back
 				// (persist_queue.go).
 				st.spill = spill{on: true, after: rs.QueueHead - 1}
+				st.dBytes = int(min(rs.QueueBytes, int64(^uint(0)>>1)))
 				nQueued += int(rs.QueueTail - rs.QueueHead + 1)
 			}
 			s.since = since

@@ -57,6 +57,7 @@ func (s *session) spillLocked() {
 		st.spill.after = st.q[0].pos - 1
 	}
 	clear(st.q)
+	st.dBytes += st.qBytes
 	st.q, st.qBytes = nil, 0
 }
 
@@ -69,7 +70,7 @@ func (s *session) wantPageLocked(b *Broker) {
 		return
 	}
 	if st.onDisk() == 0 {
-		st.spill = spill{} // everything was paged back
+		st.spill, st.dBytes = spill{}, 0 // everything was paged back
 		return
 	}
 	st.spill.paging = true
@@ -159,6 +160,7 @@ func (l *loop) applyPage(s *session, page []store.Queued, err error, after, tail
 		m := storedMessage(&q.Message)
 		st.q = append(st.q, queued{m: m, qos: q.QoS, retain: q.Retain, pos: q.Pos, mid: q.MsgID, sid: subID(s, m.topic)})
 		st.qBytes += len(m.payload)
+		st.dBytes = max(st.dBytes-len(m.payload), 0)
 		st.spill.after = q.Pos
 	}
 	if len(page) < pageSize && complete && st.qTail == tail {
@@ -167,7 +169,7 @@ func (l *loop) applyPage(s *session, page []store.Queued, err error, after, tail
 		st.spill.after = st.qTail
 	}
 	if st.spill.after >= st.qTail {
-		st.spill = spill{}
+		st.spill, st.dBytes = spill{}, 0
 	}
 	wrote := s.drainLocked(b)
 	s.mu.Unlock()

@@ -605,6 +605,62 @@ func TestPersistOfflineQueueOnDisk(t *testing.T) {
 	}
 }
 
+// --max-queued-bytes bounds an offline queue that lives in the store, not
+// only its part in memory, and keeps bounding it after a restart (the
+// entries record their payload sizes); once the client drains it, the
+// queue takes messages again.
+func TestPersistOfflineQueueBytesBound(t *testing.T) {
+	dir := t.TempDir()
+	payload := strings.Repeat("x", 1000)
+	bound := func(o *Options) { o.MaxQueuedBytes = 10_500 } // ten 1000-byte payloads
+	b := persistentBroker(t, dir, store.FsyncInterval, bound)
+	p1 := connected(t, b.MQTTAddr(), "p1", false)
+	p1.subscribe(1, codec.Subscription{Filter: []byte("qb/#"), QoS: 1})
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connected(t, b.MQTTAddr(), "pub", true)
+	for i := range 15 {
+		pub.publish("qb/x", fmt.Sprintf("%02d%s", i, payload[2:]), 1, false, uint16(i+1))
+		pub.expect(codec.TypePuback, 5*time.Second)
+	}
+	if got := b.Stats().DroppedQueueFull; got != 5 {
+		t.Fatalf("%d dropped at the byte bound; want 5 of 15 (the store's part counted)", got)
+	}
+	pub.c.Close()
+	stopBroker(t, b)
+
+	b = persistentBroker(t, dir, store.FsyncInterval, bound)
+	pub = connected(t, b.MQTTAddr(), "pub", true)
+	for i := range 3 {
+		pub.publish("qb/x", payload, 1, false, uint16(i+1))
+		pub.expect(codec.TypePuback, 5*time.Second)
+	}
+	if got := b.Stats().DroppedQueueFull; got != 3 {
+		t.Fatalf("%d dropped after the restart; want 3 (the recovered queue holds the bound)", got)
+	}
+	p1 = dialRaw(t, b.MQTTAddr())
+	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {
+		t.Fatal("session present = 0")
+	}
+	for i := range 10 {
+		p := p1.expectPublish(5 * time.Second)
+		if string(p.Payload[:2]) != fmt.Sprintf("%02d", i) {
+			t.Fatalf("message %d: %.8q", i, p.Payload)
+		}
+		p1.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID))
+	}
+	p1.expectNothing(200 * time.Millisecond)
+	p1.c.Close()
+	waitFor(t, 5*time.Second, "p1 offline", func() bool { return b.Stats().Connected == 1 })
+	for i := range 10 {
+		pub.publish("qb/x", payload, 1, false, uint16(10+i))
+		pub.expect(codec.TypePuback, 5*time.Second)
+	}
+	if got := b.Stats().DroppedQueueFull; got != 3 {
+		t.Fatalf("%d dropped after the drain; want still 3 (the drained queue has room for ten)", got)
+	}
+}
+
 // A page of an offline queue asked for while the store's writer refuses
 // the loop's batch (its queue is full) cannot see the entries still
 // pending in that batch: a short page then must not be taken as the end

@@ -47,6 +47,7 @@ type sessionState struct {
 	seq      uint64     // SSE: last event id
 	qTail    uint64     // last queue position given out (persist.go: store queue keys)
 	spill    spill      // persist.go: the part of the queue that is in the store only
+	dBytes   int        // persist_queue.go: payload bytes of the spill (counted in --max-queued-bytes)
 	v5       *sess5     // MQTT 5 connection and session state (v5.go); nil for 3.x
 	hold     *outHold   // persist.go: frames waiting for durability (--fsync always); nil until one does
 }

@@ -92,7 +92,7 @@ func (b *Broker) memberLoad(s *session) (load int, ok bool) {
 		return 0, false
 	}
 	if st := s.st; st != nil {
-		if len(st.q) >= b.opts.MaxQueuedMsgs || st.qBytes >= b.opts.MaxQueuedBytes {
+		if len(st.q)+st.onDisk() >= b.opts.MaxQueuedMsgs || st.qBytes+st.dBytes >= b.opts.MaxQueuedBytes {
 			return 0, false
 		}
 		load = len(st.q) + len(st.inflight)

@@ -130,9 +130,19 @@ func (b *Batch) DeleteSubscription(cid string, filter []byte) {
 // are the engine's: strictly increasing per session (Session.QueueTail+1
 // after recovery).
 func (b *Batch) Enqueue(cid string, pos uint64, msgID uint64, qos uint8, retain bool) {
+	b.EnqueueSized(cid, pos, msgID, qos, retain, 0)
+}
+
+// EnqueueSized is Enqueue with the message's payload size recorded in the
+// entry, so that a restart knows the bytes of an offline queue without
+// reading its messages (Session.QueueBytes).
+func (b *Batch) EnqueueSized(cid string, pos uint64, msgID uint64, qos uint8, retain bool, size int) {
 	k := queueKey(b.tmp[:0], cid, pos)
 	n := len(k)
 	v := appendEntry(k, qos, retain, false, msgID)
+	if size > 0 {
+		v = binary.AppendUvarint(v, uint64(size))
+	}
 	b.op(opSetRef, v[:n], v[n:], msgID)
 	b.tmp = v
 }

@@ -239,6 +239,20 @@ func appendEntry(dst []byte, qos uint8, retain, pubrel bool, id uint64) []byte {
 	return binary.AppendUvarint(dst, id)
 }
 
+// entrySize is the payload size a queue entry recorded after its message
+// id (Batch.EnqueueSized); 0 when it recorded none. v decoded already.
+func entrySize(v []byte) int64 {
+	_, n := binary.Uvarint(v[2:])
+	if n <= 0 {
+		return 0
+	}
+	size, m := binary.Uvarint(v[2+n:])
+	if m <= 0 || size > 1<<40 {
+		return 0
+	}
+	return int64(size)
+}
+
 func decodeEntry(v []byte) (qos uint8, retain, pubrel bool, id uint64, err error) {
 	if len(v) < 3 || v[0] != valueVersion {
 		return 0, false, false, 0, errCorrupt

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"testing"
 )
@@ -15,6 +16,7 @@ func FuzzDecodeRecords(f *testing.F) {
 	f.Add(appendMessage(nil, &m))
 	f.Add(appendMessage(nil, &Message{Topic: []byte("t")}))
 	f.Add(appendEntry(nil, 1, true, true, 1<<40))
+	f.Add(binary.AppendUvarint(appendEntry(nil, 1, false, false, 7), 300))
 	f.Add(appendHeader(nil, &SessionInfo{ProtocolVersion: 5, Expiry: -1, Props: []byte{0, 0, 1, 44}}))
 	f.Add(appendSub(nil, &Subscription{QoS: 1, Options: 0x0c, ID: 268435455}))
 	f.Add(appendWill(nil, &Will{Message: m, Deadline: 42}))
@@ -32,6 +34,11 @@ func FuzzDecodeRecords(f *testing.F) {
 			q2, r2, p2, id2, err := decodeEntry(appendEntry(nil, qos, retain, pubrel, id))
 			if err != nil || q2 != qos&flagQoSMask || r2 != retain || p2 != pubrel || id2 != id {
 				t.Fatalf("entry %x does not round-trip (%v)", v, err)
+			}
+			if size := entrySize(v); size < 0 || size > 1<<40 {
+				t.Fatalf("entry %x: size %d", v, size)
+			} else if size > 0 && entrySize(binary.AppendUvarint(appendEntry(nil, qos, retain, pubrel, id), uint64(size))) != size {
+				t.Fatalf("entry %x: size %d does not round-trip", v, size)
 			}
 		}
 		var h SessionInfo

@@ -143,7 +143,6 @@ func (s *Store) loadSessions(l Loader, now int64, st *LoadStats, del *Batch) err
 		}
 		return nil
 	}
-	var seek []byte
 	for ok := it.First(); ok; {
 		k := it.Key()
 		cid, sub, rest, valid := parseSessionKey(k)
@@ -198,19 +197,20 @@ func (s *Store) loadSessions(l Loader, now int64, st *LoadStats, del *Batch) err
 			}
 			cur.QoS2In = append(cur.QoS2In, binary.BigEndian.Uint16(rest))
 		case subQueue:
-			// The queue stays on disk: note its ends and skip over it.
+			// The queue stays on disk: note its ends and its bytes (the
+			// sizes its entries recorded; no message is read).
 			if len(rest) != 8 {
 				return fmt.Errorf("store: session %q queue key: %w", cid, errCorrupt)
 			}
-			cur.QueueHead = binary.BigEndian.Uint64(rest)
-			seek = sessionKey(seek[:0], cur.ClientID, subQueue+1)
-			if it.SeekLT(seek) {
-				if _, _, r, ok := parseSessionKey(it.Key()); ok && len(r) == 8 {
-					cur.QueueTail = binary.BigEndian.Uint64(r)
-				}
+			if _, _, _, _, err := decodeEntry(v); err != nil {
+				return fmt.Errorf("store: session %q: %w", cid, err)
 			}
-			ok = it.SeekGE(seek)
-			continue
+			pos := binary.BigEndian.Uint64(rest)
+			if cur.QueueHead == 0 {
+				cur.QueueHead = pos
+			}
+			cur.QueueTail = pos
+			cur.QueueBytes += entrySize(v)
 		}
 		ok = it.Next()
 	}

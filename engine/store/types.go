@@ -75,4 +75,8 @@ type Session struct {
 	QoS2In    []uint16   // inbound QoS 2 ids awaiting PUBREL, in id order
 	QueueHead uint64
 	QueueTail uint64
+	// QueueBytes is the payload bytes of the queue, as its entries
+	// recorded them (EnqueueSized; entries written before sizes were
+	// recorded count 0).
+	QueueBytes int64
 }
