@@ -263,6 +263,8 @@ func (sn *Snapshot) appendPrometheus(dst []byte) []byte {
 		w.single("tinymq_store_refused_total", "counter", "Store submissions refused because the writer queue was full (retried).", float64(st.Refused))
 		w.single("tinymq_store_refused_publishes_total", "counter", "MQTT 5 QoS 1/2 PUBLISHes refused (0x97 disk full, 0x80 other error) while the store was failing.", float64(st.RefusedPublishes))
 		w.single("tinymq_store_healthy", "gauge", "1 while the store takes writes, 0 while it is failing.", b2f(st.Healthy))
+		w.single("tinymq_store_window_written_total", "counter", "Records the store's commit window wrote to disk.", float64(st.WindowWritten))
+		w.single("tinymq_store_window_cancelled_total", "counter", "Records cancelled by their delete inside the commit window (never written).", float64(st.WindowCancelled))
 	}
 	w.single("tinymq_http_requests_total", "counter", "HTTP requests served.", float64(sn.HTTPRequests))
 	w.single("tinymq_http_errors_total", "counter", "HTTP requests answered with 4xx or 5xx.", float64(sn.HTTPErrors))

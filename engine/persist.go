@@ -883,6 +883,9 @@ type StoreStats struct {
 	Durable uint64 `json:"durable_seq"`
 
 	RefusedPublishes uint64 `json:"refused_publishes"` // v5 QoS 1/2 PUBLISHes refused (0x97/0x80) while failing
+
+	WindowWritten   uint64 `json:"window_written"`   // records the commit window wrote to pebble
+	WindowCancelled uint64 `json:"window_cancelled"` // records cancelled inside the window: never written
 }
 
 // storeStats reads the store's counters. Any goroutine.
@@ -893,6 +896,8 @@ func (b *Broker) storeStats() StoreStats {
 	}
 	st := StoreStats{Enabled: true, Fsync: p.fsync.String(), Errors: p.errs.Load(), Refused: p.refused.Load(),
 		Durable: p.durable.Load(), Healthy: true, RefusedPublishes: p.refusedPub.Load()}
+	ov := p.st.Overlay()
+	st.WindowWritten, st.WindowCancelled = ov.Written, ov.Cancelled
 	if err := p.st.Health(); err != nil {
 		st.Healthy, st.Error = false, err.Error()
 	}

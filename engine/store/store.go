@@ -140,6 +140,7 @@ type Store struct {
 
 	committed atomic.Uint64
 	durable   atomic.Uint64
+	writeOnly atomic.Bool // set while a commit's log sync must only write (walfs.go)
 	nextMsg   atomic.Uint64
 	health    atomic.Pointer[error]
 
@@ -316,7 +317,7 @@ func (s *Store) openDB() (*pebble.DB, error) {
 	cache := pebble.NewCache(o.CacheSize)
 	defer cache.Unref()
 	po := &pebble.Options{
-		FS:                          s.fs,
+		FS:                          walFS{FS: s.fs, writeOnly: &s.writeOnly},
 		Lock:                        s.lock,
 		Cache:                       cache,
 		MemTableSize:                o.MemTableSize,
@@ -876,14 +877,17 @@ func (s *Store) commitOverlay(sync bool) (err error) {
 // commitPebble commits pb, synced when sync is set (the test hook
 // beforeSync runs first). Runs on the writer goroutine; blocks on I/O.
 func (s *Store) commitPebble(pb *pebble.Batch, sync bool) error {
-	wo := pebble.NoSync
 	if sync {
-		wo = pebble.Sync
 		if s.opts.beforeSync != nil {
 			s.opts.beforeSync()
 		}
+	} else {
+		// Written to the OS, not synced (walfs.go): a process crash
+		// loses none of it.
+		s.writeOnly.Store(true)
+		defer s.writeOnly.Store(false)
 	}
-	if err := pb.Commit(wo); err != nil {
+	if err := pb.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	return nil
