@@ -150,6 +150,13 @@ type Store struct {
 	idFloor uint64           // highest message id on disk at open: a record above it is new
 	ovStats atomic.Pointer[OverlayStats]
 
+	// FsyncInterval, writer goroutine: what the write-only commits since
+	// the last sync wrote, as pebble batch representations end to end
+	// (unsyncedEnd[i] ends the i-th), kept for a replay after a failed
+	// write or sync in place of the batches they came from (run, fail).
+	unsynced    []byte
+	unsyncedEnd []int
+
 	flushReq chan chan struct{} // readers ask the writer to write the overlay to pebble
 
 	replayMu sync.Mutex
@@ -552,7 +559,8 @@ func (s *Store) run() {
 	var (
 		held   []*Batch // applied, not yet durable per the mode or not yet in pebble
 		cur    []*Batch
-		dirty  bool // pebble holds NoSync commits not yet synced
+		dirty  bool   // pebble holds write-only commits not yet synced
+		wseq   uint64 // FsyncInterval: the last batch in those commits (its batches released: s.unsynced)
 		timer  = time.NewTimer(time.Hour)
 		timerC <-chan time.Time
 		syncAt time.Time // FsyncInterval: when held batches are due for their sync
@@ -569,6 +577,35 @@ func (s *Store) run() {
 			bs[i] = nil
 		}
 		return bs[:0]
+	}
+	// last is the sequence number a sync now makes durable: that of the
+	// last held batch, or of the last one written (0: none).
+	last := func() uint64 {
+		if len(held) > 0 {
+			return held[len(held)-1].seq
+		}
+		return wseq
+	}
+	// postSynced posts everything durable after a sync and lets the
+	// batches and the write-only commits go.
+	postSynced := func() {
+		if seq := last(); seq > 0 {
+			s.post(seq)
+		}
+		held = release(held)
+		wseq = 0
+		s.synced()
+	}
+	// written lets go of the batches a write-only commit just wrote, in
+	// interval: s.unsynced replays them if the sync fails. (None posted
+	// them at Submit and replays nothing.)
+	written := func() {
+		if len(held) > 0 && s.ov.empty() && (s.opts.Fsync == FsyncInterval || s.opts.Fsync == FsyncNone) {
+			if s.opts.Fsync == FsyncInterval {
+				wseq = held[len(held)-1].seq
+			}
+			held = release(held)
+		}
 	}
 	// fail handles a failed pebble write: the window is dropped and every
 	// held batch is replayed into a reopened store with one synced commit,
@@ -593,13 +630,16 @@ func (s *Store) run() {
 				backoff *= 2
 			}
 			if err = s.reopen(); err == nil {
-				if err = s.commit(held, true, true); err == nil {
+				if err = s.replayUnsynced(); err == nil {
+					err = s.commit(held, true, true)
+				}
+				if err == nil && len(held) == 0 && len(s.unsyncedEnd) > 0 {
+					err = s.syncWAL() // commit syncs nothing without batches
+				}
+				if err == nil {
 					s.setHealth(nil)
 					dirty, syncAt = false, time.Time{}
-					if len(held) > 0 {
-						s.post(held[len(held)-1].seq)
-						held = release(held)
-					}
+					postSynced()
 					return true
 				}
 			}
@@ -660,8 +700,7 @@ func (s *Store) run() {
 	// what pebble holds synced (every record cancelled, or none).
 	settled := func() {
 		if len(held) > 0 && s.ov.empty() && !dirty {
-			s.post(held[len(held)-1].seq)
-			held = release(held)
+			postSynced()
 			syncAt = time.Time{}
 		}
 	}
@@ -680,8 +719,9 @@ func (s *Store) run() {
 					}
 					continue
 				}
+				written()
 				settled()
-				if len(held) > 0 {
+				if len(held) > 0 || dirty {
 					timer.Reset(min(s.opts.Window, time.Until(syncAt)))
 					timerC = timer.C
 				}
@@ -694,8 +734,12 @@ func (s *Store) run() {
 				}
 				continue
 			}
-			if len(held) > 0 {
-				s.post(held[len(held)-1].seq)
+			if s.opts.Fsync == FsyncInterval {
+				postSynced()
+			} else {
+				if len(held) > 0 {
+					s.post(held[len(held)-1].seq)
+				}
 				held = release(held)
 			}
 			continue
@@ -707,8 +751,8 @@ func (s *Store) run() {
 						close(r)
 						return
 					}
-				} else if s.opts.Fsync == FsyncNone {
-					held = release(held) // posted already, and now in pebble
+				} else {
+					written() // none: posted already, and now in pebble
 				}
 			}
 			close(r)
@@ -737,10 +781,7 @@ func (s *Store) run() {
 					return
 				}
 			}
-			if len(held) > 0 {
-				s.post(held[len(held)-1].seq)
-				held = release(held)
-			}
+			postSynced()
 			return
 		}
 		cur = append(cur[:0], first)
@@ -761,7 +802,6 @@ func (s *Store) run() {
 			}
 			continue
 		}
-		last := held[len(held)-1].seq
 		switch s.opts.Fsync {
 		case FsyncAlways:
 			// The window is this group: durable once the synced commit
@@ -772,11 +812,10 @@ func (s *Store) run() {
 				}
 				continue
 			}
-			s.post(last)
-			held = release(held)
+			postSynced()
 		default:
 			if s.opts.Fsync == FsyncNone {
-				s.post(last) // none: durable once committed at all
+				s.post(held[len(held)-1].seq) // none: durable once committed at all
 			}
 			if s.ov.bytes >= s.opts.MaxWindowBytes {
 				if err := flush(false); err != nil {
@@ -785,12 +824,10 @@ func (s *Store) run() {
 					}
 					continue
 				}
-				if s.opts.Fsync == FsyncNone {
-					held = release(held)
-				}
+				written()
 			}
 			settled()
-			if len(held) > 0 {
+			if len(held) > 0 || (dirty && s.opts.Fsync == FsyncInterval) {
 				if s.opts.Fsync == FsyncInterval && syncAt.IsZero() {
 					syncAt = time.Now().Add(s.opts.Interval)
 				}
@@ -889,6 +926,53 @@ func (s *Store) commitPebble(pb *pebble.Batch, sync bool) error {
 	}
 	if err := pb.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
+	}
+	if !sync && s.opts.Fsync == FsyncInterval {
+		s.unsynced = append(s.unsynced, pb.Repr()...)
+		s.unsyncedEnd = append(s.unsyncedEnd, len(s.unsynced))
+	}
+	return nil
+}
+
+// synced forgets the write-only commits a sync has just made durable.
+// Writer goroutine.
+func (s *Store) synced() {
+	if cap(s.unsynced) > 4*s.opts.MaxWindowBytes {
+		s.unsynced = nil // let a buffer an outsized burst grew go
+	}
+	s.unsynced, s.unsyncedEnd = s.unsynced[:0], s.unsyncedEnd[:0]
+}
+
+// replayUnsynced writes the write-only commits since the last sync again,
+// in order, into a reopened store: each sets and deletes whole keys, so
+// applying them over whatever part of them reached the disk leaves what
+// they left. Writer goroutine, after reopen.
+func (s *Store) replayUnsynced() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(pebbleFatal); ok {
+				err = f.err()
+				return
+			}
+			panic(r)
+		}
+	}()
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	start := 0
+	for _, end := range s.unsyncedEnd {
+		pb := s.db.NewBatch()
+		// The batch owns what SetRepr gets (pebble may reuse it): a copy.
+		if err := pb.SetRepr(append([]byte(nil), s.unsynced[start:end]...)); err != nil {
+			pb.Close()
+			return fmt.Errorf("store: replay: %w", err)
+		}
+		start = end
+		err := pb.Commit(pebble.NoSync)
+		pb.Close()
+		if err != nil {
+			return fmt.Errorf("store: replay: %w", err)
+		}
 	}
 	return nil
 }
