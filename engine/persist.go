@@ -160,6 +160,7 @@ type loopPersist struct {
 	heldBy     map[*conn]int32 // held entries per connection
 	unassigned int             // held acknowledgements at the tail with seq 0
 	pageWant   []*session      // sessions whose queue wants its next page from the store (persist_queue.go)
+	lazy       lazyList        // in-flight records not written yet (persist_lazy.go)
 	durRun     gnet.Runnable
 	waiting    atomic.Bool // held is not empty
 	durPending atomic.Bool // a durRun is on its way
@@ -201,6 +202,9 @@ func (b *Broker) closeStore() error {
 	p := b.ps
 	if p == nil || !p.shut.CompareAndSwap(false, true) {
 		return nil
+	}
+	for _, l := range b.allLoops() {
+		l.writeLazy(true) // the loops have stopped (persist_lazy.go)
 	}
 	p.flush()
 	p.mu.Lock()
@@ -674,6 +678,9 @@ func (r *router) persistSent(s *session) {
 		return
 	}
 	f := &s.st.inflight[len(s.st.inflight)-1]
+	if r.deferInflight(s, f) { // persist_lazy.go
+		return
+	}
 	bt := p.begin()
 	f.mid = r.storeID(bt)
 	bt.SetInflight(s.id, f.id, f.mid, f.qos, f.retain, store.PublishSent)
@@ -724,8 +731,8 @@ func (b *Broker) persistPubrec(s *session, f *inflight) {
 // PUBCOMP). s.mu held; any goroutine.
 func (b *Broker) persistAcked(s *session, f *inflight) {
 	p := b.ps
-	if p == nil || !s.persisted {
-		return
+	if p == nil || !s.persisted || f.lazy {
+		return // a lazy entry never reached the store (persist_lazy.go)
 	}
 	bt := p.begin()
 	bt.DeleteInflight(s.id, f.id, f.mid)
@@ -822,6 +829,7 @@ func (b *Broker) persistOffline(s *session) {
 		deadline = (b.now.Load() + int64(e)) * 1000
 	}
 	var props [4]byte
+	b.writeLazyLocked(s, nil) // offline: what is in flight must be in the store (persist_lazy.go)
 	bt := p.begin()
 	bt.SetSession(s.id, &store.SessionInfo{ProtocolVersion: uint8(s.version), Expiry: deadline, Props: sessionProps(&props, s)})
 	p.end(nil)
@@ -836,6 +844,7 @@ func (b *Broker) persistDiscard(s *session) {
 		return
 	}
 	s.persisted = false
+	s.forgetLazyLocked() // persist_lazy.go
 	bt := p.begin()
 	bt.DeleteSession(s.id)
 	p.end(nil)

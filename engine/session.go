@@ -125,6 +125,7 @@ type inflight struct {
 	sid    uint32
 	grp    topic.GroupID
 	mid    uint64 // store message id, 0 when not stored (persist.go)
+	lazy   bool   // persistent session: its record is not written yet (persist_lazy.go)
 }
 
 // blockedLocked reports whether c already holds its cap of unsent bytes
