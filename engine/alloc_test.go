@@ -12,17 +12,6 @@ import (
 	"github.com/tinymq/tinymq/codec"
 )
 
-func feed(t *testing.T, b *Broker, c *fakeConn, raw []byte) {
-	t.Helper()
-	c.in = raw
-	if a := b.OnTraffic(c); a != gnet.None {
-		t.Fatalf("OnTraffic action %v", a)
-	}
-	if len(c.in) != 0 {
-		t.Fatalf("%d bytes left unconsumed", len(c.in))
-	}
-}
-
 // TestAllocsRoutedQoS0 asserts that routing a QoS 0 PUBLISH to a local
 // subscriber allocates nothing in steady state: decode, match, encode,
 // buffer and write.

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"testing"
+
 	"context"
 	"io"
 	"net"
@@ -109,4 +111,16 @@ func (f *fakeConn) Discard(n int) (int, error) {
 	f.in = f.in[n:]
 	f.discarded += n
 	return n, nil
+}
+
+// feed hands raw to the broker as c's input and expects all of it read.
+func feed(t *testing.T, b *Broker, c *fakeConn, raw []byte) {
+	t.Helper()
+	c.in = raw
+	if a := b.OnTraffic(c); a != gnet.None {
+		t.Fatalf("OnTraffic action %v", a)
+	}
+	if len(c.in) != 0 {
+		t.Fatalf("%d bytes left unconsumed", len(c.in))
+	}
 }
