@@ -54,6 +54,7 @@ type connExt struct {
 
 	id        identity      // who the client is, once accepted (or per HTTP request)
 	pend      *authJob      // the verdict this connection waits for (authWait)
+	store     *storeJob     // HTTP: the checkpoint or compaction its request waits for (authWait; storeops.go)
 	basicBad  [32]byte      // HTTP: cache key of Basic credentials the pool refused
 	tls       *tlsState     // accepted on a TLS listener (tls.go)
 	peer      string        // client address named by a PROXY protocol header; "" for the socket's (read by any goroutine once CONNECT is accepted)

@@ -311,6 +311,12 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 	}
 	method := req.Header.Method()
 	r := httpReq{b: b, c: c, h: h, path: path, query: query, method: method, close: closeConn}
+	if j := c.x.store; j != nil && j.done {
+		// This request is served again with its store operation's
+		// result (storeops.go); taken here so that a refusal on the way
+		// (credentials reloaded meanwhile) leaves no stale result behind.
+		r.storeDone, c.x.store = j, nil
+	}
 	if c.x.wsOnly {
 		// The dedicated WebSocket listener serves the upgrade on any path.
 		if req.Header.ConnectionUpgrade() {
@@ -359,6 +365,11 @@ func (b *Broker) route(c *conn, h *httpLoop, closeConn bool) bool {
 		return r.retainedList()
 	case p == "/api/v1/clients":
 		return r.clients()
+	case p == "/api/v1/store/checkpoint" || p == "/api/v1/store/compact":
+		if !r.storeAdmitted() {
+			return r.close
+		}
+		return r.storeOp(p == "/api/v1/store/compact")
 	case len(p) > len("/api/v1/clients/") && p[:len("/api/v1/clients/")] == "/api/v1/clients/":
 		return r.kick(path[len("/api/v1/clients/"):])
 	}
@@ -380,6 +391,8 @@ type httpReq struct {
 	user    string // Basic username, "" when anonymous
 	hasUser bool
 	perms   Permissions // nil: everything
+
+	storeDone *storeJob // the finished store operation this request waited for (storeops.go)
 }
 
 // authorized decides who the caller is and whether it may go on, and
@@ -663,12 +676,16 @@ func statusText(code int) string {
 		return "Not Found"
 	case 405:
 		return "Method Not Allowed"
+	case 409:
+		return "Conflict"
 	case 413:
 		return "Content Too Large"
 	case 426:
 		return "Upgrade Required"
 	case 431:
 		return "Request Header Fields Too Large"
+	case 500:
+		return "Internal Server Error"
 	case 503:
 		return "Service Unavailable"
 	}

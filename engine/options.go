@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"log/slog"
+	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -126,6 +127,11 @@ type Options struct {
 	DataDir       string
 	Fsync         store.Fsync
 	FsyncInterval time.Duration
+	// CheckpointDir is where POST /api/v1/store/checkpoint writes its
+	// copies: the request names a subdirectory, never a path, so the
+	// HTTP API cannot write elsewhere (storeops.go). Default DataDir
+	// with "-checkpoints" appended ("./data-checkpoints").
+	CheckpointDir string
 	storeFS       store.FS      // tests: the store's file system (injected errors); nil: the OS
 	storeWindow   time.Duration // tests: the store's commit window (store.Options.Window); 0: its default
 	storeRefuse   *atomic.Bool  // tests: while true, the store's writer queue is taken as full (persister.flush)
@@ -351,6 +357,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.DataDir == "" {
 		o.DataDir = "./data" // persistence
+	}
+	if o.CheckpointDir == "" {
+		o.CheckpointDir = filepath.Clean(o.DataDir) + "-checkpoints"
 	}
 	if o.FsyncInterval <= 0 {
 		o.FsyncInterval = time.Second // persistence

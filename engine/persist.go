@@ -67,6 +67,7 @@ type persister struct {
 	log      rateLimiter
 
 	refusedPub atomic.Uint64 // v5 QoS 1/2 PUBLISHes refused while the store failed (persist_refuse.go)
+	adminBusy  atomic.Bool   // a checkpoint or compaction runs (storeops.go)
 }
 
 // recoveredWill is a delayed will read back at startup, waiting for a loop

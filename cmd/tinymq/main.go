@@ -37,6 +37,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "passwd" {
 		os.Exit(passwdMain(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "store" {
+		os.Exit(storeMain(os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	if err := run(os.Args[1:], os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "tinymq:", err)
 		os.Exit(1)
@@ -107,6 +110,7 @@ func parse(args []string, getenv func(string) string) (*config, error) {
 	fs.BoolVar(&o.Persistence, "persistence", true, "keep retained messages and persistent sessions in --data-dir across restarts (false: memory only)")
 	fsync := fs.String("fsync", "interval", "when a write is durable: always (QoS 1/2 acknowledged once synced), interval (synced every --fsync-interval) or none (the OS decides)")
 	fs.DurationVar(&o.FsyncInterval, "fsync-interval", time.Second, "how often --fsync interval syncs the write-ahead log")
+	fs.StringVar(&o.CheckpointDir, "checkpoint-dir", "", "where POST /api/v1/store/checkpoint (tinymq store checkpoint) writes its copies, one subdirectory per name (default: --data-dir with -checkpoints appended)")
 	fs.Var(secondsValue{&o.MaxSessionExpiry}, "max-session-expiry", "cap on the Session Expiry Interval an MQTT 5 client may ask for: a `duration` of whole seconds (0: no cap)")
 	fs.Var(rangeInt{&o.MaxKeepAlive, 1, 65535}, "max-keepalive", "longest keep-alive in `seconds`, 1 to 65535 (Mosquitto's max_keepalive): MQTT 5 clients asking for more (or for none, when this is below 65535) are told this; 3.x clients asking for more are refused")
 	fs.Var(rangeInt{&o.ReceiveMaximum, 1, 65535}, "receive-maximum", "`count` (1 to 65535) of QoS 1/2 PUBLISHes a client may have unacknowledged by the broker (announced to MQTT 5 clients)")

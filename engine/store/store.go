@@ -157,7 +157,7 @@ type Store struct {
 	unsynced    []byte
 	unsyncedEnd []int
 
-	flushReq chan chan struct{} // readers ask the writer to write the overlay to pebble
+	flushReq chan flushReq // readers ask the writer to write the overlay to pebble
 
 	replayMu sync.Mutex
 	replay   []string // pebble's WAL replay lines from the opens (fatalLogger)
@@ -269,7 +269,7 @@ func Open(o Options) (*Store, error) {
 		o.Now = time.Now
 	}
 	s := &Store{opts: o, fs: o.fs, refs: make(map[uint64]int32), ch: make(chan *Batch, o.QueueLen), quit: make(chan struct{}), done: make(chan struct{}),
-		pages: make(chan pageReq, o.QueueLen), readerDone: make(chan struct{}), flushReq: make(chan chan struct{})}
+		pages: make(chan pageReq, o.QueueLen), readerDone: make(chan struct{}), flushReq: make(chan flushReq)}
 	if s.fs == nil {
 		s.fs = o.FS
 	}
@@ -482,7 +482,7 @@ func (s *Store) Health() error {
 // backup. Blocks on I/O for as long as the rewrite takes: call it from a
 // test or a command, never from a loop.
 func (s *Store) Compact() error {
-	s.flushForRead() // what the commit window holds must reach pebble to be compacted
+	s.flushSubmitted() // what the commit window holds must reach pebble to be compacted
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	if err := s.db.Flush(); err != nil {
@@ -563,7 +563,8 @@ func (s *Store) run() {
 		wseq   uint64 // FsyncInterval: the last batch in those commits (its batches released: s.unsynced)
 		timer  = time.NewTimer(time.Hour)
 		timerC <-chan time.Time
-		syncAt time.Time // FsyncInterval: when held batches are due for their sync
+		syncAt time.Time  // FsyncInterval: when held batches are due for their sync
+		asked  []flushReq // flush requests waiting for their batches to be applied (flushSubmitted)
 	)
 	timer.Stop()
 	w := &s.w
@@ -704,7 +705,36 @@ func (s *Store) run() {
 			syncAt = time.Time{}
 		}
 	}
+	// serve writes the window to pebble for a reader, which then sees
+	// every committed batch. False: the store is closing.
+	serve := func(r flushReq) bool {
+		if !s.ov.empty() {
+			if err := flush(false); err != nil {
+				if !fail(err) {
+					close(r.done)
+					return false
+				}
+			} else {
+				written() // none: posted already, and now in pebble
+			}
+		}
+		close(r.done)
+		return true
+	}
 	for {
+		if len(asked) > 0 {
+			n := 0
+			for _, r := range asked {
+				if r.upTo > s.committed.Load() {
+					asked[n] = r
+					n++
+				} else if !serve(r) {
+					return
+				}
+			}
+			clear(asked[n:])
+			asked = asked[:n]
+		}
 		var first *Batch
 		select {
 		case first = <-s.ch:
@@ -744,18 +774,15 @@ func (s *Store) run() {
 			}
 			continue
 		case r := <-s.flushReq:
-			// A reader wants pebble to hold every committed batch.
-			if !s.ov.empty() {
-				if err := flush(false); err != nil {
-					if !fail(err) {
-						close(r)
-						return
-					}
-				} else {
-					written() // none: posted already, and now in pebble
-				}
+			if r.upTo > s.committed.Load() {
+				// Batches it must see are still queued: served once
+				// they are applied (the top of the loop).
+				asked = append(asked, r)
+				continue
 			}
-			close(r)
+			if !serve(r) {
+				return
+			}
 			continue
 		case <-s.quit:
 			// Commit what Submit accepted before Close, and sync.
@@ -840,18 +867,39 @@ func (s *Store) run() {
 	}
 }
 
+// flushReq asks the writer to write the commit window to pebble once every
+// batch up to sequence number upTo is applied (0: at once); done is closed
+// when it has.
+type flushReq struct {
+	upTo uint64
+	done chan struct{}
+}
+
 // flushForRead has the writer write the commit window to pebble, so that
 // a read sees every committed batch. It returns at once once the writer
 // stopped. Any goroutine but the writer.
-func (s *Store) flushForRead() {
-	r := make(chan struct{})
+func (s *Store) flushForRead() { s.flushUpTo(0) }
+
+// flushSubmitted has the writer write to pebble every batch Submit
+// accepted before the call, those still queued for the writer included
+// (Checkpoint, Compact). It returns at once once the writer stopped. Any
+// goroutine but the writer.
+func (s *Store) flushSubmitted() {
+	s.mu.Lock()
+	seq := s.seq
+	s.mu.Unlock()
+	s.flushUpTo(seq)
+}
+
+func (s *Store) flushUpTo(seq uint64) {
+	r := flushReq{upTo: seq, done: make(chan struct{})}
 	select {
 	case s.flushReq <- r:
 	case <-s.done:
 		return
 	}
 	select {
-	case <-r:
+	case <-r.done:
 	case <-s.done:
 	}
 }
