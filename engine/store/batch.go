@@ -19,16 +19,27 @@ type Batch struct {
 	tmp []byte
 
 	reads bool // an op reads state (needs an indexed pebble batch)
+
+	takes []take // DeleteSessionTaking's callbacks, by the index its op records
+}
+
+// take is one DeleteSessionTaking: what the writer read at the deletion,
+// and whom to tell once it is committed.
+type take struct {
+	done  func([]Queued)
+	got   []Queued // read by the last apply of the op (a replay reads again)
+	fired bool     // done was called: never twice, even if a failed sync replays the batch
 }
 
 type opKind uint8
 
 const (
-	opSet        opKind = iota + 1 // set key to value
-	opDel                          // delete key
-	opSetRef                       // set a queue or in-flight entry that references message id
-	opDelRef                       // delete such an entry and its reference; drop the message when unreferenced
-	opDelSession                   // delete every 's' cid key (value is the prefix) and their references
+	opSet         opKind = iota + 1 // set key to value
+	opDel                           // delete key
+	opSetRef                        // set a queue or in-flight entry that references message id
+	opDelRef                        // delete such an entry and its reference; drop the message when unreferenced
+	opDelSession                    // delete every 's' cid key (value is the prefix) and their references
+	opTakeSession                   // opDelSession that first reads the queue entries with a group (value: take index, after)
 )
 
 var batchPool = sync.Pool{New: func() any { return &Batch{} }}
@@ -41,6 +52,8 @@ func (b *Batch) release() {
 		return // let an outsized buffer go
 	}
 	b.buf, b.n, b.seq, b.reads = b.buf[:0], 0, 0, false
+	clear(b.takes)
+	b.takes = b.takes[:0]
 	batchPool.Put(b)
 }
 
@@ -54,7 +67,7 @@ func (b *Batch) op(k opKind, key, val []byte, id uint64) {
 	// Deleting an entry whose message id the caller did not give reads
 	// the entry first; deleting a session walks its keys. Both need an
 	// indexed pebble batch. Everything else is written blind.
-	if (k == opDelRef && id == 0) || k == opDelSession {
+	if (k == opDelRef && id == 0) || k == opDelSession || k == opTakeSession {
 		b.reads = true
 	}
 	b.buf = append(b.buf, byte(k))
@@ -111,6 +124,41 @@ func (b *Batch) DeleteSession(cid string) {
 	b.op(opDelSession, b.tmp, nil, 0)
 }
 
+// DeleteSessionTaking is DeleteSession that first reads, at the deletion's
+// place in the order of records, the session's queue entries after
+// position after that recorded a group tag (EnqueueGroup), with owned
+// copies of their messages (expired ones and those whose message is
+// missing are left out). done gets them once the deletion is committed,
+// on the writer goroutine, once: it must not block or call into the
+// store. This is how a shared-subscription member's queue, kept in the
+// store only, reaches the rest of its group when its session ends: read
+// exactly where it is deleted, it is neither missed (an Enqueue not yet
+// committed) nor confused with the records of a new session of the same
+// client id that follow (engine/shared.go).
+func (b *Batch) DeleteSessionTaking(cid string, after uint64, done func([]Queued)) {
+	b.takes = append(b.takes, take{done: done})
+	b.tmp = appendCID(append(b.tmp[:0], prefixSession), cid)
+	n := len(b.tmp)
+	v := binary.AppendUvarint(b.tmp, uint64(len(b.takes)-1))
+	v = binary.AppendUvarint(v, after)
+	b.op(opTakeSession, v[:n], v[n:], 0)
+	b.tmp = v
+}
+
+// fireTakes calls the callbacks of the batch's DeleteSessionTaking ops
+// once the batch is committed. Writer goroutine.
+func (b *Batch) fireTakes() {
+	for i := range b.takes {
+		t := &b.takes[i]
+		if !t.fired {
+			t.fired = true
+			got := t.got
+			t.got = nil
+			t.done(got)
+		}
+	}
+}
+
 // SetSubscription adds or replaces a subscription.
 func (b *Batch) SetSubscription(cid string, s *Subscription) {
 	k := subKey(b.tmp[:0], cid, s.Filter)
@@ -137,12 +185,17 @@ func (b *Batch) Enqueue(cid string, pos uint64, msgID uint64, qos uint8, retain 
 // entry, so that a restart knows the bytes of an offline queue without
 // reading its messages (Session.QueueBytes).
 func (b *Batch) EnqueueSized(cid string, pos uint64, msgID uint64, qos uint8, retain bool, size int) {
+	b.EnqueueGroup(cid, pos, msgID, qos, retain, size, 0)
+}
+
+// EnqueueGroup is EnqueueSized for a message delivered through a shared
+// subscription: grp is that subscription's tag (Subscription.Group; 0:
+// none), read back in Queued.Group and Session.QueueGroups.
+func (b *Batch) EnqueueGroup(cid string, pos uint64, msgID uint64, qos uint8, retain bool, size int, grp uint32) {
 	k := queueKey(b.tmp[:0], cid, pos)
 	n := len(k)
 	v := appendEntry(k, qos, retain, false, msgID)
-	if size > 0 {
-		v = binary.AppendUvarint(v, uint64(size))
-	}
+	v = appendEntryTail(v, size, grp)
 	b.op(opSetRef, v[:n], v[n:], msgID)
 	b.tmp = v
 }
@@ -161,9 +214,17 @@ func (b *Batch) Dequeue(cid string, pos uint64, msgID uint64) {
 // not read what pid held before: a packet id is set again only for the
 // same message (its PUBREC) or after DeleteInflight freed it.
 func (b *Batch) SetInflight(cid string, pid uint16, msgID uint64, qos uint8, retain bool, st InflightState) {
+	b.SetInflightGroup(cid, pid, msgID, qos, retain, st, 0)
+}
+
+// SetInflightGroup is SetInflight for a message delivered through a
+// shared subscription with tag grp (Subscription.Group; 0: none), read
+// back in Inflight.Group.
+func (b *Batch) SetInflightGroup(cid string, pid uint16, msgID uint64, qos uint8, retain bool, st InflightState, grp uint32) {
 	k := inflightKey(b.tmp[:0], cid, pid)
 	n := len(k)
 	v := appendEntry(k, qos, retain, st == PubrelSent, msgID)
+	v = appendEntryTail(v, 0, grp)
 	b.op(opSetRef, v[:n], v[n:], msgID)
 	b.tmp = v
 }

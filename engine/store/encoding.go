@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 )
 
 // Key layout (docs/store.md has the table). The first byte names the record
@@ -226,7 +227,8 @@ func cloneMessage(m Message) Message {
 	return m
 }
 
-// appendEntry encodes a queue or in-flight entry: version, flags, message id.
+// appendEntry encodes a queue or in-flight entry: version, flags, message
+// id. Optional fields may follow (appendEntryTail).
 func appendEntry(dst []byte, qos uint8, retain, pubrel bool, id uint64) []byte {
 	f := qos & flagQoSMask
 	if retain {
@@ -237,6 +239,21 @@ func appendEntry(dst []byte, qos uint8, retain, pubrel bool, id uint64) []byte {
 	}
 	dst = append(dst, valueVersion, f)
 	return binary.AppendUvarint(dst, id)
+}
+
+// appendEntryTail appends an entry's optional trailing fields, each a
+// uvarint present only when it or a later one is: the payload size
+// (EnqueueSized; 0 in an in-flight entry), then the group tag of a
+// shared-subscription delivery (EnqueueGroup, SetInflightGroup). Older
+// records end earlier and read as size 0, group 0.
+func appendEntryTail(dst []byte, size int, grp uint32) []byte {
+	if size > 0 || grp != 0 {
+		dst = binary.AppendUvarint(dst, uint64(max(size, 0)))
+	}
+	if grp != 0 {
+		dst = binary.AppendUvarint(dst, uint64(grp))
+	}
+	return dst
 }
 
 // entrySize is the payload size a queue entry recorded after its message
@@ -251,6 +268,25 @@ func entrySize(v []byte) int64 {
 		return 0
 	}
 	return int64(size)
+}
+
+// entryGroup is the group tag an entry recorded after its size
+// (appendEntryTail); 0 when it recorded none. v decoded already.
+func entryGroup(v []byte) uint32 {
+	_, n := binary.Uvarint(v[2:])
+	if n <= 0 {
+		return 0
+	}
+	v = v[2+n:]
+	_, m := binary.Uvarint(v)
+	if m <= 0 {
+		return 0
+	}
+	g, k := binary.Uvarint(v[m:])
+	if k <= 0 || g > math.MaxUint32 {
+		return 0
+	}
+	return uint32(g)
 }
 
 func decodeEntry(v []byte) (qos uint8, retain, pubrel bool, id uint64, err error) {
@@ -289,10 +325,16 @@ func decodeHeader(v []byte, h *SessionInfo) error {
 	return err
 }
 
-// appendSub encodes a subscription: version, QoS, options, identifier.
+// appendSub encodes a subscription: version, QoS, options, identifier,
+// and, for a shared subscription with a group tag, the tag (a trailing
+// uvarint; records without one are older or plain).
 func appendSub(dst []byte, s *Subscription) []byte {
 	dst = append(dst, valueVersion, s.QoS, s.Options)
-	return binary.AppendUvarint(dst, uint64(s.ID))
+	dst = binary.AppendUvarint(dst, uint64(s.ID))
+	if s.Group != 0 {
+		dst = binary.AppendUvarint(dst, uint64(s.Group))
+	}
+	return dst
 }
 
 func decodeSub(v []byte, s *Subscription) error {
@@ -303,7 +345,14 @@ func decodeSub(v []byte, s *Subscription) error {
 	if n <= 0 || id > 1<<32-1 {
 		return errCorrupt
 	}
-	s.QoS, s.Options, s.ID = v[1], v[2], uint32(id)
+	s.QoS, s.Options, s.ID, s.Group = v[1], v[2], uint32(id), 0
+	if rest := v[3+n:]; len(rest) > 0 {
+		g, k := binary.Uvarint(rest)
+		if k <= 0 || g > math.MaxUint32 {
+			return errCorrupt
+		}
+		s.Group = uint32(g)
+	}
 	return nil
 }
 

@@ -17,6 +17,9 @@ func FuzzDecodeRecords(f *testing.F) {
 	f.Add(appendMessage(nil, &Message{Topic: []byte("t")}))
 	f.Add(appendEntry(nil, 1, true, true, 1<<40))
 	f.Add(binary.AppendUvarint(appendEntry(nil, 1, false, false, 7), 300))
+	f.Add(appendEntryTail(appendEntry(nil, 1, false, false, 7), 300, 5))
+	f.Add(appendEntryTail(appendEntry(nil, 2, false, true, 9), 0, 1<<32-1))
+	f.Add(appendSub(nil, &Subscription{QoS: 1, ID: 3, Group: 12}))
 	f.Add(appendHeader(nil, &SessionInfo{ProtocolVersion: 5, Expiry: -1, Props: []byte{0, 0, 1, 44}}))
 	f.Add(appendSub(nil, &Subscription{QoS: 1, Options: 0x0c, ID: 268435455}))
 	f.Add(appendWill(nil, &Will{Message: m, Deadline: 42}))
@@ -39,6 +42,13 @@ func FuzzDecodeRecords(f *testing.F) {
 				t.Fatalf("entry %x: size %d", v, size)
 			} else if size > 0 && entrySize(binary.AppendUvarint(appendEntry(nil, qos, retain, pubrel, id), uint64(size))) != size {
 				t.Fatalf("entry %x: size %d does not round-trip", v, size)
+			}
+			// The trailing fields re-encode to the same size and group
+			// (a group keeps its size field, 0 or not, before it).
+			grp := entryGroup(v)
+			again := appendEntryTail(appendEntry(nil, qos, retain, pubrel, id), int(entrySize(v)), grp)
+			if entryGroup(again) != grp || entrySize(again) != entrySize(v) {
+				t.Fatalf("entry %x: size %d group %d re-encoded as %x", v, entrySize(v), grp, again)
 			}
 		}
 		var h SessionInfo

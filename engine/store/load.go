@@ -173,6 +173,7 @@ func (s *Store) loadSessions(l Loader, now int64, st *LoadStats, del *Batch) err
 				return fmt.Errorf("store: session %q: %w", cid, err)
 			}
 			cur.Subs = append(cur.Subs, sb)
+			cur.MaxGroup = max(cur.MaxGroup, sb.Group)
 		case subInflight:
 			if len(rest) != 2 {
 				return fmt.Errorf("store: session %q in-flight key: %w", cid, errCorrupt)
@@ -181,7 +182,8 @@ func (s *Store) loadSessions(l Loader, now int64, st *LoadStats, del *Batch) err
 			if err != nil {
 				return fmt.Errorf("store: session %q: %w", cid, err)
 			}
-			f := Inflight{PacketID: binary.BigEndian.Uint16(rest), QoS: qos, Retain: retain, MsgID: id}
+			f := Inflight{PacketID: binary.BigEndian.Uint16(rest), QoS: qos, Retain: retain, MsgID: id, Group: entryGroup(v)}
+			cur.MaxGroup = max(cur.MaxGroup, f.Group)
 			if pubrel {
 				f.State = PubrelSent
 			}
@@ -211,6 +213,10 @@ func (s *Store) loadSessions(l Loader, now int64, st *LoadStats, del *Batch) err
 			}
 			cur.QueueTail = pos
 			cur.QueueBytes += entrySize(v)
+			if g := entryGroup(v); g != 0 {
+				cur.QueueGroups++
+				cur.MaxGroup = max(cur.MaxGroup, g)
+			}
 		}
 		ok = it.Next()
 	}
@@ -316,7 +322,7 @@ func (s *Store) Queue(cid string, after uint64, max int, dst []Queued) ([]Queued
 			drop.Dequeue(cid, pos, id)
 			continue
 		}
-		dst = append(dst, Queued{Pos: pos, QoS: qos, Retain: retain, MsgID: id, Message: m})
+		dst = append(dst, Queued{Pos: pos, QoS: qos, Retain: retain, MsgID: id, Group: entryGroup(v), Message: m})
 		max--
 	}
 	if drop != nil {

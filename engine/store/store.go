@@ -1084,15 +1084,23 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 	clear(w.gc)
 	w.zeroed = w.zeroed[:0]
 	for _, b := range bs {
+		w.batch = b
 		if err := b.each(w.apply); err != nil {
+			w.batch = nil
 			return fmt.Errorf("store: apply: %w", err)
 		}
 	}
+	w.batch = nil
 	if err := w.finish(reads); err != nil {
 		return err
 	}
 	if err := s.commitPebble(pb, sync); err != nil {
 		return err
+	}
+	for _, b := range bs {
+		if len(b.takes) > 0 {
+			b.fireTakes() // committed: the sessions they read are deleted
+		}
 	}
 	w.settleRefs()
 	if !reads && len(w.gc) > 0 {
@@ -1165,6 +1173,7 @@ type applier struct {
 	zeroed []uint64            // tracked messages whose count fell to 0 in this commit
 	replay bool                // a commit replayed after a failure: track nothing new
 	vbuf   []byte
+	batch  *Batch // the batch being applied (commit): its DeleteSessionTaking callbacks
 }
 
 func (w *applier) get(key []byte) ([]byte, bool, error) {
@@ -1268,37 +1277,95 @@ func (w *applier) apply(k opKind, key, val []byte, id uint64) error {
 		}
 		return w.pb.Delete(key, nil)
 	case opDelSession:
-		it, err := w.pb.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: prefixEnd(key)})
-		if err != nil {
-			return err
+		return w.delSession(key, nil)
+	case opTakeSession:
+		idx, n := binary.Uvarint(val)
+		after, m := uint64(0), 0
+		if n > 0 {
+			after, m = binary.Uvarint(val[n:])
 		}
-		var keys [][]byte
-		for ok := it.First(); ok; ok = it.Next() {
-			ik := append([]byte(nil), it.Key()...)
-			if _, sub, _, ok := parseSessionKey(ik); ok && (sub == subQueue || sub == subInflight) {
-				v, err := it.ValueAndErr()
-				if err != nil {
-					_ = it.Close()
-					return err
-				}
-				if err := w.dropRef(ik, v); err != nil {
-					_ = it.Close()
-					return err
+		if n <= 0 || m <= 0 || w.batch == nil || idx >= uint64(len(w.batch.takes)) {
+			return errCorrupt
+		}
+		t := &w.batch.takes[idx]
+		t.got = t.got[:0] // a replay reads again
+		return w.delSession(key, func(pos uint64, grp uint32, v []byte) error {
+			if pos <= after {
+				return nil
+			}
+			return w.take(t, pos, grp, v)
+		})
+	}
+	return errCorrupt
+}
+
+// delSession deletes every key of the session whose key prefix is key,
+// and their references. take, when not nil, is shown each queue entry
+// that recorded a group tag first (position, tag, value). Writer
+// goroutine.
+func (w *applier) delSession(key []byte, take func(pos uint64, grp uint32, v []byte) error) error {
+	it, err := w.pb.NewIter(&pebble.IterOptions{LowerBound: key, UpperBound: prefixEnd(key)})
+	if err != nil {
+		return err
+	}
+	var keys [][]byte
+	for ok := it.First(); ok; ok = it.Next() {
+		ik := append([]byte(nil), it.Key()...)
+		if _, sub, rest, ok := parseSessionKey(ik); ok && (sub == subQueue || sub == subInflight) {
+			v, err := it.ValueAndErr()
+			if err != nil {
+				_ = it.Close()
+				return err
+			}
+			if take != nil && sub == subQueue && len(rest) == 8 {
+				if _, _, _, _, err := decodeEntry(v); err == nil {
+					if grp := entryGroup(v); grp != 0 {
+						if err := take(binary.BigEndian.Uint64(rest), grp, v); err != nil {
+							_ = it.Close()
+							return err
+						}
+					}
 				}
 			}
-			keys = append(keys, ik)
-		}
-		if err := it.Close(); err != nil {
-			return err
-		}
-		for _, ik := range keys {
-			if err := w.pb.Delete(ik, nil); err != nil {
+			if err := w.dropRef(ik, v); err != nil {
+				_ = it.Close()
 				return err
 			}
 		}
+		keys = append(keys, ik)
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	for _, ik := range keys {
+		if err := w.pb.Delete(ik, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// take adds queue entry v at pos (group tag grp) to t with an owned copy
+// of its message, unless the message is missing or expired. Writer
+// goroutine, in an indexed batch (it reads through it).
+func (w *applier) take(t *take, pos uint64, grp uint32, v []byte) error {
+	qos, retain, _, id, err := decodeEntry(v)
+	if err != nil {
+		return err
+	}
+	mv, ok, err := w.get(messageKey(w.k[:0], id))
+	if err != nil || !ok {
+		return err
+	}
+	var m Message
+	if err := decodeMessage(mv, &m); err != nil {
+		return nil // a corrupt message is not handed on; the deletion goes ahead
+	}
+	if m.Expiry != 0 && m.Expiry <= w.s.opts.Now().UnixMilli() {
 		return nil
 	}
-	return errCorrupt
+	t.got = append(t.got, Queued{Pos: pos, QoS: qos, Retain: retain, MsgID: id, Group: grp, Message: cloneMessage(m)})
+	return nil
 }
 
 // finish deletes each tracked message whose last reference went in this

@@ -27,6 +27,11 @@ type Subscription struct {
 	QoS     uint8  // granted QoS
 	Options uint8  // MQTT 5 subscription options byte (no-local, retain-as-published, retain handling)
 	ID      uint32 // MQTT 5 subscription identifier, 0: none
+	// Group tags a shared subscription ($share/NAME/FILTER) within its
+	// session (the engine's numbering; 0: none). Queue and in-flight
+	// entries delivered through it record the same tag, so that after a
+	// restart they find their group again.
+	Group uint32
 }
 
 // Will is a will message waiting for its delay (or for the session's end).
@@ -52,6 +57,7 @@ type Inflight struct {
 	QoS      uint8
 	Retain   bool
 	MsgID    uint64
+	Group    uint32  // group tag (Subscription.Group) it came through; 0: none
 	Message  Message // owned copy; zero when the record was missing
 }
 
@@ -61,6 +67,7 @@ type Queued struct {
 	QoS     uint8  // delivery QoS (min of message and granted QoS)
 	Retain  bool
 	MsgID   uint64
+	Group   uint32  // group tag (Subscription.Group) it came through; 0: none
 	Message Message // owned copy
 }
 
@@ -79,4 +86,11 @@ type Session struct {
 	// recorded them (EnqueueSized; entries written before sizes were
 	// recorded count 0).
 	QueueBytes int64
+	// QueueGroups is the number of queue entries that recorded a group
+	// tag (EnqueueGroup).
+	QueueGroups int
+	// MaxGroup is the highest group tag any of its subscriptions or
+	// entries records: a new tag goes above it, so that no entry left
+	// from an earlier subscription takes a later one's group.
+	MaxGroup uint32
 }
