@@ -156,3 +156,27 @@ func BenchmarkMatchShared(b *testing.B) {
 		})
 	}
 }
+
+// SubscribeGroup reports the group a $share filter joined: the same id
+// for every member of one group (and on a replace), another for another
+// group or another filter, 0 for a plain filter; MatchGroups reports that
+// id for the members it picks.
+func TestSubscribeGroupID(t *testing.T) {
+	tr := NewTree[string]()
+	_, g1 := tr.SubscribeGroup("$share/g/t", Sub[string]{Key: "a", QoS: 1})
+	_, g1b := tr.SubscribeGroup("$share/g/t", Sub[string]{Key: "b", QoS: 1})
+	replaced, g1c := tr.SubscribeGroup("$share/g/t", Sub[string]{Key: "a", QoS: 0})
+	_, g2 := tr.SubscribeGroup("$share/h/t", Sub[string]{Key: "a", QoS: 1})
+	_, g3 := tr.SubscribeGroup("$share/g/t/+", Sub[string]{Key: "a", QoS: 1})
+	_, plain := tr.SubscribeGroup("t", Sub[string]{Key: "a", QoS: 1})
+	if g1 == 0 || g1b != g1 || g1c != g1 || !replaced {
+		t.Fatalf("one group: ids %d, %d, %d (replaced %v); want one non-zero id, replaced", g1, g1b, g1c, replaced)
+	}
+	if g2 == g1 || g3 == g1 || g2 == g3 || g2 == 0 || g3 == 0 || plain != 0 {
+		t.Fatalf("ids %d, %d, %d, plain %d; want distinct non-zero groups and 0", g1, g2, g3, plain)
+	}
+	_, groups := tr.MatchGroups([]byte("t"), nil, nil)
+	if !slices.Contains(groups, g1) || !slices.Contains(groups, g2) {
+		t.Fatalf("MatchGroups reported %v; want %d and %d among them", groups, g1, g2)
+	}
+}

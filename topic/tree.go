@@ -292,6 +292,14 @@ func (t *Tree[K]) Subscribe(filter []byte, s Sub[K]) (replaced bool) {
 // anyway (the engine's session holds its filters): the tree keeps pieces
 // of that string, so a subscription costs one string, not two.
 func (t *Tree[K]) SubscribeString(keep string, s Sub[K]) (replaced bool) {
+	replaced, _ = t.SubscribeGroup(keep, s)
+	return replaced
+}
+
+// SubscribeGroup is SubscribeString that also returns the id of the shared
+// group a $share filter joined (0 for a plain filter). The id stays the
+// group's while s is one of its members.
+func (t *Tree[K]) SubscribeGroup(keep string, s Sub[K]) (replaced bool, id GroupID) {
 	// Read only: the bytes are never written through this slice.
 	filter := unsafe.Slice(unsafe.StringData(keep), len(keep))
 	groupName, f, shared := SplitShared(filter)
@@ -329,22 +337,22 @@ func (t *Tree[K]) SubscribeString(keep string, s Sub[K]) (replaced bool) {
 		for i := range g.members {
 			if g.members[i].Key == s.Key {
 				g.members[i] = s
-				return true
+				return true, g.id
 			}
 		}
 		g.members = append(g.members, s)
 		t.count++
-		return false
+		return false, g.id
 	}
 	for i := range e.subs {
 		if e.subs[i].Key == s.Key {
 			e.subs[i] = s
-			return true
+			return true, 0
 		}
 	}
 	e.subs = append(e.subs, s)
 	t.count++
-	return false
+	return false, 0
 }
 
 // entryFor finds (or with create, makes) the entry of a filter. With
