@@ -53,7 +53,8 @@ type Broker struct {
 	reloadMu       sync.Mutex // one Reload at a time
 	files          authFiles  // the file-based Authenticator and Authorizer, when configured
 
-	sys        *router // $SYS publisher's router (not a loop)
+	sys        *router      // $SYS publisher's router (not a loop)
+	orphans    orphanRouter // shared.go: hands on ended members' messages while no loop runs yet
 	sysStats   counters
 	counters   globalCounters
 	now        atomic.Int64 // unix seconds, advanced by the ticker
@@ -407,6 +408,12 @@ func (b *Broker) OnTick() (time.Duration, gnet.Action) {
 		return time.Second, gnet.None
 	}
 	b.expireSessions(now.Unix())
+	if b.ps != nil && len(b.allLoops()) == 0 {
+		// No loop submits records before the first connection (a
+		// restart): the sweep's deletions go now, and the messages the
+		// store reads for them come back (shared.go).
+		b.ps.flush()
+	}
 	b.dashBuild(now)
 	if b.opts.ReturnIdleMemory {
 		b.memReturn.tick(now)

@@ -340,6 +340,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 		kicked  *conn
 		discard *session
 		orphans []sharedMsg // the discarded session's shared-group messages
+		ended   *sessionEnd // and those it held in the store only
 	)
 	if old != nil {
 		old.mu.Lock()
@@ -354,8 +355,8 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 			// session; so does an expired one not yet swept.
 			old.dead = true
 			orphans = old.takeSharedLocked()
+			ended = b.persistEnd(old) // persist.go
 			old.clearLocked()
-			b.persistDiscard(old) // persist.go
 			discard = old
 		} else {
 			s, present = old, true // [MQTT-3.2.2-2]
@@ -395,6 +396,7 @@ func (b *Broker) attach(c *conn, pc *pendingConnect) (*session, bool) {
 	if discard != nil {
 		b.dropSubscriptions(discard)
 		c.l.redistribute(orphans) // to the groups' other members
+		ended.left(b)             // shared.go: and what it held in the store, once read
 	}
 	if kicked != nil {
 		if b.opts.Verbose {
@@ -433,8 +435,8 @@ func (b *Broker) detach(c *conn) (resumed bool) {
 	if drop {
 		s.dead = true
 		orphans = s.takeSharedLocked()
+		b.persistDiscard(s) // persist.go (a clean session has nothing in the store)
 		s.clearLocked()
-		b.persistDiscard(s) // persist.go
 		b.sessions.Remove(s)
 	} else {
 		s.since = uint32(b.now.Load())
@@ -469,6 +471,7 @@ func (b *Broker) expireSessions(now int64) {
 	var (
 		dead    []*session
 		orphans []sharedMsg
+		ended   []*sessionEnd // shared.go: the members' messages in the store only
 	)
 	b.sessMu.Lock()
 	for range per {
@@ -482,8 +485,10 @@ func (b *Broker) expireSessions(now int64) {
 			if s.c == nil && !s.clean && s.since != 0 && now-int64(s.since) > int64(s.expirySecs(b)) {
 				s.dead = true // routers holding it skip it from now on
 				orphans = append(orphans, s.takeSharedLocked()...)
+				if e := b.persistEnd(s); e != nil { // persist.go
+					ended = append(ended, e)
+				}
 				s.clearLocked()
-				b.persistDiscard(s) // persist.go
 				dead = append(dead, s)
 			}
 			s.mu.Unlock()
@@ -501,6 +506,9 @@ func (b *Broker) expireSessions(now int64) {
 		}
 	}
 	b.redistributeAnywhere(orphans) // after dropSubscriptions: not to the expired members
+	for _, e := range ended {
+		e.left(b) // shared.go: what they held in the store goes on once read
+	}
 }
 
 // dropSubscriptions removes every subscription of a discarded session from

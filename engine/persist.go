@@ -658,11 +658,15 @@ func (r *router) persistQueued(s *session) {
 	}
 	bt := p.begin()
 	e.mid = r.storeID(bt)
-	bt.EnqueueSized(s.id, e.pos, e.mid, e.qos, e.retain, len(e.m.payload))
+	tag := s.tagOf(e.grp)
+	bt.EnqueueGroup(s.id, e.pos, e.mid, e.qos, e.retain, len(e.m.payload), tag)
 	p.end(r.l)
 	if toDisk {
 		if !st.spill.on {
 			st.spill = spill{on: true, after: e.pos - 1}
+		}
+		if tag != 0 {
+			st.spill.groups++
 		}
 		st.qBytes -= len(e.m.payload)
 		st.dBytes += len(e.m.payload)
@@ -684,7 +688,7 @@ func (r *router) persistSent(s *session) {
 	}
 	bt := p.begin()
 	f.mid = r.storeID(bt)
-	bt.SetInflight(s.id, f.id, f.mid, f.qos, f.retain, store.PublishSent)
+	bt.SetInflightGroup(s.id, f.id, f.mid, f.qos, f.retain, store.PublishSent, s.tagOf(f.grp))
 	p.end(r.l)
 	if f.qos == 2 {
 		r.b.holdOutLocked(s) // exactly once: out once the message and its in-flight record are durable
@@ -702,7 +706,7 @@ func (b *Broker) persistDequeued(s *session, e *queued, id uint16) {
 	bt := p.begin()
 	bt.Dequeue(s.id, e.pos, e.mid)
 	if id != 0 && e.mid != 0 {
-		bt.SetInflight(s.id, id, e.mid, e.qos, e.retain, store.PublishSent)
+		bt.SetInflightGroup(s.id, id, e.mid, e.qos, e.retain, store.PublishSent, s.tagOf(e.grp))
 	}
 	p.end(nil)
 	if id != 0 && e.qos == 2 {
@@ -724,7 +728,7 @@ func (b *Broker) persistPubrec(s *session, f *inflight) {
 		return
 	}
 	bt := p.begin()
-	bt.SetInflight(s.id, f.id, f.mid, f.qos, f.retain, store.PubrelSent)
+	bt.SetInflightGroup(s.id, f.id, f.mid, f.qos, f.retain, store.PubrelSent, s.tagOf(f.grp))
 	p.end(nil)
 }
 
@@ -764,7 +768,7 @@ func (b *Broker) persistSub(s *session, e *subEntry) {
 		return
 	}
 	bt := p.begin()
-	bt.SetSubscription(s.id, &store.Subscription{Filter: []byte(e.filter), QoS: e.qos, Options: e.opts, ID: e.id})
+	bt.SetSubscription(s.id, &store.Subscription{Filter: []byte(e.filter), QoS: e.qos, Options: e.opts, ID: e.id, Group: e.tag})
 	p.end(nil)
 }
 
@@ -849,6 +853,36 @@ func (b *Broker) persistDiscard(s *session) {
 	bt := p.begin()
 	bt.DeleteSession(s.id)
 	p.end(nil)
+}
+
+// persistEnd deletes the records of a session that ended (s.mu held,
+// before its state is cleared and its subscriptions leave the tree):
+// clean connect over it, clean disconnect, expiry. When its queue goes
+// on in the store with entries that came through a shared group, the
+// store reads those where it deletes them (DeleteSessionTaking) and the
+// returned sessionEnd hands them to the groups' other members; call its
+// left once the session's subscriptions are out of the tree. nil
+// otherwise. Any goroutine.
+func (b *Broker) persistEnd(s *session) *sessionEnd {
+	p := b.ps
+	st := s.st
+	if p == nil || !s.persisted || st == nil || !st.spill.on || st.spill.groups == 0 || st.onDisk() == 0 {
+		b.persistDiscard(s)
+		return nil
+	}
+	s.persisted = false
+	s.forgetLazyLocked() // persist_lazy.go
+	e := &sessionEnd{}
+	for i := range s.subs {
+		if x := &s.subs[i]; x.tag != 0 && x.grp != 0 {
+			e.groups = append(e.groups, tagGroup{tag: x.tag, grp: x.grp})
+		}
+	}
+	e.wait.Store(2)
+	bt := p.begin()
+	bt.DeleteSessionTaking(s.id, st.spill.after, func(q []store.Queued) { e.taken(b, q) })
+	p.end(nil)
+	return e
 }
 
 // persistWill records a v5 will waiting for its delay, due at unix

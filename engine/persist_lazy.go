@@ -158,7 +158,7 @@ func (b *Broker) writeInflightLocked(s *session, f *inflight, mids map[*message]
 		}
 	}
 	f.mid, f.lazy = mid, false
-	bt.SetInflight(s.id, f.id, mid, f.qos, f.retain, store.PublishSent)
+	bt.SetInflightGroup(s.id, f.id, mid, f.qos, f.retain, store.PublishSent, s.tagOf(f.grp))
 	p.end(nil)
 }
 

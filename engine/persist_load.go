@@ -57,10 +57,29 @@ func (b *Broker) recover() error {
 				// which the deadline says (an online one counts from now).
 				since = uint32(max(rs.Info.Expiry/1000-int64(e.Seconds()), 1))
 			}
+			// Group tags map stored entries to their shared group
+			// (shared.go): each shared subscription finds its group's id
+			// again here. One stored before tags existed gets a new tag.
+			st.lastTag = rs.MaxGroup
+			retag := 0
 			for _, sub := range rs.Subs {
-				e := subEntry{filter: string(sub.Filter), qos: sub.QoS, opts: sub.Options, id: sub.ID}
+				e := subEntry{filter: string(sub.Filter), qos: sub.QoS, opts: sub.Options, id: sub.ID, tag: sub.Group}
+				_, e.grp = b.subs.SubscribeGroup(e.filter, topic.Sub[*session]{Key: s, QoS: e.qos, ID: e.id, Opts: e.opts})
+				if e.grp != 0 && e.tag == 0 {
+					st.lastTag++
+					e.tag = st.lastTag
+					retag++
+				}
 				s.subs = append(s.subs, e)
-				b.subs.SubscribeString(e.filter, topic.Sub[*session]{Key: s, QoS: e.qos, ID: e.id, Opts: e.opts})
+			}
+			if retag > 0 {
+				bt := p.begin()
+				for i := range s.subs {
+					if e := &s.subs[i]; e.tag > rs.MaxGroup {
+						bt.SetSubscription(s.id, &store.Subscription{Filter: []byte(e.filter), QoS: e.qos, Options: e.opts, ID: e.id, Group: e.tag})
+					}
+				}
+				p.end(nil)
 			}
 			var gone *store.Batch
 			for _, f := range rs.Inflight {
@@ -78,7 +97,7 @@ func (b *Broker) recover() error {
 					continue
 				}
 				st.inflight = append(st.inflight, inflight{m: m, id: f.PacketID, qos: f.QoS, retain: f.Retain, rel: rel, mid: f.MsgID,
-					sid: subID(s, m.topic)})
+					sid: subID(s, m.topic), grp: s.groupOf(f.Group)})
 				s.lastID = max(s.lastID, f.PacketID)
 			}
 			if gone != nil {
@@ -89,7 +108,7 @@ func (b *Broker) recover() error {
 			if rs.QueueTail != 0 {
 				// The queue stays in the store until its client is back
 				// (persist_queue.go).
-				st.spill = spill{on: true, after: rs.QueueHead - 1}
+				st.spill = spill{on: true, after: rs.QueueHead - 1, groups: rs.QueueGroups}
 				st.dBytes = int(min(rs.QueueBytes, int64(^uint(0)>>1)))
 				nQueued += int(rs.QueueTail - rs.QueueHead + 1)
 			}

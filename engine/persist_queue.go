@@ -29,6 +29,7 @@ type spill struct {
 	on     bool
 	paging bool   // a page request is out
 	after  uint64 // last position in memory (or sent); the store holds (after, qTail]
+	groups int    // entries in the store only that record a shared group (an upper bound); shared.go hands them on at the session's end
 }
 
 // pageSize is the number of queued messages one page brings back.
@@ -55,6 +56,11 @@ func (s *session) spillLocked() {
 		st.spill = spill{on: true, after: st.q[0].pos - 1}
 	} else {
 		st.spill.after = st.q[0].pos - 1
+	}
+	for i := range st.q {
+		if st.q[i].grp != 0 {
+			st.spill.groups++
+		}
 	}
 	clear(st.q)
 	st.dBytes += st.qBytes
@@ -158,7 +164,11 @@ func (l *loop) applyPage(s *session, page []store.Queued, err error, after, tail
 			continue
 		}
 		m := storedMessage(&q.Message)
-		st.q = append(st.q, queued{m: m, qos: q.QoS, retain: q.Retain, pos: q.Pos, mid: q.MsgID, sid: subID(s, m.topic)})
+		st.q = append(st.q, queued{m: m, qos: q.QoS, retain: q.Retain, pos: q.Pos, mid: q.MsgID, sid: subID(s, m.topic),
+			grp: s.groupOf(q.Group)})
+		if q.Group != 0 {
+			st.spill.groups = max(st.spill.groups-1, 0)
+		}
 		st.qBytes += len(m.payload)
 		st.dBytes = max(st.dBytes-len(m.payload), 0)
 		st.spill.after = q.Pos

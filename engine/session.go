@@ -50,13 +50,57 @@ type sessionState struct {
 	dBytes   int        // persist_queue.go: payload bytes of the spill (counted in --max-queued-bytes)
 	v5       *sess5     // MQTT 5 connection and session state (v5.go); nil for 3.x
 	hold     *outHold   // persist.go: frames waiting for durability (--fsync always); nil until one does
+	lastTag  uint32     // the highest group tag given to a shared subscription (subEntry.tag); never reused
 }
 
 type subEntry struct {
 	filter string
 	qos    uint8
-	opts   uint8  // MQTT 5 subscription options (codec.SubOpt* bits, QoS bits clear)
-	id     uint32 // MQTT 5 subscription identifier, 0: none
+	opts   uint8         // MQTT 5 subscription options (codec.SubOpt* bits, QoS bits clear)
+	id     uint32        // MQTT 5 subscription identifier, 0: none
+	tag    uint32        // a shared subscription's group tag within the session, as stored (store.Subscription.Group); 0: plain
+	grp    topic.GroupID // the group it joined in the tree, once subscribed; 0: plain, or not yet
+}
+
+// newSubEntry is a subscription entry for filter; a shared one gets the
+// session's next group tag (s.mu held).
+func (s *session) newSubEntry(filter string, qos, opts uint8, id uint32) subEntry {
+	e := subEntry{filter: filter, qos: qos, opts: opts, id: id}
+	if _, _, shared := topic.SplitShared([]byte(filter)); shared {
+		st := s.state()
+		st.lastTag++
+		e.tag = st.lastTag
+	}
+	return e
+}
+
+// tagOf is the group tag of s's subscription through which group grp
+// delivers (what a stored entry records), 0 when s has none: the message
+// did not come through a group, or s left it. s.mu held.
+func (s *session) tagOf(grp topic.GroupID) uint32 {
+	if grp == 0 {
+		return 0
+	}
+	for i := range s.subs {
+		if s.subs[i].grp == grp {
+			return s.subs[i].tag
+		}
+	}
+	return 0
+}
+
+// groupOf is the group of s's subscription with group tag tag (a stored
+// entry's), 0 when s has none. s.mu held.
+func (s *session) groupOf(tag uint32) topic.GroupID {
+	if tag == 0 {
+		return 0
+	}
+	for i := range s.subs {
+		if s.subs[i].tag == tag {
+			return s.subs[i].grp
+		}
+	}
+	return 0
 }
 
 // loopLocked is the loop of the current connection, nil while offline.

@@ -9,10 +9,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/tinymq/tinymq/codec"
+	"github.com/tinymq/tinymq/engine/store"
 	"github.com/tinymq/tinymq/topic"
 )
 
@@ -133,6 +136,59 @@ func (s *session) takeSharedLocked() []sharedMsg {
 	return out
 }
 
+// sessionEnd carries the messages an ended member held in the store only
+// (its queue past what memory held, persist_queue.go) to its groups'
+// other members. The store reads them where it deletes the session
+// (persistEnd); they are handed on once that read is done and the
+// session's subscriptions are out of the tree, whichever comes last, so
+// the ended member is never picked for them.
+type sessionEnd struct {
+	groups []tagGroup // the session's shared subscriptions, tag to group
+	msgs   []sharedMsg
+	wait   atomic.Int32 // 2: the store's read and the session leaving the tree
+}
+
+// tagGroup maps a stored group tag to the group it stands for now.
+type tagGroup struct {
+	tag uint32
+	grp topic.GroupID
+}
+
+// taken receives the entries the store read (persistEnd). One whose
+// group the session had left is dropped and counted; QoS 0 ones are not
+// moved. Store writer
+// goroutine; never blocks.
+func (e *sessionEnd) taken(b *Broker, q []store.Queued) {
+	for i := range q {
+		x := &q[i]
+		var grp topic.GroupID
+		for _, g := range e.groups {
+			if g.tag == x.Group {
+				grp = g.grp
+				break
+			}
+		}
+		if x.QoS == 0 {
+			continue // at most once: not moved, as from memory (takeSharedLocked)
+		}
+		if grp == 0 {
+			b.sysStats.dropped.Add(1)
+			continue
+		}
+		e.msgs = append(e.msgs, sharedMsg{m: storedMessage(&x.Message), grp: grp, qos: x.QoS, retain: x.Retain})
+	}
+	e.left(b)
+}
+
+// left counts one of the two things e waits for; the last hands the
+// messages to a loop's router. Any goroutine.
+func (e *sessionEnd) left(b *Broker) {
+	if e == nil || e.wait.Add(-1) != 0 {
+		return
+	}
+	b.redistributeAnywhere(e.msgs)
+}
+
 // redistribute hands the messages of a member whose session ended to l's
 // router, which sends each to another member of its group at the end of
 // the batch (router.finish). The member's subscriptions must already be
@@ -150,7 +206,7 @@ func (b *Broker) redistributeAnywhere(msgs []sharedMsg) {
 	}
 	ls := b.allLoops()
 	if len(ls) == 0 {
-		b.sysStats.dropped.Add(uint64(len(msgs)))
+		b.orphans.reroute(b, msgs)
 		return
 	}
 	l := ls[rand.IntN(len(ls))]
@@ -162,6 +218,28 @@ func (b *Broker) redistributeAnywhere(msgs []sharedMsg) {
 	if err != nil { // shutting down
 		b.sysStats.dropped.Add(uint64(len(msgs)))
 	}
+}
+
+// orphanRouter reroutes ended members' messages before any loop runs (a
+// restart that no client has connected to yet: every session is offline,
+// so each message is queued for the member picked). Guarded by its mu.
+type orphanRouter struct {
+	mu sync.Mutex
+	r  *router // made on first use; not a loop's
+}
+
+// reroute hands msgs to their groups as rerouteShared does and submits
+// the records. Any goroutine (the ticker's expiry sweep, the store's
+// writer); no I/O.
+func (o *orphanRouter) reroute(b *Broker, msgs []sharedMsg) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.r == nil {
+		o.r = newRouter(b, nil, &b.sysStats)
+	}
+	o.r.shared = append(o.r.shared, msgs...)
+	o.r.rerouteShared()
+	o.r.finish()
 }
 
 // rerouteShared delivers the messages waiting in r.shared, each to a

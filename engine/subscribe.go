@@ -76,7 +76,7 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 			b.persistSub(s, &s.subs[i]) // persist.go
 		case !full:
 			filter = string(sub.Filter)
-			s.subs = append(s.subs, subEntry{filter: filter, qos: granted, opts: opts, id: sid})
+			s.subs = append(s.subs, s.newSubEntry(filter, granted, opts, sid))
 			b.persistSub(s, &s.subs[len(s.subs)-1]) // persist.go
 		}
 		s.mu.Unlock()
@@ -86,9 +86,15 @@ func (c *conn) onSubscribe(h codec.FixedHeader, body []byte) error {
 		}
 		// An identical filter replaces the previous subscription
 		// [MQTT-3.8.4-3]; Subscribe copies the filter.
-		b.subs.SubscribeString(filter, topic.Sub[*session]{Key: s, QoS: granted, ID: sid, Opts: opts})
+		_, grp := b.subs.SubscribeGroup(filter, topic.Sub[*session]{Key: s, QoS: granted, ID: sid, Opts: opts})
 		s.mu.Lock()
 		dead := s.dead
+		if j := s.subIndex(sub.Filter); j >= 0 {
+			// What stored entries map their group tag to (shared.go). A
+			// message the group delivered before this line records no
+			// tag: it is still handed on from memory, not from the store.
+			s.subs[j].grp = grp
+		}
 		s.mu.Unlock()
 		if dead { // discarded by a takeover meanwhile: leave nothing behind
 			b.subs.Unsubscribe(sub.Filter, s)
