@@ -786,7 +786,8 @@ func (b *Broker) persistUnsub(s *session, filter []byte) {
 
 // persistOnline records a session attached to a connection (s.mu held): a
 // persistent one gets its header with no expiry and loses a pending will
-// (the client came back); one that became clean is deleted. Runs on the
+// (the client came back); one that became clean is deleted, unless its
+// queue is still in the store (then at its disconnect). Runs on the
 // connection's loop.
 func (b *Broker) persistOnline(s *session) {
 	p := b.ps
@@ -794,8 +795,15 @@ func (b *Broker) persistOnline(s *session) {
 		return
 	}
 	if s.clean {
-		b.persistDiscard(s)
-		return
+		if !s.persisted || s.st == nil || s.st.onDisk() == 0 {
+			b.persistDiscard(s)
+			return
+		}
+		// A session resumed with v5 Session Expiry 0 ends with this
+		// connection (its disconnect discards it), but its queue is still
+		// in the store, to be paged in: its records stay until then. The
+		// header has no deadline and expiry 0, so after a crash it
+		// expires at the restart.
 	}
 	wasStored := s.persisted
 	s.persisted = true

@@ -774,3 +774,36 @@ func TestPersistQueueInCommitWindow(t *testing.T) {
 	p1.write(codec.AppendAck(nil, codec.TypePuback, p.PacketID))
 	p1.expectNothing(200 * time.Millisecond)
 }
+
+// A v5 session resumed (Clean Start 0) with Session Expiry 0 ends with
+// this connection, but its queue is still in the store: its records stay
+// until the disconnect, so every queued message is paged in and
+// delivered, and the session is gone after it.
+func TestPersistV5ResumedWithExpiryZeroGetsStoredQueue(t *testing.T) {
+	b := persistentBroker(t, t.TempDir(), store.FsyncInterval, nil)
+	cp := &paho.Connect{CleanStart: true, Properties: &paho.ConnectProperties{SessionExpiryInterval: u32(300)}}
+	v := connectV5(t, b.MQTTAddr(), "v5z", cp)
+	v.sub("z/#", 1, nil)
+	_ = v.c.Disconnect(&paho.Disconnect{})
+	waitFor(t, 5*time.Second, "offline", func() bool { return b.Stats().Connected == 0 })
+	pub := connectV5(t, b.MQTTAddr(), "v5zpub", nil)
+	const n = 300 // more than a page (128)
+	for i := range n {
+		pub.pub(&paho.Publish{Topic: "z/a", QoS: 1, Payload: []byte(fmt.Sprint(i))})
+	}
+	v = connectV5(t, b.MQTTAddr(), "v5z", &paho.Connect{CleanStart: false})
+	if !v.ack.SessionPresent {
+		t.Fatal("session present = 0")
+	}
+	for i := range n {
+		if m := v.next(5 * time.Second); string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, m.Payload)
+		}
+	}
+	_ = v.c.Disconnect(&paho.Disconnect{})
+	waitFor(t, 5*time.Second, "offline", func() bool { return b.Stats().Connected == 1 })
+	v = connectV5(t, b.MQTTAddr(), "v5z", &paho.Connect{CleanStart: false})
+	if v.ack.SessionPresent {
+		t.Fatal("the session outlived its connection with Session Expiry 0")
+	}
+}
