@@ -81,12 +81,13 @@ type recoveredWill struct {
 // heldOut is what a connection may not be sent yet: an acknowledgement
 // (PUBACK, PUBREC or PUBCOMP) or, when buf is not nil, encoded frames.
 type heldOut struct {
-	c   *conn
-	buf *bytebufferpool.ByteBuffer // frames for c; nil: the acknowledgement below
-	seq uint64                     // the store sequence number that must be durable; 0 until the records are submitted
-	id  uint16
-	t   codec.Type
-	rc  codec.ReasonCode
+	c    *conn
+	buf  *bytebufferpool.ByteBuffer // frames for c; nil: the acknowledgement below
+	seq  uint64                     // the store sequence number that must be durable; 0 until the records are submitted
+	pend *lazyPend                  // --fsync always: lazy copies that must be acknowledged or durable too (persist_lazy.go)
+	id   uint16
+	t    codec.Type
+	rc   codec.ReasonCode
 }
 
 // outHold is a session's part in held frames, allocated the first time
@@ -325,6 +326,14 @@ func (b *Broker) persistFlush(l *loop) {
 		return
 	}
 	ps := &l.ps
+	if ps.lazy.recheck {
+		ps.lazy.recheck = false // a lazy copy a held acknowledgement waited for is settled
+		defer func() {
+			if len(ps.held) > 0 {
+				l.releaseAcks()
+			}
+		}()
+	}
 	if !p.pending.Load() && ps.unassigned == 0 && len(ps.pageWant) == 0 {
 		return
 	}
@@ -355,6 +364,7 @@ func (l *loop) ackHold() bool {
 		return false
 	}
 	l.ps.wrote = false
+	l.ps.lazy.gate, l.ps.lazy.pend = p.always, nil // persist_lazy.go
 	// A refused batch (the writer is behind) holds acknowledgements in
 	// every mode too: publishers slow down instead of messages being
 	// acknowledged that the store has not even taken (store.md).
@@ -379,7 +389,9 @@ func (l *loop) ackAfterStore(s *session) {
 // the held list, so that they keep their order. Runs on c's loop.
 func (l *loop) ackDurable(c *conn, t codec.Type, id uint16, rc codec.ReasonCode) {
 	ps := &l.ps
-	if !ps.wrote && ps.heldBy[c] == 0 {
+	pend := ps.lazy.pend // persist_lazy.go: lazy copies the acknowledgement waits for
+	ps.lazy.gate, ps.lazy.pend = false, nil
+	if !ps.wrote && pend == nil && ps.heldBy[c] == 0 {
 		c.sendAck(t, id, rc)
 		return
 	}
@@ -398,7 +410,7 @@ func (l *loop) ackDurable(c *conn, t codec.Type, id uint16, rc codec.ReasonCode)
 	if w != nil {
 		l.hold(heldOut{c: c, buf: w})
 	}
-	l.hold(heldOut{c: c, id: id, t: t, rc: rc})
+	l.hold(heldOut{c: c, id: id, t: t, rc: rc, pend: pend})
 }
 
 // hold appends h to the held list (h.seq 0: assigned when the records
@@ -490,7 +502,7 @@ func (l *loop) releaseAcks() {
 	i := 0
 	for ; i < len(ps.held); i++ {
 		h := &ps.held[i]
-		if h.seq == 0 || h.seq > d {
+		if h.seq == 0 || h.seq > d || !h.pend.settled(d) {
 			break
 		}
 		if n := ps.heldBy[h.c] - 1; n > 0 {
@@ -737,6 +749,14 @@ func (b *Broker) persistPubrec(s *session, f *inflight) {
 func (b *Broker) persistAcked(s *session, f *inflight) {
 	p := b.ps
 	if p == nil || !s.persisted || f.lazy {
+		if f.lazy && f.pend != nil {
+			var cur *loop // the subscriber's loop, handling its PUBACK
+			if s.c != nil {
+				cur = s.c.l
+			}
+			f.pend.done(cur) // the subscriber has it: the publisher's acknowledgement need not wait for the disk
+			f.pend = nil
+		}
 		return // a lazy entry never reached the store (persist_lazy.go)
 	}
 	bt := p.begin()

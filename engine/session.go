@@ -168,8 +168,9 @@ type inflight struct {
 	rel    bool // QoS 2: PUBREC received, PUBREL sent, awaiting PUBCOMP
 	sid    uint32
 	grp    topic.GroupID
-	mid    uint64 // store message id, 0 when not stored (persist.go)
-	lazy   bool   // persistent session: its record is not written yet (persist_lazy.go)
+	mid    uint64    // store message id, 0 when not stored (persist.go)
+	lazy   bool      // persistent session: its record is not written yet (persist_lazy.go)
+	pend   *lazyPend // --fsync always: the publisher's acknowledgement this lazy copy gates (persist_lazy.go)
 }
 
 // blockedLocked reports whether c already holds its cap of unsent bytes
