@@ -341,7 +341,7 @@ func runLoad(scenario string, args []string) error {
 	version := fs.String("broker-version", "", "broker version for the report (default: read $SYS/broker/version)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	fs.StringVar(&cfg.MQTTVersion, "mqtt-version", "3.1.1", "protocol of every connection: 3.1.1 or 5")
-	fs.BoolVar(&cfg.Persistent, "persistent", false, "persistent sessions on both ends (3.1.1 clean session 0, 5.0 session expiry), ids unique to the run: the broker stores every QoS > 0 message")
+	fs.BoolVar(&cfg.Persistent, "persistent", false, "persistent sessions on both ends (3.1.1 clean session 0, 5.0 session expiry), ids unique to the run: the broker keeps every QoS > 0 message in the sessions (TinyMQ writes a QoS 1 copy to an online subscriber only if it is not acknowledged within its lazy period; QoS 2 and offline queues always)")
 	fs.BoolVar(&cfg.TopicAlias, "topic-alias", false, "MQTT 5: publishers send the topic once with alias 1, then alias 1 alone (if the broker's Topic Alias Maximum allows); subscribers announce Topic Alias Maximum 16")
 	fs.IntVar(&cfg.UserProps, "user-props", 0, "MQTT 5: user properties per PUBLISH (k<i> = 16 bytes), checked in order by the subscribers")
 	if err := fs.Parse(args); err != nil {
