@@ -626,6 +626,7 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		}
 		s.mu.Unlock()
 		if over {
+			l.ps.lazy.gate = false // persist_lazy.go: no ackDurable follows
 			if v != nil {
 				return errReceiveMaximum // 5.0 §3.3.4: more than our Receive Maximum
 			}

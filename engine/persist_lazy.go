@@ -133,6 +133,7 @@ func (r *router) deferInflight(s *session, f *inflight) bool {
 	ll := &l.ps.lazy
 	if p.always {
 		if ll.pend == nil {
+			l.initDurRun() // done may post it from another loop once the pend escapes
 			ll.pend = &lazyPend{l: l}
 		}
 		ll.pend.n.Add(1)
@@ -172,8 +173,7 @@ func (l *loop) lazyPeriod() time.Duration {
 // task onDurable posts (one on its way at a time). Any goroutine.
 func (l *loop) wakeHeld() {
 	ps := &l.ps
-	l.initDurRun()
-	if ps.durPending.CompareAndSwap(false, true) {
+	if ps.durPending.CompareAndSwap(false, true) { // durRun set: deferInflight
 		if err := l.el.Execute(context.Background(), ps.durRun); err != nil {
 			ps.durPending.Store(false) // shutting down
 		}
