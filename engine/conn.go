@@ -530,8 +530,10 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 			return err
 		}
 	}
-	if err := l.b.validName(p.Topic); err != nil {
-		return errTopicName // [MQTT-3.3.2-2]
+	if !l.r.validMemo(p.Topic) { // the last matched topic passed already
+		if err := l.b.validName(p.Topic); err != nil {
+			return errTopicName // [MQTT-3.3.2-2]
+		}
 	}
 	// Clients cannot publish into $SYS, nor where the ACL denies it: the
 	// message is acknowledged (QoS 1/2; v5: with 0x87) and dropped, as

@@ -255,3 +255,54 @@ func pahoSubscribeFunc(t testing.TB, c mqtt.Client, filter string, qos byte, fn 
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
 }
+
+// The router keeps its last match for the next PUBLISH to the same
+// topic (router.match): a subscription added or removed meanwhile, on
+// this topic or another, is seen by the very next PUBLISH, and a shared
+// group still picks a member per message.
+func TestMatchMemoFollowsSubscriptions(t *testing.T) {
+	b := startBroker(t, nil)
+	pub := connected(t, b.MQTTAddr(), "mpub", true)
+	a := connected(t, b.MQTTAddr(), "ma", true)
+	a.subscribe(1, codec.Subscription{Filter: []byte("memo/t"), QoS: 0})
+	pub.publish("memo/t", "1", 0, false, 0)
+	pub.publish("memo/t", "2", 0, false, 0)
+	for _, want := range []string{"1", "2"} {
+		if m := a.expectPublish(5 * time.Second); string(m.Payload) != want {
+			t.Fatalf("a got %q; want %q", m.Payload, want)
+		}
+	}
+	c := connected(t, b.MQTTAddr(), "mc", true)
+	c.subscribe(1, codec.Subscription{Filter: []byte("memo/#"), QoS: 0})
+	pub.publish("memo/t", "3", 0, false, 0)
+	if m := c.expectPublish(5 * time.Second); string(m.Payload) != "3" {
+		t.Fatalf("a new subscriber got %q; want 3", m.Payload)
+	}
+	a.expectPublish(5 * time.Second)
+	a.write((&codec.Unsubscribe{PacketID: 2, Filters: [][]byte{[]byte("memo/t")}}).AppendTo(nil, codec.V311))
+	a.expect(codec.TypeUnsuback, 5*time.Second)
+	pub.publish("memo/t", "4", 0, false, 0)
+	c.expectPublish(5 * time.Second)
+	a.expectNothing(200 * time.Millisecond)
+
+	g1 := connected(t, b.MQTTAddr(), "mg1", true)
+	g2 := connected(t, b.MQTTAddr(), "mg2", true)
+	g1.subscribe(1, codec.Subscription{Filter: []byte("$share/g/memo/s"), QoS: 0})
+	g2.subscribe(1, codec.Subscription{Filter: []byte("$share/g/memo/s"), QoS: 0})
+	for i := range 4 {
+		pub.publish("memo/s", fmt.Sprint(i), 0, false, 0)
+	}
+	n1, n2 := 0, 0
+	deadline := time.Now().Add(5 * time.Second)
+	for n1+n2 < 4 && time.Now().Before(deadline) {
+		if _, _, err := g1.readPacket(50 * time.Millisecond); err == nil {
+			n1++
+		}
+		if _, _, err := g2.readPacket(50 * time.Millisecond); err == nil {
+			n2++
+		}
+	}
+	if n1 != 2 || n2 != 2 {
+		t.Fatalf("shared group got %d and %d of 4; want 2 each (round-robin per message)", n1, n2)
+	}
+}

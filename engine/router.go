@@ -77,6 +77,7 @@ type router struct {
 	groups  []topic.GroupID  // the group of each shared entry of matches, in order (MatchGroups)
 	seen    map[*session]int // Dedup scratch
 	wakeups []*loop          // loops whose mailbox this batch made non-empty
+	memo    matchMemo        // the last match, for the next PUBLISH to the same topic
 
 	// One encoding per (protocol: 3.x or 5.0, QoS, retain flag) for the
 	// current PUBLISH, shared by every subscriber; for QoS > 0 only the
@@ -279,8 +280,7 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 		}
 		r.wroteRetained(topicName) // persist.go: the acknowledgement waits for it too
 	}
-	m, g := b.subs.MatchGroups(topicName, r.matches[:0], r.groups[:0])
-	r.matches, r.groups = topic.Dedup(m, r.seen), g
+	r.match(topicName)
 	if r.top.skip--; r.top.skip <= 0 {
 		r.top.sample(topicName) // one PUBLISH in 64 on average
 	}
@@ -288,6 +288,52 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 	r.setCur(topicName, payload, props, qos, retain, expiry)
 	r.cur.from = from
 	return len(r.matches)
+}
+
+// matchMemo is a router's last match result (deduplicated), kept while
+// the tree's Generation says no subscription changed. A device publishes
+// to one topic again and again, several times per read when it keeps a
+// few in flight: the PUBLISHes after the first of a read skip the tree
+// walk and the deduplication. A result that went through a shared group
+// is not kept (each message picks its member afresh).
+type matchMemo struct {
+	topic   []byte
+	gen     uint64
+	matches []topic.Sub[*session]
+	ok      bool
+}
+
+// maxMemoTopic bounds the topic bytes a router copies into its memo.
+const maxMemoTopic = 256
+
+// match fills r.matches and r.groups for topicName, from the memo when it
+// holds this topic's result of the tree's current generation. Runs on r's
+// loop (or the $SYS goroutine, for its own router).
+func (r *router) match(topicName []byte) {
+	mm := &r.memo
+	gen := r.b.subs.Generation() // before the walk: a change during it makes the memo stale
+	if mm.ok && mm.gen == gen && string(mm.topic) == string(topicName) {
+		r.matches, r.groups = append(r.matches[:0], mm.matches...), r.groups[:0]
+		return
+	}
+	m, g := r.b.subs.MatchGroups(topicName, r.matches[:0], r.groups[:0])
+	r.matches, r.groups = topic.Dedup(m, r.seen), g
+	mm.ok = len(g) == 0 && len(topicName) <= maxMemoTopic
+	if mm.ok {
+		mm.topic = append(mm.topic[:0], topicName...)
+		mm.gen = gen
+		mm.matches = append(mm.matches[:0], r.matches...)
+	} else {
+		clear(mm.matches) // keeps no session alive
+		mm.matches = mm.matches[:0]
+	}
+}
+
+// validMemo reports whether name is the topic of the memo, which passed
+// validName when it was matched (the limits are fixed at start). Runs on
+// r's loop.
+func (r *router) validMemo(name []byte) bool {
+	return r.memo.ok && string(r.memo.topic) == string(name)
 }
 
 // route delivers the prepared PUBLISH to every matching subscription.

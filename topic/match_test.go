@@ -213,3 +213,28 @@ func FuzzIntersects(f *testing.F) {
 		}
 	})
 }
+
+// Generation changes with every subscription added, replaced or removed,
+// and not with a Match: a kept Match result is current while it holds.
+func TestGeneration(t *testing.T) {
+	tr := NewTree[string]()
+	g := tr.Generation()
+	step := func(what string, f func()) {
+		t.Helper()
+		f()
+		if n := tr.Generation(); n == g {
+			t.Fatalf("%s: Generation still %d", what, g)
+		} else {
+			g = n
+		}
+	}
+	step("subscribe", func() { tr.Subscribe([]byte("a/+"), Sub[string]{Key: "x", QoS: 1}) })
+	step("replace", func() { tr.Subscribe([]byte("a/+"), Sub[string]{Key: "x", QoS: 0}) })
+	step("shared", func() { tr.SubscribeGroup("$share/g/a/b", Sub[string]{Key: "y", QoS: 1}) })
+	tr.Match([]byte("a/b"), nil)
+	if n := tr.Generation(); n != g {
+		t.Fatalf("Match changed Generation from %d to %d", g, n)
+	}
+	step("unsubscribe", func() { tr.Unsubscribe([]byte("a/+"), "x") })
+	step("unsubscribe shared", func() { tr.Unsubscribe([]byte("$share/g/a/b"), "y") })
+}

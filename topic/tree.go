@@ -240,7 +240,13 @@ type Tree[K comparable] struct {
 	choose Chooser[K]            // nil: round-robin
 	groups map[GroupID]*group[K] // every shared group, for PickFrom
 	lastID GroupID
+	gen    atomic.Uint64 // bumped by every Subscribe and Unsubscribe (Generation)
 }
+
+// Generation changes whenever a subscription is added, replaced or
+// removed: a caller that keeps a Match result may use it again while
+// Generation returns what it did before that Match. Any goroutine.
+func (t *Tree[K]) Generation() uint64 { return t.gen.Load() }
 
 // SetChooser makes c pick the member of each shared group that gets a
 // message (nil: plain round-robin). Any goroutine; usually set once,
@@ -310,6 +316,7 @@ func (t *Tree[K]) SubscribeGroup(keep string, s Sub[K]) (replaced bool, id Group
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.gen.Add(1) // after the change, under the lock (Generation)
 	e := t.entryFor(filter, keep, true)
 	if shared {
 		var g *group[K]
@@ -405,6 +412,7 @@ func (t *Tree[K]) Unsubscribe(filter []byte, key K) (removed bool) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	defer t.gen.Add(1) // after the change, under the lock (Generation)
 	e := t.entryFor(filter, "", false)
 	if e == nil {
 		return false
