@@ -325,24 +325,29 @@ func (b *Broker) persistFlush(l *loop) {
 		p.flush()
 		return
 	}
-	ps := &l.ps
-	if ps.lazy.recheck {
-		ps.lazy.recheck = false // a lazy copy a held acknowledgement waited for is settled
-		defer func() {
-			if len(ps.held) > 0 {
-				l.releaseAcks()
-			}
-		}()
+	released := l.submitHeld(p)
+	if ps := &l.ps; ps.lazy.recheck {
+		ps.lazy.recheck = false // a lazy copy a held acknowledgement waited for is settled (persist_lazy.go)
+		if !released && len(ps.held) > 0 {
+			l.releaseAcks()
+		}
 	}
+}
+
+// submitHeld submits the pending records, gives the acknowledgements held
+// since the last submission their sequence number and releases what is
+// durable already (reporting whether it looked). Runs on l.
+func (l *loop) submitHeld(p *persister) bool {
+	ps := &l.ps
 	if !p.pending.Load() && ps.unassigned == 0 && len(ps.pageWant) == 0 {
-		return
+		return false
 	}
 	seq, ok := p.flush()
 	if len(ps.pageWant) > 0 {
 		l.requestPages(seq, ok)
 	}
 	if !ok || ps.unassigned == 0 {
-		return
+		return false
 	}
 	for i := len(ps.held) - ps.unassigned; i < len(ps.held); i++ {
 		ps.held[i].seq = seq
@@ -350,7 +355,9 @@ func (b *Broker) persistFlush(l *loop) {
 	ps.unassigned = 0
 	if p.durable.Load() >= seq {
 		l.releaseAcks()
+		return true
 	}
+	return false
 }
 
 // ackHold prepares the acknowledgement of an inbound QoS 1/2 PUBLISH (or

@@ -131,35 +131,9 @@ func runCrash(t *testing.T, f crashFlow) {
 	t0 := time.Now()
 
 	start := func() *exec.Cmd {
-		t.Helper()
-		cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr=", "--sys-interval", "0",
-			"--data-dir", dir, "--fsync", fsync, "--max-queued-messages", "5000000", "--log-level", "warn")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-				return cmd
-			}
-			if time.Now().After(deadline) {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-				t.Fatalf("broker did not listen on %s: %v", addr, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		return runBroker(t, bin, addr, "--http-addr=", "--data-dir", dir, "--fsync", fsync, "--max-queued-messages", "5000000")
 	}
 	cmd := start()
-	t.Cleanup(func() {
-		if cmd != nil {
-			_ = cmd.Process.Kill() // only the process this test started
-			_ = cmd.Wait()
-		}
-	})
 
 	var (
 		mu       sync.Mutex
@@ -726,27 +700,9 @@ func TestPersistDelayedWillCrash(t *testing.T) {
 	dir := t.TempDir()
 	addr, web := freeAddr(t), freeAddr(t)
 	start := func() *exec.Cmd {
-		t.Helper()
-		cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr", web, "--sys-interval", "0",
-			"--data-dir", dir, "--fsync", "always", "--log-level", "warn")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, 20*time.Second, "the broker to listen", func() bool {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-		return cmd
+		return runBroker(t, bin, addr, "--http-addr", web, "--data-dir", dir, "--fsync", "always")
 	}
 	cmd := start()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill() // only the process this test started
-		_ = cmd.Wait()
-	})
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -811,25 +767,7 @@ func TestPersistCrashLightLoad(t *testing.T) {
 			dir := t.TempDir()
 			addr, httpAddr := freeAddr(t), freeAddr(t)
 			start := func() *exec.Cmd {
-				t.Helper()
-				cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr", httpAddr, "--sys-interval", "0",
-					"--data-dir", dir, "--fsync", mode, "--fsync-interval", "1h", "--log-level", "warn")
-				cmd.Stderr = os.Stderr
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) // only the process this test started
-				deadline := time.Now().Add(20 * time.Second)
-				for {
-					if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-						c.Close()
-						return cmd
-					}
-					if time.Now().After(deadline) {
-						t.Fatalf("broker did not listen on %s", addr)
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
+				return runBroker(t, bin, addr, "--http-addr", httpAddr, "--data-dir", dir, "--fsync", mode, "--fsync-interval", "1h")
 			}
 			cmd := start()
 			if err := setRetained(addr, "light/"+mode, "kept"); err != nil {
@@ -854,21 +792,52 @@ func TestPersistCrashLightLoad(t *testing.T) {
 	}
 }
 
+// runBroker starts the broker binary bin with MQTT on addr (fixed, so a
+// restart keeps it), no $SYS and args, kills it when the test ends (only
+// the process this test started) and waits until addr takes connections.
+func runBroker(t *testing.T, bin, addr string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"--mqtt-addr", addr, "--sys-interval", "0", "--log-level", "warn"}, args...)...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitFor(t, 20*time.Second, "the broker listening on "+addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return cmd
+}
+
 // metricValue is the value of an unlabelled sample in the broker's
 // /metrics (0 when absent or the broker does not answer).
 func metricValue(t *testing.T, httpAddr, name string) float64 {
 	t.Helper()
+	v, _, _ := scrapeMetric(httpAddr, name)
+	return v
+}
+
+// scrapeMetric reads the unlabelled sample name of the /metrics served at
+// httpAddr, and whether it is there.
+func scrapeMetric(httpAddr, name string) (float64, bool, error) {
 	resp, err := http.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
-		return 0
+		return 0, false, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false, err
+	}
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
+			f, err := strconv.ParseFloat(v, 64)
+			return f, err == nil, err
 		}
 	}
-	return 0
+	return 0, false, nil
 }

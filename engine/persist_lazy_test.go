@@ -2,8 +2,6 @@ package engine
 
 import (
 	"fmt"
-	"net"
-	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -73,22 +71,7 @@ func TestPersistLazyInflightRestart(t *testing.T) {
 		dir := t.TempDir()
 		addr, httpAddr := freeAddr(t), freeAddr(t)
 		start := func() *exec.Cmd {
-			t.Helper()
-			cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr", httpAddr, "--sys-interval", "0",
-				"--data-dir", dir, "--fsync", "interval", "--fsync-interval", "1h", "--log-level", "warn")
-			cmd.Stderr = os.Stderr
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) // only the process this test started
-			waitFor(t, 20*time.Second, "the broker listening", func() bool {
-				c, err := net.DialTimeout("tcp", addr, time.Second)
-				if err == nil {
-					c.Close()
-				}
-				return err == nil
-			})
-			return cmd
+			return runBroker(t, bin, addr, "--http-addr", httpAddr, "--data-dir", dir, "--fsync", "interval", "--fsync-interval", "1h")
 		}
 		cmd := start()
 		sub := connected(t, addr, "lsub", false)
@@ -146,22 +129,7 @@ func TestPersistLazyAlwaysAckedSurvivesKill(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	start := func() *exec.Cmd {
-		t.Helper()
-		cmd := exec.Command(bin, "--mqtt-addr", addr, "--http-addr=", "--sys-interval", "0",
-			"--data-dir", dir, "--fsync", "always", "--log-level", "warn")
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }) // only the process this test started
-		waitFor(t, 20*time.Second, "the broker listening", func() bool {
-			c, err := net.DialTimeout("tcp", addr, time.Second)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-		return cmd
+		return runBroker(t, bin, addr, "--http-addr=", "--data-dir", dir, "--fsync", "always")
 	}
 	cmd := start()
 	sub := connected(t, addr, "lsub", false)

@@ -151,20 +151,14 @@ func (p *brokerProc) stopRSS() (base, peak int64) {
 // metric reads one sample of the broker's /metrics.
 func (p *brokerProc) metric(t *testing.T, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + p.http + "/metrics")
+	v, ok, err := scrapeMetric(p.http, sample)
 	if err != nil {
 		t.Fatalf("metrics: %v", err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, sample+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
+	if !ok {
+		t.Fatalf("no %s in /metrics", sample)
 	}
-	t.Fatalf("no %s in /metrics", sample)
-	return 0
+	return v
 }
 
 // metricsText returns the /metrics lines containing any of the words.

@@ -14,11 +14,20 @@ import (
 // $SYS) until the test ends and returns the MQTT address it logged.
 func startRun(t *testing.T, args ...string) string {
 	t.Helper()
+	mqtt, _ := startRunAt(t, "", args...)
+	return mqtt
+}
+
+// startRunAt runs the command with args (a free MQTT port, HTTP on
+// httpAddr, "" for none, no $SYS) until the test ends and returns the
+// MQTT and HTTP addresses it logged.
+func startRunAt(t *testing.T, httpAddr string, args ...string) (mqtt, http string) {
+	t.Helper()
 	var logs syncBuf
 	stop := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- run(append([]string{"--mqtt-addr", "127.0.0.1:0", "--http-addr", "", "--sys-interval", "0s"}, args...), &logs, stop)
+		done <- run(append([]string{"--mqtt-addr", "127.0.0.1:0", "--http-addr", httpAddr, "--sys-interval", "0s"}, args...), &logs, stop)
 	}()
 	t.Cleanup(func() {
 		close(stop)
@@ -31,20 +40,28 @@ func startRun(t *testing.T, args ...string) string {
 			t.Error("run did not stop")
 		}
 	})
-	re := regexp.MustCompile(`listener=mqtt addr=(127\.0\.0\.1:[0-9]+)`)
+	reM := regexp.MustCompile(`listener=mqtt addr=(127\.0\.0\.1:[0-9]+)`)
+	reH := regexp.MustCompile(`listener=http addr=(127\.0\.0\.1:[0-9]+)`)
+	up := func() bool {
+		return reM.MatchString(logs.String()) && (httpAddr == "" || reH.MatchString(logs.String()))
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !re.MatchString(logs.String()) {
+	for !up() {
 		select {
 		case err := <-done:
 			t.Fatalf("run ended: %v\n%s", err, logs.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no listener line in logs:\n%s", logs.String())
+			t.Fatalf("no listener lines in logs:\n%s", logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return re.FindStringSubmatch(logs.String())[1]
+	mqtt = reM.FindStringSubmatch(logs.String())[1]
+	if httpAddr != "" {
+		http = reH.FindStringSubmatch(logs.String())[1]
+	}
+	return mqtt, http
 }
 
 // connectV5 sends an MQTT 5 CONNECT through paho.golang and returns the

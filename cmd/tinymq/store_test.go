@@ -5,7 +5,6 @@ import (
 	"context"
 	"net"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,38 +17,7 @@ import (
 // logged.
 func startRunHTTP(t *testing.T, args ...string) (mqtt, http string) {
 	t.Helper()
-	var logs syncBuf
-	stop := make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- run(append([]string{"--mqtt-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--sys-interval", "0s"}, args...), &logs, stop)
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Error("run did not stop")
-		}
-	})
-	reM := regexp.MustCompile(`listener=mqtt addr=(127\.0\.0\.1:[0-9]+)`)
-	reH := regexp.MustCompile(`listener=http addr=(127\.0\.0\.1:[0-9]+)`)
-	deadline := time.Now().Add(5 * time.Second)
-	for !reM.MatchString(logs.String()) || !reH.MatchString(logs.String()) {
-		select {
-		case err := <-done:
-			t.Fatalf("run ended: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no listener lines in logs:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return reM.FindStringSubmatch(logs.String())[1], reH.FindStringSubmatch(logs.String())[1]
+	return startRunAt(t, "127.0.0.1:0", args...)
 }
 
 // pahoClient connects with the API key k3y as password.

@@ -196,6 +196,19 @@ type fatalError struct {
 func (e *fatalError) Error() string { return e.msg }
 func (e *fatalError) Unwrap() error { return e.cause }
 
+// catchFatal, deferred by a function that calls pebble, turns pebble's
+// Fatalf (a pebbleFatal panic, fatalLogger) into that function's error
+// *err; any other panic goes on.
+func catchFatal(err *error) {
+	if r := recover(); r != nil {
+		f, ok := r.(pebbleFatal)
+		if !ok {
+			panic(r)
+		}
+		*err = f.err()
+	}
+}
+
 // NoSpace reports whether err (a Health error) comes from a full disk or
 // an exhausted quota (ENOSPC, EDQUOT), as opposed to another I/O error.
 // Any goroutine.
@@ -925,15 +938,7 @@ func (s *Store) publishStats() {
 // commitOverlay writes the window to pebble in one batch and empties it.
 // Writer goroutine.
 func (s *Store) commitOverlay(sync bool) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if f, ok := r.(pebbleFatal); ok {
-				err = errors.New("store: " + f.msg)
-				return
-			}
-			panic(r)
-		}
-	}()
+	defer catchFatal(&err)
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	pb := s.db.NewBatch()
@@ -996,15 +1001,7 @@ func (s *Store) synced() {
 // applying them over whatever part of them reached the disk leaves what
 // they left. Writer goroutine, after reopen.
 func (s *Store) replayUnsynced() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if f, ok := r.(pebbleFatal); ok {
-				err = f.err()
-				return
-			}
-			panic(r)
-		}
-	}()
+	defer catchFatal(&err)
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	start := 0
@@ -1051,15 +1048,7 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 	if len(bs) == 0 {
 		return nil
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			if f, ok := r.(pebbleFatal); ok {
-				err = f.err()
-				return
-			}
-			panic(r)
-		}
-	}()
+	defer catchFatal(&err)
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	// Reads through the batch (references, old entries) need an indexed
@@ -1124,15 +1113,7 @@ func (s *Store) commit(bs []*Batch, sync, replay bool) (err error) {
 
 // syncWAL makes every NoSync commit so far durable.
 func (s *Store) syncWAL() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if f, ok := r.(pebbleFatal); ok {
-				err = f.err()
-				return
-			}
-			panic(r)
-		}
-	}()
+	defer catchFatal(&err)
 	if s.opts.beforeSync != nil {
 		s.opts.beforeSync()
 	}
