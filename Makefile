@@ -55,7 +55,10 @@ FLASHMQ ?= $(abspath ../shared/peers/flashmq)
 NANOMQ  ?= $(abspath ../shared/peers/nanomq)
 DEEP    ?= 0
 SYSCALLS ?= proc
-PEER_FLAGS = $(if $(wildcard $(FLASHMQ)),--broker 'flashmq=env FLASHMQ=$(FLASHMQ) bench/flashmq.sh {port} {dir}') \
+## ROUNDS: times the load set runs, brokers taking turns row by row;
+## each figure is the broker's median round (docs/benchmarks.md).
+ROUNDS  ?= 3
+PEER_FLAGS = --rounds $(ROUNDS) $(if $(wildcard $(FLASHMQ)),--broker 'flashmq=env FLASHMQ=$(FLASHMQ) bench/flashmq.sh {port} {dir}') \
 	$(if $(wildcard $(NANOMQ)),--broker 'nanomq=env NANOMQ=$(NANOMQ) bench/nanomq.sh {port} {dir}') \
 	$(if $(filter 1,$(DEEP)),--deep) --syscalls $(SYSCALLS)
 

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -248,7 +250,11 @@ type CompareRow struct {
 	Scenario string     // the set's name, with " v5" (" v3.1.1") when the run is not 3.1.1 alone
 	About    string     // the set's description of the shape
 	Load     LoadConfig // what ran (Addr and BrokerPID are the last broker's)
-	Results  map[string]LoadResult
+	// Results holds each broker's result: with several rounds
+	// (CompareOptions.Rounds), the median one (compareLoad).
+	Results map[string]LoadResult
+	// Rounds holds each broker's result of every round, in round order.
+	Rounds map[string][]LoadResult
 	// Strace holds the strace pass's counts per broker
 	// (CompareOptions.Strace).
 	Strace map[string]StraceResult
@@ -275,6 +281,9 @@ type CompareOptions struct {
 	// the load set's 5.0 rows: topic aliases and user properties.
 	Versions []string
 	V5       V5Options
+	// Rounds is how many times each load row runs against each broker
+	// (at most one: once); the brokers take turns row by row (compareLoad).
+	Rounds int
 	// Persistent runs every load row between persistent sessions
 	// (LoadConfig.Persistent).
 	Persistent bool
@@ -333,6 +342,7 @@ func (o *CompareOptions) compareRows() []CompareRow {
 type CompareReport struct {
 	Rows     []CompareRow
 	Versions []string                         // the versions Rows and Conn ran at, in order
+	Rounds   int                              // how many times each load row ran per broker (CompareOptions.Rounds, at least 1)
 	Conn     map[string]map[string]ConnResult // version -> broker -> idle connections
 	Fleet    map[string]FleetResult
 	TLS      map[string]ConnResult
@@ -343,36 +353,21 @@ type CompareReport struct {
 	Process map[string]string
 }
 
-// Compare runs every scenario against every broker (started one at a
-// time, each fresh for the load set, the conn scenario and the fleet).
+// Compare runs every scenario against every broker, one broker process
+// at a time: a fresh one for each load row and round (compareLoad, which
+// interleaves the brokers row by row), then one for the strace pass, the
+// conn scenario and the fleet each.
 func Compare(ctx context.Context, starters map[string]func() (*Broker, error), order []string, opts CompareOptions) (CompareReport, error) {
-	rep := CompareReport{Rows: opts.compareRows(), Versions: opts.compareVersions(), Conn: map[string]map[string]ConnResult{},
+	rep := CompareReport{Rows: opts.compareRows(), Versions: opts.compareVersions(), Rounds: max(opts.Rounds, 1), Conn: map[string]map[string]ConnResult{},
 		Fleet: map[string]FleetResult{}, TLS: map[string]ConnResult{}, Process: map[string]string{}}
 	log := opts.Log
 	if log == nil {
 		log = io.Discard
 	}
+	if err := compareLoad(ctx, starters, order, opts, &rep, log); err != nil {
+		return rep, err
+	}
 	for _, name := range order {
-		if len(rep.Rows) > 0 {
-			b, err := starters[name]()
-			if err != nil {
-				return rep, err
-			}
-			for i := range rep.Rows {
-				row := &rep.Rows[i]
-				cfg := row.Load
-				cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
-				fmt.Fprintf(log, "%s: %s ...\n", name, row.Scenario)
-				res, err := RunLoad(ctx, cfg)
-				if err != nil {
-					b.Stop()
-					return rep, fmt.Errorf("%s %s: %w", name, row.Scenario, err)
-				}
-				row.Results[name] = res
-			}
-			rep.Process[name] = b.Process
-			b.Stop()
-		}
 		if len(rep.Rows) > 0 && opts.Strace != "" {
 			if err := straceRows(ctx, starters[name], name, rep.Rows, opts, log); err != nil {
 				return rep, err
@@ -437,6 +432,62 @@ func Compare(ctx context.Context, starters map[string]func() (*Broker, error), o
 		}
 	}
 	return rep, nil
+}
+
+// compareLoad runs the load rows, interleaved: for each round, each row
+// runs against every broker in turn, each on a fresh process, the order
+// rotated from row to row and round to round. A broker's figure for a row
+// is thus measured minutes, not a whole set, away from its peers', and no
+// broker always goes first. Each row keeps every round's results
+// (row.Rounds, in round order) and, in row.Results, the round whose
+// messages per broker CPU-second is the median (the lower of the two
+// middle ones for an even count). Runs on the comparison's goroutine.
+func compareLoad(ctx context.Context, starters map[string]func() (*Broker, error), order []string, opts CompareOptions, rep *CompareReport, log io.Writer) error {
+	rounds := max(opts.Rounds, 1)
+	for r := 0; r < rounds; r++ {
+		for i := range rep.Rows {
+			row := &rep.Rows[i]
+			for k := range order {
+				name := order[(k+i+r)%len(order)]
+				b, err := starters[name]()
+				if err != nil {
+					return err
+				}
+				cfg := row.Load
+				cfg.Addr, cfg.BrokerPID = b.Addr, b.PID()
+				if rounds > 1 {
+					fmt.Fprintf(log, "round %d/%d: %s: %s ...\n", r+1, rounds, name, row.Scenario)
+				} else {
+					fmt.Fprintf(log, "%s: %s ...\n", name, row.Scenario)
+				}
+				res, err := RunLoad(ctx, cfg)
+				rep.Process[name] = b.Process
+				b.Stop()
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", name, row.Scenario, err)
+				}
+				if row.Rounds == nil {
+					row.Rounds = map[string][]LoadResult{}
+				}
+				row.Rounds[name] = append(row.Rounds[name], res)
+			}
+		}
+	}
+	for i := range rep.Rows {
+		row := &rep.Rows[i]
+		for name, rs := range row.Rounds {
+			row.Results[name] = medianRound(rs)
+		}
+	}
+	return nil
+}
+
+// medianRound is the result whose messages per broker CPU-second is the
+// median of rs (the lower middle one for an even count).
+func medianRound(rs []LoadResult) LoadResult {
+	s := slices.Clone(rs)
+	slices.SortStableFunc(s, func(a, b LoadResult) int { return cmp.Compare(a.PerBrokerCPU, b.PerBrokerCPU) })
+	return s[(len(s)-1)/2]
 }
 
 // straceRows runs every row once more against a fresh broker from start,
@@ -599,6 +650,41 @@ func WriteCompareExtras(w io.Writer, rep CompareReport, order []string) {
 	}
 }
 
+// writeRoundsLine prints, for a row that ran more than one round, every
+// round's messages per broker CPU-second per broker and, in the ratio
+// columns, the ratio within each round (its brokers ran minutes apart,
+// compareLoad). Nothing for a single round.
+func writeRoundsLine(w io.Writer, row CompareRow, order []string) {
+	n := 0
+	for _, rs := range row.Rounds {
+		n = max(n, len(rs))
+	}
+	if n < 2 {
+		return
+	}
+	fmt.Fprintf(w, "| %s | msgs per broker CPU-s, each round |", row.Scenario)
+	for _, b := range order {
+		var v []string
+		for _, r := range row.Rounds[b] {
+			v = append(v, fmt.Sprintf("%.0f", r.PerBrokerCPU))
+		}
+		fmt.Fprintf(w, " %s |", strings.Join(v, " / "))
+	}
+	for _, o := range order[1:] {
+		a, b := row.Rounds[order[0]], row.Rounds[o]
+		var v []string
+		for j := range min(len(a), len(b)) {
+			if b[j].PerBrokerCPU > 0 {
+				v = append(v, fmt.Sprintf("%.2f", a[j].PerBrokerCPU/b[j].PerBrokerCPU))
+			} else {
+				v = append(v, "—")
+			}
+		}
+		fmt.Fprintf(w, " %s |", strings.Join(v, " / "))
+	}
+	fmt.Fprintln(w)
+}
+
 // WriteCompareTable prints one table per row (shape): every broker side
 // by side, then the ratio of the first broker to each other one. Every
 // line starts with the row's name, so that a line read alone (grep) says
@@ -654,6 +740,9 @@ func WriteCompareTable(w io.Writer, rows []CompareRow, order []string) {
 				}
 			}
 			fmt.Fprintln(bw)
+			if fg.name == "msgs per broker CPU-s" {
+				writeRoundsLine(bw, row, order)
+			}
 		}
 		if len(row.Strace) > 0 {
 			fmt.Fprintf(bw, "| %s | all syscalls/msg (strace pass) |", row.Scenario)
@@ -713,6 +802,13 @@ func WriteCompareHost(w io.Writer, m Machine, rep CompareReport, order []string)
 	}
 	if len(ps) > 0 {
 		fmt.Fprintf(w, "- measured processes (/proc/PID/comm, CPU and system calls summed over their threads): %s\n", strings.Join(ps, ", "))
+	}
+	if len(rep.Rows) > 0 {
+		if rep.Rounds > 1 {
+			fmt.Fprintf(w, "- rounds: %d; in each, every row ran against each broker in turn, a fresh process each time, the order rotated from row to row and round to round; a broker's figures are from its round with the median msgs per broker CPU-s, and the \"each round\" line gives every round with the ratios within it\n", rep.Rounds)
+		} else {
+			fmt.Fprintln(w, "- rounds: 1; every row ran against each broker in turn, a fresh process each time, the order rotated from row to row (--rounds 3 for medians)")
+		}
 	}
 	fmt.Fprintln(w, "- r+w syscalls/msg: read- and write-family calls (read, readv, write, writev, pread, pwrite: syscr + syscw in /proc/PID/io) per delivered message, over the CPU window; epoll_wait, send/recv/sendmsg/recvmsg and other calls are not in /proc/PID/io, so a broker that writes with send() shows fewer than it makes (the strace pass, --syscalls strace, counts every call)")
 	fmt.Fprintln(w)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +214,86 @@ func TestPeerWrappers(t *testing.T) {
 	}
 	if c := children(t); len(c) != 0 {
 		t.Fatalf("child processes left: %v", c)
+	}
+}
+
+// TestCompareRoundsInterleaved: with Rounds, every row runs against each
+// broker in turn on a fresh process, the first broker rotating from row to
+// row and round to round; each row keeps every round, its result is the
+// median round, and the table shows every round with its ratios.
+func TestCompareRoundsInterleaved(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var started []string
+	pids := map[int]bool{}
+	start := func(label string) func() (*Broker, error) {
+		return func() (*Broker, error) {
+			b, err := StartCommand(label, exe+" broker 127.0.0.1:{port}", dir)
+			if err == nil {
+				started = append(started, label)
+				pids[b.PID()] = true
+			}
+			return b, err
+		}
+	}
+	order := []string{"a", "b"}
+	starters := map[string]func() (*Broker, error){"a": start("a"), "b": start("b")}
+	load := LoadConfig{Scenario: "fanin", Publishers: 2, QoS: 0, Window: 4, Duration: 200 * time.Millisecond, Payload: 64}
+	opts := CompareOptions{Rounds: 3, Set: []CompareScenario{{Name: "row0", Load: load}, {Name: "row1", Load: load}}}
+	rep, err := Compare(context.Background(), starters, order, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "a b b a b a a b a b b a" // round r, row i: order rotated by i+r
+	if got := strings.Join(started, " "); got != want {
+		t.Fatalf("brokers started in the order %q; want %q", got, want)
+	}
+	if len(pids) != 12 {
+		t.Fatalf("%d broker processes for 12 runs; want a fresh one each", len(pids))
+	}
+	for _, row := range rep.Rows {
+		for _, b := range order {
+			rs := row.Rounds[b]
+			if len(rs) != 3 {
+				t.Fatalf("%s %s: %d rounds; want 3", row.Scenario, b, len(rs))
+			}
+			for _, r := range rs {
+				if r.Delivered == 0 || r.Lost != 0 || r.PerBrokerCPU <= 0 {
+					t.Fatalf("%s %s: %+v", row.Scenario, b, r)
+				}
+			}
+			v := []float64{rs[0].PerBrokerCPU, rs[1].PerBrokerCPU, rs[2].PerBrokerCPU}
+			slices.Sort(v)
+			if row.Results[b].PerBrokerCPU != v[1] {
+				t.Fatalf("%s %s: result %.0f msgs/CPU-s is not the median of %v", row.Scenario, b, row.Results[b].PerBrokerCPU, v)
+			}
+		}
+	}
+	var out strings.Builder
+	WriteCompareHost(&out, ThisMachine(), rep, order)
+	WriteCompareTable(&out, rep.Rows, order)
+	r0 := rep.Rows[0].Rounds
+	line := fmt.Sprintf("| row0 | msgs per broker CPU-s, each round | %.0f / %.0f / %.0f |", r0["a"][0].PerBrokerCPU, r0["a"][1].PerBrokerCPU, r0["a"][2].PerBrokerCPU)
+	ratio := fmt.Sprintf(" %.2f / ", r0["a"][0].PerBrokerCPU/r0["b"][0].PerBrokerCPU)
+	for _, w := range []string{line, ratio, "- rounds: 3;"} {
+		if !strings.Contains(out.String(), w) {
+			t.Fatalf("no %q in\n%s", w, out.String())
+		}
+	}
+}
+
+func TestMedianRound(t *testing.T) {
+	rs := []LoadResult{{PerBrokerCPU: 5, Delivered: 1}, {PerBrokerCPU: 1, Delivered: 2}, {PerBrokerCPU: 3, Delivered: 3}, {PerBrokerCPU: 4, Delivered: 4}}
+	if m := medianRound(rs); m.Delivered != 3 {
+		t.Fatalf("median of 5, 1, 3, 4: the round with %v msgs/CPU-s; want the lower middle, 3", m.PerBrokerCPU)
+	}
+	if m := medianRound(rs[:3]); m.Delivered != 3 {
+		t.Fatalf("median of 5, 1, 3: the round with %v msgs/CPU-s; want 3", m.PerBrokerCPU)
+	}
+	if rs[0].PerBrokerCPU != 5 {
+		t.Fatal("medianRound reordered its argument")
 	}
 }

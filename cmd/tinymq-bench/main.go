@@ -529,6 +529,7 @@ func runCompare(args []string) error {
 	shapes := fs.String("shapes", "", "run only the load rows whose name matches this regular expression (e.g. '@' for the fixed rates, 'window 1$')")
 	deep := fs.Bool("deep", false, "also run the deep-pipeline shape ("+bench.DeepLabel+" per publisher), which no device produces")
 	sysc := fs.String("syscalls", "proc", "system calls per message: proc (read+write calls from /proc/PID/io, every row) or strace (also one separate pass per broker, each row under strace -c -f -p PID: every call, top 3)")
+	rounds := fs.Int("rounds", 1, "run the load set this many times, the brokers taking turns row by row, and report each broker's median round per row with every round's figures")
 	persistent := fs.Bool("persistent", false, "run the load rows between persistent sessions (clean session 0 on both ends): a durable broker stores every QoS > 0 message")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -563,7 +564,10 @@ func runCompare(args []string) error {
 		order = append(order, o.label)
 		brokerVersions[o.label] = o.command
 	}
-	opts := bench.CompareOptions{Log: os.Stderr, Versions: versions, V5: v5, Persistent: *persistent, StraceDir: dir}
+	if *rounds < 1 {
+		return fmt.Errorf("--rounds %d: want at least 1", *rounds)
+	}
+	opts := bench.CompareOptions{Log: os.Stderr, Versions: versions, V5: v5, Persistent: *persistent, StraceDir: dir, Rounds: *rounds}
 	if *load {
 		opts.Set = bench.CompareSet(*d, *deep)
 		if *shapes != "" {
@@ -662,6 +666,14 @@ func runCompare(args []string) error {
 				rec := bench.Record{Run: runID, Scenario: r.Scenario, Broker: b, BrokerVersion: brokerVersions[b], Process: rep.Process[b], Params: r.Load, Result: r.Results[b]}
 				if err := bench.WriteRecord(os.Stdout, rec); err != nil {
 					return err
+				}
+				if rs := r.Rounds[b]; len(rs) > 1 {
+					for k, res := range rs {
+						rec.Scenario, rec.Result = fmt.Sprintf("%s (round %d)", r.Scenario, k+1), res
+						if err := bench.WriteRecord(os.Stdout, rec); err != nil {
+							return err
+						}
+					}
 				}
 				if st, ok := r.Strace[b]; ok {
 					rec.Scenario, rec.Result = r.Scenario+" (strace pass)", st
