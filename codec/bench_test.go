@@ -151,3 +151,16 @@ func BenchmarkConnectDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCheckUTF8Topic: the check every PUBLISH's topic name goes
+// through, on a typical device topic.
+func BenchmarkCheckUTF8Topic(b *testing.B) {
+	t := []byte("site-17/building-3/floor-2/esp32-00c0ffee/telemetry")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(t)))
+	for b.Loop() {
+		if codec.CheckUTF8(t) != nil {
+			b.Fatal("invalid")
+		}
+	}
+}

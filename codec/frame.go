@@ -161,6 +161,21 @@ func ValidUTF8(b []byte) bool { return CheckUTF8(b) == nil }
 // rule failed. It never allocates.
 func CheckUTF8(b []byte) *Error {
 	for i := 0; i < len(b); {
+		// Eight printable ASCII bytes at a time: no high bit (no
+		// multi-byte sequence starts), none below 0x20 (U+0000 and the
+		// C0 controls) and none equal to 0x7f. A word that fails any of
+		// these goes byte by byte below, which names the rule.
+		if len(b)-i >= 8 {
+			w := binary.LittleEndian.Uint64(b[i:])
+			const ones, highs = 0x0101010101010101, 0x8080808080808080
+			below20 := (w - 0x20*ones) & ^w & highs // a byte < 0x20 (w has no high bits here)
+			del := w ^ 0x7f*ones
+			is7f := (del - ones) & ^del & highs // a byte == 0x7f
+			if w&highs == 0 && below20 == 0 && is7f == 0 {
+				i += 8
+				continue
+			}
+		}
 		c := b[i]
 		if c < utf8.RuneSelf {
 			switch {

@@ -2,7 +2,9 @@ package codec_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/tinymq/tinymq/codec"
 )
@@ -110,6 +112,64 @@ func TestConnectBridgeBit(t *testing.T) {
 		}
 		if again := got.AppendTo(nil); string(again) != string(raw) {
 			t.Fatalf("level %#x: re-encoded % x, want % x", tc.level, again, raw)
+		}
+	}
+}
+
+// checkUTF8Ref is CheckUTF8 byte by byte, as it was before its eight-byte
+// ASCII path: the reference TestCheckUTF8Words compares it with.
+func checkUTF8Ref(b []byte) *codec.Error {
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == 0:
+				return codec.ErrNullChar
+			case c < 0x20 || c == 0x7f:
+				return codec.ErrControlChar
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			return codec.ErrBadUTF8
+		case r <= 0x9f:
+			return codec.ErrControlChar
+		case r >= 0xfdd0 && r <= 0xfdef, r&0xfffe == 0xfffe:
+			return codec.ErrNonCharacter
+		}
+		i += size
+	}
+	return nil
+}
+
+// TestCheckUTF8Words: the eight-byte path of CheckUTF8 lets through only
+// what the byte-by-byte check does. Every byte value at every position of
+// 8- to 24-byte ASCII strings, and every sequence of TestCheckUTF8's kind
+// at every offset of a long ASCII string, so that each lands inside, at
+// the edge of and across eight-byte words.
+func TestCheckUTF8Words(t *testing.T) {
+	for n := 8; n <= 24; n++ {
+		for pos := 0; pos < n; pos++ {
+			for v := 0; v < 256; v++ {
+				b := []byte(strings.Repeat("abcdefgh", 3)[:n])
+				b[pos] = byte(v)
+				if got, want := codec.CheckUTF8(b), checkUTF8Ref(b); got != want {
+					t.Fatalf("CheckUTF8(%q) = %v; byte by byte %v", b, got, want)
+				}
+			}
+		}
+	}
+	seqs := []string{"\x00", "\x01", "\x1f", " ", "~", "\x7f", "\x80", "\xc2\x80", "\xc2\x9f", "\xc2\xa0",
+		"\xef\xb7\x90", "\xef\xbf\xbf", "\xf0\x9f\x98\x80", "\xf4\x90\x80\x80", "\xed\xa0\x80", "\xff", "\xc3"}
+	for _, q := range seqs {
+		for off := 0; off < 20; off++ {
+			b := []byte(strings.Repeat("x", off) + q + strings.Repeat("y", 20))
+			if got, want := codec.CheckUTF8(b), checkUTF8Ref(b); got != want {
+				t.Fatalf("CheckUTF8(%q) = %v; byte by byte %v", b, got, want)
+			}
 		}
 	}
 }
