@@ -335,7 +335,7 @@ func (c *conn) process(buf []byte) (int, gnet.Action) {
 			break
 		}
 		c.need = 0
-		if err := c.handle(h, buf[consumed+h.HeaderLen:consumed+n]); err != nil {
+		if err := c.handle(h, buf[consumed:consumed+n]); err != nil {
 			consumed += n
 			if !errors.Is(err, errClose) {
 				c.fail(err, h)
@@ -384,7 +384,8 @@ func (c *conn) fail(err error, h codec.FixedHeader) {
 // handle processes one whole packet. body aliases the read buffer and is
 // valid until OnTraffic's Discard. A non-nil error closes the connection.
 // Runs on c's loop.
-func (c *conn) handle(h codec.FixedHeader, body []byte) error {
+func (c *conn) handle(h codec.FixedHeader, frame []byte) error {
+	body := frame[h.HeaderLen:]
 	if c.s == nil {
 		if c.x != nil && c.x.auth5 != nil {
 			// A CONNECT's AUTH exchange: AUTH or DISCONNECT only (5.0 §4.12).
@@ -404,7 +405,7 @@ func (c *conn) handle(h codec.FixedHeader, body []byte) error {
 	l := c.l
 	switch h.Type {
 	case codec.TypePublish:
-		return c.onPublish(h, body)
+		return c.onPublish(h, frame)
 	case codec.TypePuback, codec.TypePubrec, codec.TypePubrel, codec.TypePubcomp:
 		if err := l.ack.Decode(c.version, h, body); err != nil {
 			return err
@@ -516,11 +517,12 @@ func (c *conn) onAck(a *codec.Ack) error {
 	return nil
 }
 
-// onPublish handles an inbound PUBLISH. Runs on c's loop.
-func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
+// onPublish handles an inbound PUBLISH, frame being the whole packet.
+// Runs on c's loop.
+func (c *conn) onPublish(h codec.FixedHeader, frame []byte) error {
 	l := c.l
 	p := &l.pub
-	if err := p.Decode(c.version, h, body); err != nil {
+	if err := p.Decode(c.version, h, frame[h.HeaderLen:]); err != nil {
 		return err
 	}
 	var v *sess5
@@ -573,6 +575,7 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 	case 0:
 		if routable {
 			l.r.setMeta(l.props5, exp, c.s)
+			l.r.setFrame(forwardable(c.version, h, frame))
 			l.r.publish(p.Topic, p.Payload, 0, p.Retain, nil)
 		}
 	case 1:
@@ -587,6 +590,7 @@ func (c *conn) onPublish(h codec.FixedHeader, body []byte) error {
 		}
 		if routable {
 			l.r.setMeta(l.props5, exp, c.s)
+			l.r.setFrame(forwardable(c.version, h, frame))
 			if l.r.prepare(p.Topic, p.Payload, 1, p.Retain, nil) == 0 && v != nil {
 				rc = codec.NoMatchingSubscribers // 5.0: accepted, nobody to give it to
 			}

@@ -124,15 +124,40 @@ type router struct {
 		qos            uint8
 		retain         bool     // the publisher's RETAIN flag (for Retain As Published)
 		from           *session // the publisher, for No Local; nil when not an MQTT client
+		// frame is the inbound packet itself when a 3.1.1 reader's copy
+		// at the publisher's QoS is byte for byte the same but for the
+		// packet id (setFrame); nil otherwise.
+		frame []byte
 	}
 
 	// Set by the caller for the next publish: the inbound v5 properties,
-	// expiry and publisher (setMeta).
+	// expiry and publisher (setMeta), and the inbound frame (setFrame).
 	next struct {
 		props  []byte
 		expiry uint32
 		from   *session
+		frame  []byte
 	}
+}
+
+// setFrame gives the next publish its inbound packet, as forwardable
+// returned it (nil: none), for encoded to hand 3.1.1 readers instead of
+// encoding the same bytes again. It must stay unchanged until that
+// publish is routed (a read buffer, during the read). Runs on r's loop.
+func (r *router) setFrame(frame []byte) { r.next.frame = frame }
+
+// forwardable is frame, a PUBLISH from a client of protocol version ver,
+// when its bytes are what a 3.1 or 3.1.1 subscriber receives at the
+// same QoS: a 3.x publisher, QoS 0 or 1, neither DUP nor RETAIN set (a
+// delivery never carries the publisher's DUP, and RETAIN only for
+// retained messages), and the remaining length in its shortest
+// encoding, as our encoder writes it. nil otherwise. Runs on any goroutine.
+func forwardable(ver codec.Version, h codec.FixedHeader, frame []byte) []byte {
+	qos := (h.Flags >> 1) & 3
+	if ver == codec.V5 || qos > 1 || h.Flags != qos<<1 || h.HeaderLen != 1+codec.VarintSize(uint32(h.Remaining)) {
+		return nil
+	}
+	return frame
 }
 
 // setMeta gives the next publish its MQTT 5 properties (forwardProps),
@@ -152,6 +177,12 @@ func (r *router) encoded(ver int, qos uint8, retain bool) ([]byte, int) {
 	ri := 0
 	if retain {
 		ri = 1
+	}
+	if f := r.cur.frame; f != nil && ver == 0 && !retain && qos == r.cur.qos {
+		if qos == 0 {
+			return f, -1
+		}
+		return f, len(f) - len(r.cur.payload) - 2 // the packet id precedes the payload
 	}
 	bit := uint16(1) << (ver*6 + int(qos)*2 + ri)
 	if r.valid&bit == 0 {
@@ -215,7 +246,7 @@ func (r *router) resetEncodings() {
 	r.sseValid = false
 	r.msg = nil
 	r.mid = 0 // persist.go
-	r.cur.topic, r.cur.payload, r.cur.props, r.cur.from = nil, nil, nil, nil
+	r.cur.topic, r.cur.payload, r.cur.props, r.cur.from, r.cur.frame = nil, nil, nil, nil, nil
 }
 
 // deliverMessage delivers an owned message (retained, queued or a will) to
@@ -237,6 +268,7 @@ func (r *router) deliverMessage(s *session, m *message, qos uint8, retainFlag bo
 func (r *router) setCur(topicName, payload, props []byte, qos uint8, retain bool, expiry uint32) {
 	c := &r.cur
 	c.topic, c.payload, c.props, c.qos, c.retain, c.expiry = topicName, payload, props, qos, retain, expiry
+	c.frame = nil // prepare sets it for an inbound PUBLISH
 	c.expLeft, c.hasExp = expiryLeft(expiry, r.b.now.Load())
 }
 
@@ -265,11 +297,11 @@ func (r *router) publish(topicName, payload []byte, qos uint8, retain bool, owne
 // must follow. Runs on r's loop.
 func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owned *message) int {
 	b := r.b
-	props, expiry, from := r.next.props, r.next.expiry, r.next.from
-	r.next.props, r.next.from = nil, nil
+	props, expiry, from, frame := r.next.props, r.next.expiry, r.next.from, r.next.frame
+	r.next.props, r.next.from, r.next.frame = nil, nil, nil
 	r.next.expiry = 0
 	if owned != nil {
-		props, expiry = owned.props(), owned.expiry
+		props, expiry, frame = owned.props(), owned.expiry, nil
 	}
 	if retain {
 		if owned != nil && len(payload) > 0 {
@@ -286,7 +318,7 @@ func (r *router) prepare(topicName, payload []byte, qos uint8, retain bool, owne
 	}
 	r.msg = owned
 	r.setCur(topicName, payload, props, qos, retain, expiry)
-	r.cur.from = from
+	r.cur.from, r.cur.frame = from, frame
 	return len(r.matches)
 }
 
