@@ -720,7 +720,7 @@ func runCompare(args []string) error {
 	if *doc != "" {
 		var brokers []string
 		if *tinymqBin != "" {
-			brokers = append(brokers, fmt.Sprintf("TinyMQ (git %s, `%s`)", gitVersion(), *tinymqBin))
+			brokers = append(brokers, fmt.Sprintf("TinyMQ (git %s, `%s`)", strings.TrimPrefix(brokerVersions["tinymq"], "tinymq "), *tinymqBin))
 		}
 		if *mosqBin != "" {
 			brokers = append(brokers, fmt.Sprintf("%s (`%s`, persistence off, anonymous, no connection limit)", brokerVersions["mosquitto"], *mosqBin))
