@@ -218,6 +218,9 @@ func DefaultCompareSet(d time.Duration) []CompareScenario {
 			fmt.Sprintf("100 publishers -> 1 subscriber, QoS 0, 64 B, %d msg/s in all (%d/s each), at most 10 in flight per publisher", r.rate, r.rate/100),
 			LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Rate: r.rate, Window: 10, Duration: d}})
 	}
+	set = append(set, CompareScenario{"fanin qos0 100->1 @10k/s spread",
+		"100 publishers -> 1 subscriber, QoS 0, 64 B, 10000 msg/s in all (100/s each), at most 10 in flight per publisher, the publishers out of phase (each 1/100 of a period after the one before), as a fleet's devices publish",
+		LoadConfig{Scenario: "fanin", Publishers: 100, QoS: 0, Payload: 64, Rate: 10000, Window: 10, Duration: d, Spread: true}})
 	return set
 }
 

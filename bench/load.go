@@ -29,12 +29,18 @@ type LoadConfig struct {
 	Publishers  int
 	Subscribers int
 	QoS         uint8
-	Payload     int           // bytes (at least 24: publisher, sequence, send time)
-	Rate        int           // total messages/s over all publishers; 0 = as fast as credit allows
-	Window      int           // per publisher: messages sent but not yet received by every subscriber
-	Duration    time.Duration // publishing time
-	Drain       time.Duration // longest wait for the last deliveries after publishing stops
-	BrokerPID   int           // when > 0, broker CPU time is read from /proc
+	Payload     int // bytes (at least 24: publisher, sequence, send time)
+	Rate        int // total messages/s over all publishers; 0 = as fast as credit allows
+	// Spread puts the publishers of a fixed Rate out of phase, as the
+	// devices of a fleet are: publisher i of n is due i/n of its period
+	// after publisher 0. Without it every publisher is due at the same
+	// instants, so the broker gets a burst of one message per publisher
+	// each period.
+	Spread    bool
+	Window    int           // per publisher: messages sent but not yet received by every subscriber
+	Duration  time.Duration // publishing time
+	Drain     time.Duration // longest wait for the last deliveries after publishing stops
+	BrokerPID int           // when > 0, broker CPU time is read from /proc
 
 	// MQTTVersion is the protocol every connection speaks: "3.1.1" (the
 	// default) or "5". At 5 subscribers announce Receive Maximum = Window
@@ -891,7 +897,7 @@ func publisherLoop(ctx context.Context, pc *pubConn, idx int, topic []byte, prop
 			credit = min(credit, inflight-(seq-acked.Load()))
 		}
 		if perPub > 0 {
-			due := int64(time.Since(start).Seconds()*perPub) + 1
+			due := dueCount(time.Since(start), perPub, idx, cfg.Publishers, cfg.Spread)
 			credit = min(credit, due-seq)
 		}
 		if credit <= 0 {
@@ -925,4 +931,16 @@ func publisherLoop(ctx context.Context, pc *pubConn, idx int, topic []byte, prop
 		}
 	}
 	return nil
+}
+
+// dueCount is how many messages publisher idx of n should have sent by
+// elapsed at perPub messages/s: the first at once, then one per period,
+// the period shifted by idx/n of itself when spread (dueCount's phases are
+// what LoadConfig.Spread describes).
+func dueCount(elapsed time.Duration, perPub float64, idx, n int, spread bool) int64 {
+	phase := 0.0
+	if spread && n > 0 {
+		phase = float64(idx) / float64(n)
+	}
+	return int64(elapsed.Seconds()*perPub+phase) + 1
 }

@@ -20,15 +20,17 @@ func TestCompareSetShapes(t *testing.T) {
 		qos      uint8
 		window   int
 		rate     int
+		spread   bool
 	}
 	key := func(c CompareScenario) shape {
-		return shape{c.Load.Scenario, c.Load.QoS, c.Load.Window, c.Load.Rate}
+		return shape{c.Load.Scenario, c.Load.QoS, c.Load.Window, c.Load.Rate, c.Load.Spread}
 	}
 	want := []shape{
-		{"fanin", 0, 1, 0}, {"fanin", 0, 5, 0}, {"fanin", 0, 10, 0},
-		{"fanout", 0, 1, 0}, {"fanout", 0, 5, 0}, {"fanout", 0, 10, 0},
-		{"pairs", 1, 10, 0},
-		{"fanin", 0, 10, 1000}, {"fanin", 0, 10, 10000}, {"fanin", 0, 10, 50000},
+		{"fanin", 0, 1, 0, false}, {"fanin", 0, 5, 0, false}, {"fanin", 0, 10, 0, false},
+		{"fanout", 0, 1, 0, false}, {"fanout", 0, 5, 0, false}, {"fanout", 0, 10, 0, false},
+		{"pairs", 1, 10, 0, false},
+		{"fanin", 0, 10, 1000, false}, {"fanin", 0, 10, 10000, false}, {"fanin", 0, 10, 50000, false},
+		{"fanin", 0, 10, 10000, true},
 	}
 	set := CompareSet(3*time.Second, false)
 	if len(set) != len(want) {
@@ -51,7 +53,7 @@ func TestCompareSetShapes(t *testing.T) {
 		names[c.Name] = true
 	}
 	for _, n := range []string{"fanin qos0 100->1 window 1", "fanout qos0 1->100 window 10", "pairs qos1 x100 window 10",
-		"fanin qos0 100->1 @1k/s", "fanin qos0 100->1 @10k/s", "fanin qos0 100->1 @50k/s"} {
+		"fanin qos0 100->1 @1k/s", "fanin qos0 100->1 @10k/s", "fanin qos0 100->1 @50k/s", "fanin qos0 100->1 @10k/s spread"} {
 		if !names[n] {
 			t.Errorf("no row %q", n)
 		}
@@ -158,5 +160,41 @@ func TestParseStraceSummary(t *testing.T) {
 	}
 	if _, _, err := ParseStraceSummary("strace: Process 1 attached\n"); err == nil {
 		t.Fatal("no error without a summary")
+	}
+}
+
+// TestDueCount: at a fixed rate publishers start with one message and
+// add one per period; in phase they are all due at the same instants,
+// spread publisher i of n is due i/n of a period after publisher 0.
+func TestDueCount(t *testing.T) {
+	const perPub = 100.0 // a 10 ms period
+	cases := []struct {
+		elapsed time.Duration
+		idx     int
+		spread  bool
+		want    int64
+	}{
+		{0, 0, false, 1}, {0, 99, false, 1}, {9 * time.Millisecond, 99, false, 1}, {10 * time.Millisecond, 50, false, 2},
+		{0, 0, true, 1}, {4 * time.Millisecond, 50, true, 1}, {5 * time.Millisecond, 50, true, 2},
+		{9 * time.Millisecond, 0, true, 1}, {10 * time.Millisecond, 0, true, 2}, {1 * time.Millisecond, 99, true, 2},
+	}
+	for _, c := range cases {
+		if got := dueCount(c.elapsed, perPub, c.idx, 100, c.spread); got != c.want {
+			t.Errorf("dueCount(%v, publisher %d of 100, spread %v) = %d; want %d", c.elapsed, c.idx, c.spread, got, c.want)
+		}
+	}
+	// Spread, the due instants of 100 publishers over one period are
+	// 100 µs apart; in phase they are one instant.
+	instants := map[time.Duration]bool{}
+	for idx := range 100 {
+		for us := time.Duration(0); us <= 10*time.Millisecond; us += 10 * time.Microsecond {
+			if dueCount(us, perPub, idx, 100, true) == 2 {
+				instants[us] = true
+				break
+			}
+		}
+	}
+	if len(instants) != 100 {
+		t.Fatalf("spread: %d distinct due instants for 100 publishers; want 100", len(instants))
 	}
 }

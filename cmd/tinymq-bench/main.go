@@ -332,6 +332,7 @@ func runLoad(scenario string, args []string) error {
 	qos := fs.Int("qos", 0, "QoS 0, 1 or 2")
 	fs.IntVar(&cfg.Payload, "payload", 64, "payload bytes (at least 24)")
 	fs.IntVar(&cfg.Rate, "rate", 0, "total messages/s (0: as fast as the window allows)")
+	fs.BoolVar(&cfg.Spread, "spread", false, "with --rate: publishers out of phase (publisher i of n due i/n of a period after publisher 0), as a fleet publishes; without it all are due at the same instants")
 	fs.IntVar(&cfg.Window, "window", 256, "messages a publisher may have unreceived/unacknowledged")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "publishing time")
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "longest wait for the last deliveries")
