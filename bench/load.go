@@ -29,18 +29,19 @@ type LoadConfig struct {
 	Publishers  int
 	Subscribers int
 	QoS         uint8
-	Payload     int // bytes (at least 24: publisher, sequence, send time)
-	Rate        int // total messages/s over all publishers; 0 = as fast as credit allows
+	Payload     int           // bytes (at least 24: publisher, sequence, send time)
+	Rate        int           // total messages/s over all publishers; 0 = as fast as credit allows
+	Window      int           // per publisher: messages sent but not yet received by every subscriber
+	Duration    time.Duration // publishing time
+	Drain       time.Duration // longest wait for the last deliveries after publishing stops
+	BrokerPID   int           // when > 0, broker CPU time is read from /proc
+
 	// Spread puts the publishers of a fixed Rate out of phase, as the
 	// devices of a fleet are: publisher i of n is due i/n of its period
 	// after publisher 0. Without it every publisher is due at the same
 	// instants, so the broker gets a burst of one message per publisher
 	// each period.
-	Spread    bool
-	Window    int           // per publisher: messages sent but not yet received by every subscriber
-	Duration  time.Duration // publishing time
-	Drain     time.Duration // longest wait for the last deliveries after publishing stops
-	BrokerPID int           // when > 0, broker CPU time is read from /proc
+	Spread bool
 
 	// MQTTVersion is the protocol every connection speaks: "3.1.1" (the
 	// default) or "5". At 5 subscribers announce Receive Maximum = Window
