@@ -335,7 +335,7 @@ func (o *CompareOptions) compareRows() []CompareRow {
 				cfg.Persistent = true
 				name += " persistent"
 			}
-			rows = append(rows, CompareRow{Scenario: name, About: sc.About, Load: cfg, Results: map[string]LoadResult{}, Strace: map[string]StraceResult{}})
+			rows = append(rows, CompareRow{Scenario: name, About: sc.About, Load: cfg, Results: map[string]LoadResult{}, Rounds: map[string][]LoadResult{}, Strace: map[string]StraceResult{}})
 		}
 	}
 	return rows
@@ -468,9 +468,6 @@ func compareLoad(ctx context.Context, starters map[string]func() (*Broker, error
 				b.Stop()
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", name, row.Scenario, err)
-				}
-				if row.Rounds == nil {
-					row.Rounds = map[string][]LoadResult{}
 				}
 				row.Rounds[name] = append(row.Rounds[name], res)
 			}

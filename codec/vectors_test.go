@@ -215,6 +215,17 @@ func TestVarint(t *testing.T) {
 			t.Fatalf("ReadVarint(% x) = %d, %d, %v", c.raw, v, n, err)
 		}
 	}
+	// Only the shortest encoding is read: the engine forwards an inbound
+	// PUBLISH frame as it is (router.encoded), as if it had encoded it.
+	for _, raw := range [][]byte{{0x80, 0}, {0x85, 0}, {0xff, 0x80, 0}, {0x80, 0x80, 0x80, 0}} {
+		if _, _, err := codec.ReadVarint(raw); !errors.Is(err, codec.ErrMalformedLength) {
+			t.Fatalf("ReadVarint(% x): err %v; want ErrMalformedLength", raw, err)
+		}
+		frame := append([]byte{0x30}, raw...)
+		if _, _, err := codec.ReadFrame(append(frame, make([]byte, 8)...), 0); err == nil {
+			t.Fatalf("ReadFrame accepted the remaining length % x", raw)
+		}
+	}
 }
 
 func TestValidUTF8(t *testing.T) {

@@ -128,9 +128,7 @@ func (b *Broker) Bridges() []BridgeInfo {
 		if out[i].LocalClientID == "" {
 			continue
 		}
-		b.sessMu.Lock()
-		s := b.sessions.Get(out[i].LocalClientID)
-		b.sessMu.Unlock()
+		s := b.sessionByID(out[i].LocalClientID)
 		if s == nil {
 			continue
 		}

@@ -439,6 +439,14 @@ func (b *Broker) refreshDate(now time.Time) {
 // period.
 const tickInterval = 500 * time.Millisecond
 
+// sessionByID is the session of client id, nil when there is none. Any
+// goroutine (it takes sessMu, which the caller must not hold).
+func (b *Broker) sessionByID(id string) *session {
+	b.sessMu.Lock()
+	defer b.sessMu.Unlock()
+	return b.sessions.Get(id)
+}
+
 // nextClientID makes a server-assigned client identifier [MQTT-3.1.3-6].
 func (b *Broker) nextClientID() string {
 	return b.idPrefix + strconv.FormatUint(b.idSeq.Add(1), 36)

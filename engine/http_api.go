@@ -486,9 +486,7 @@ func (r *httpReq) kick(rawID []byte) bool {
 // (its will is published) and reports whether it was connected. Any
 // goroutine.
 func (b *Broker) Disconnect(id, reason string) bool {
-	b.sessMu.Lock()
-	s := b.sessions.Get(id)
-	b.sessMu.Unlock()
+	s := b.sessionByID(id)
 	if s == nil {
 		return false
 	}

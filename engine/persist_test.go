@@ -524,9 +524,7 @@ func TestPersistSessionExpiryRestart(t *testing.T) {
 	}
 	stopBroker(t, b)
 	b = persistentBroker(t, dir, store.FsyncInterval, exp)
-	b.sessMu.Lock()
-	sess := b.sessions.Get("left")
-	b.sessMu.Unlock()
+	sess := b.sessionByID("left")
 	if sess == nil {
 		t.Fatal("session lost")
 	}
@@ -536,11 +534,7 @@ func TestPersistSessionExpiryRestart(t *testing.T) {
 	if d := since - offline.Unix(); d < -1 || d > 1 {
 		t.Fatalf("recovered session offline since %d; it went offline at %d (the restart must not reset its expiry)", since, offline.Unix())
 	}
-	waitFor(t, 10*time.Second, "the session to expire", func() bool {
-		b.sessMu.Lock()
-		defer b.sessMu.Unlock()
-		return b.sessions.Get("left") == nil
-	})
+	waitFor(t, 10*time.Second, "the session to expire", func() bool { return b.sessionByID("left") == nil })
 }
 
 // An offline persistent session's queue is in the store, not in memory;
@@ -559,9 +553,7 @@ func TestPersistOfflineQueueOnDisk(t *testing.T) {
 		pub.publish("d/x", fmt.Sprint(i), 1, false, uint16(i+1))
 		pub.expect(codec.TypePuback, 5*time.Second)
 	}
-	b.sessMu.Lock()
-	s := b.sessions.Get("p1")
-	b.sessMu.Unlock()
+	s := b.sessionByID("p1")
 	s.mu.Lock()
 	inMem, onDisk := len(s.st.q), s.st.onDisk()
 	s.mu.Unlock()
@@ -681,9 +673,7 @@ func TestPersistPageWhileWriterRefuses(t *testing.T) {
 		pub.publish("r/x", fmt.Sprint(i), 1, false, uint16(i+1))
 		pub.expect(codec.TypePuback, 5*time.Second)
 	}
-	b.sessMu.Lock()
-	s := b.sessions.Get("p1")
-	b.sessMu.Unlock()
+	s := b.sessionByID("p1")
 
 	p1 = dialRaw(t, b.MQTTAddr())
 	if ack := p1.connect(codec.Connect{ClientID: []byte("p1"), KeepAlive: 60}); !ack.SessionPresent {

@@ -150,11 +150,12 @@ func (r *router) setFrame(frame []byte) { r.next.frame = frame }
 // when its bytes are what a 3.1 or 3.1.1 subscriber receives at the
 // same QoS: a 3.x publisher, QoS 0 or 1, neither DUP nor RETAIN set (a
 // delivery never carries the publisher's DUP, and RETAIN only for
-// retained messages), and the remaining length in its shortest
-// encoding, as our encoder writes it. nil otherwise. Runs on any goroutine.
+// retained messages). nil otherwise. The remaining length is in its
+// shortest encoding, as our encoder writes it: codec.ReadFrame refuses
+// any other. Runs on any goroutine.
 func forwardable(ver codec.Version, h codec.FixedHeader, frame []byte) []byte {
 	qos := (h.Flags >> 1) & 3
-	if ver == codec.V5 || qos > 1 || h.Flags != qos<<1 || h.HeaderLen != 1+codec.VarintSize(uint32(h.Remaining)) {
+	if ver == codec.V5 || qos > 1 || h.Flags != qos<<1 {
 		return nil
 	}
 	return frame

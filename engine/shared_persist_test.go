@@ -21,9 +21,7 @@ import (
 // storedLoad reports a session's in-flight count, the queued messages in
 // memory and those in the store only (ok false: no such session).
 func storedLoad(b *Broker, id string) (inflight, inMem, onDisk int, ok bool) {
-	b.sessMu.Lock()
-	s := b.sessions.Get(id)
-	b.sessMu.Unlock()
+	s := b.sessionByID(id)
 	if s == nil {
 		return 0, 0, 0, false
 	}
@@ -39,9 +37,7 @@ func storedLoad(b *Broker, id string) (inflight, inMem, onDisk int, ok bool) {
 func offline(t *testing.T, b *Broker, id string) {
 	t.Helper()
 	waitFor(t, 5*time.Second, id+" offline", func() bool {
-		b.sessMu.Lock()
-		s := b.sessions.Get(id)
-		b.sessMu.Unlock()
+		s := b.sessionByID(id)
 		if s == nil {
 			return false
 		}

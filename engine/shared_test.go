@@ -17,9 +17,7 @@ import (
 // sessionLoad reports a session's in-flight and queued counts (ok false
 // when the broker has no session of that id).
 func sessionLoad(b *Broker, id string) (inflight, queued int, ok bool) {
-	b.sessMu.Lock()
-	s := b.sessions.Get(id)
-	b.sessMu.Unlock()
+	s := b.sessionByID(id)
 	if s == nil {
 		return 0, 0, false
 	}
@@ -121,14 +119,7 @@ func TestSharedSkipsOfflineMember(t *testing.T) {
 	off := sharedRaw(t, b, "off", false, "$share/g/t", 1)
 	off.write([]byte{0xe0, 0}) // DISCONNECT: persistent session stays, offline
 	off.expectClosed(5 * time.Second)
-	waitFor(t, 5*time.Second, "off's session to go offline", func() bool {
-		b.sessMu.Lock()
-		s := b.sessions.Get("off")
-		b.sessMu.Unlock()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.c == nil
-	})
+	offline(t, b, "off")
 	live := sharedRaw(t, b, "live", true, "$share/g/t", 1)
 	pub := pahoClient(t, b.MQTTAddr(), "pub", true)
 	for i := range 10 {
@@ -208,14 +199,7 @@ func TestSharedRedeliverOnDiscard(t *testing.T) {
 	a.expectPublish(5 * time.Second)
 	bm := sharedRaw(t, b, "b", true, "$share/g/jobs", 1)
 	a.c.Close() // a network drop: the session lives on, offline
-	waitFor(t, 5*time.Second, "a offline", func() bool {
-		b.sessMu.Lock()
-		s := b.sessions.Get("a")
-		b.sessMu.Unlock()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.c == nil
-	})
+	offline(t, b, "a")
 	bm.expectNothing(300 * time.Millisecond) // kept for a's return
 	if f, _, _ := sessionLoad(b, "a"); f != 1 {
 		t.Fatalf("offline a holds %d in flight; want 1", f)

@@ -286,9 +286,7 @@ func certUsernameOf(t *testing.T, b *Broker, id string) (string, bool) {
 	t.Helper()
 	var c *conn
 	waitFor(t, 5*time.Second, "session "+id, func() bool {
-		b.sessMu.Lock()
-		s := b.sessions.Get(id)
-		b.sessMu.Unlock()
+		s := b.sessionByID(id)
 		if s == nil {
 			return false
 		}

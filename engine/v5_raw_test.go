@@ -619,9 +619,7 @@ func TestV5PacketIdentifierNotFound(t *testing.T) {
 	rc.write(refuse.AppendTo(nil, codec.V5))
 	rc.expectNothing(300 * time.Millisecond) // no PUBREL for a refused message
 	waitFor(t, 5*time.Second, "in-flight freed", func() bool {
-		b.sessMu.Lock()
-		s := b.sessions.Get("pid")
-		b.sessMu.Unlock()
+		s := b.sessionByID("pid")
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.inflightLocked() == 0
